@@ -1,0 +1,76 @@
+"""The ``gaugejax`` command line.
+
+Each sub-command lives in its own module of this package and exposes
+``register(subparsers) -> argparse.ArgumentParser`` whose parser sets ``func=run`` where
+``run(args) -> int`` is the exit code. Library errors (:class:`gaugejax.errors.GaugeJaxError`) are
+printed as one line ``error: ...`` with exit code 2; nothing is written on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Sub-command modules, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "demo",
+    "info",
+    "apply",
+    "verify",
+    "align",
+    "align_path",
+    "compose",
+    "transport",
+    "merge",
+    "audit",
+    "canon",
+    "reproduce",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="gaugejax",
+        description="Recover and apply residual-stream gauges (signed permutations) between "
+        "transformer checkpoints, and transport coordinate-indexed objects by the right rule.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"gaugejax.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"gaugejax.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gaugejax`` console script; returns the exit code."""
+    from gaugejax.errors import GaugeJaxError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from gaugejax import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GaugeJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 2

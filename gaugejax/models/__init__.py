@@ -1,0 +1,218 @@
+"""Transformers as pure JAX functions, and their gauge specs.
+
+Families: ``llama`` (RMSNorm; Llama, Mistral, Qwen2, SmolLM, TinyLlama), ``gpt2`` and ``neox``
+(LayerNorm). ``forward`` and ``residual_stream`` are jit-compiled and batched; they compute in
+float32 (float64 when given float64 weights with x64 enabled), whatever the storage dtype.
+"""
+
+from __future__ import annotations
+
+import types
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaugejax.errors import CheckpointError, GaugeError
+from gaugejax.gauge import SignedPermutation
+from gaugejax.models import gpt2, llama, neox
+from gaugejax.models.base import GPT2Config, LlamaConfig, Model, ModelConfig, NeoXConfig
+from gaugejax.spec import Axes, apply_spec
+
+FAMILIES: dict[str, types.ModuleType] = {"llama": llama, "gpt2": gpt2, "neox": neox}
+"""family name → module with ``config_from_hf``, ``config_to_hf``, ``param_shapes``,
+``param_axes``, ``hf_tensors``, ``init_params``, ``hidden_states``, ``unembed``."""
+
+MODEL_TYPES: dict[str, str] = {
+    "llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2", "gpt_neox": "neox",
+}
+"""Hugging Face ``model_type`` → family."""
+
+__all__ = [
+    "FAMILIES", "MODEL_TYPES", "Model", "ModelConfig", "LlamaConfig", "GPT2Config", "NeoXConfig",
+    "family_module", "config_from_hf", "tiny_config", "random_model", "forward", "residual_stream",
+    "gauge_spec", "apply_gauge",
+]
+
+
+def family_module(config: ModelConfig) -> types.ModuleType:
+    """The module implementing ``config.family``."""
+    try:
+        return FAMILIES[config.family]
+    except KeyError:
+        raise CheckpointError(f"unknown model family {config.family!r} (known: {', '.join(FAMILIES)})") from None
+
+
+def config_from_hf(cfg: dict) -> ModelConfig:
+    """Config from a Hugging Face ``config.json`` dict; unknown architectures are refused."""
+    mt = cfg.get("model_type")
+    if mt not in MODEL_TYPES:
+        raise CheckpointError(
+            f"unsupported architecture model_type={mt!r}; supported: {', '.join(sorted(MODEL_TYPES))}")
+    return FAMILIES[MODEL_TYPES[mt]].config_from_hf(cfg)
+
+
+def tiny_config(kind: str = "llama", **overrides: Any) -> ModelConfig:
+    """A small config of a family or HF model type, for tests and demos.
+
+    Args:
+      kind: ``llama``, ``mistral``, ``qwen2`` (RMSNorm, GQA; qwen2 with q/k/v biases), ``gpt2``,
+        ``neox``.
+      **overrides: fields to change.
+
+    Example:
+      >>> tiny_config("qwen2").qkv_bias
+      True
+    """
+    if kind in ("llama", "mistral", "qwen2"):
+        base = LlamaConfig(model_type=kind, vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                           head_dim=16, d_ff=128, qkv_bias=kind == "qwen2", norm_eps=1e-6,
+                           sliding_window=16 if kind == "mistral" else None)
+    elif kind == "gpt2":
+        base = GPT2Config(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_positions=128)
+    elif kind == "neox":
+        base = NeoXConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_positions=128)
+    else:
+        raise CheckpointError(f"unknown kind {kind!r}: use llama, mistral, qwen2, gpt2 or neox")
+    return base.replace(**overrides)
+
+
+def random_model(config: ModelConfig | str = "llama", seed: int | jax.Array = 0, dtype=jnp.float32) -> Model:
+    """A model with random parameters and generic norm gains.
+
+    Example:
+      >>> m = random_model("gpt2", seed=1)
+      >>> m.config.norm
+      'layernorm'
+    """
+    if isinstance(config, str):
+        config = tiny_config(config)
+    key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
+    return Model(config, family_module(config).init_params(config, key, dtype))
+
+
+def _compute_dtype(params: Any):
+    leaves = jax.tree.leaves(params)
+    return jnp.float64 if any(x.dtype == jnp.float64 for x in leaves) else jnp.float32
+
+
+def _upcast(params: Any) -> Any:
+    dt = _compute_dtype(params)
+    return jax.tree.map(lambda x: x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+
+
+@partial(jax.jit, static_argnums=0)
+def _stream_and_final(config: ModelConfig, params: Any, tokens: jax.Array):
+    return family_module(config).hidden_states(config, _upcast(params), tokens)
+
+
+@partial(jax.jit, static_argnums=0)
+def _logits(config: ModelConfig, params: Any, tokens: jax.Array):
+    mod = family_module(config)
+    params = _upcast(params)
+    _, final = mod.hidden_states(config, params, tokens)
+    return mod.unembed(config, params, final)
+
+
+def _check_tokens(model: Model, tokens: Any) -> tuple[jax.Array, bool]:
+    shape = getattr(tokens, "shape", None)
+    if shape is None:
+        tokens = np.asarray(tokens)
+        shape = tokens.shape
+    if len(shape) not in (1, 2) or shape[-1] == 0:
+        raise GaugeError(f"tokens must be (seq,) or (batch, seq) with seq > 0, got shape {tuple(shape)}")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise GaugeError(f"tokens must be integers, got dtype {tokens.dtype}")
+    if not isinstance(tokens, jax.core.Tracer):
+        t = np.asarray(tokens)
+        if t.size and (t.min() < 0 or t.max() >= model.config.vocab_size):
+            raise GaugeError(f"token ids must lie in [0, {model.config.vocab_size}), got [{t.min()}, {t.max()}]")
+    max_pos = getattr(model.config, "max_positions", None)
+    if model.config.family == "gpt2" and shape[-1] > max_pos:
+        raise GaugeError(f"sequence length {shape[-1]} exceeds the model's {max_pos} learned positions")
+    squeeze = len(shape) == 1
+    tokens = jnp.asarray(tokens, jnp.int32)
+    return (tokens[None] if squeeze else tokens), squeeze
+
+
+def forward(model: Model, tokens: Any) -> jax.Array:
+    """Next-token logits.
+
+    Args:
+      model: a :class:`Model`.
+      tokens: integer ids ``(batch, seq)`` (or ``(seq,)``).
+
+    Returns:
+      float32 logits ``(batch, seq, vocab)`` (no batch axis for 1-D input).
+
+    Example:
+      >>> m = random_model("llama")
+      >>> forward(m, jnp.array([[1, 2, 3]])).shape
+      (1, 3, 256)
+    """
+    tokens, squeeze = _check_tokens(model, tokens)
+    out = _logits(model.config, model.params, tokens)
+    return out[0] if squeeze else out
+
+
+def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True) -> jax.Array:
+    """The residual stream at every layer, as ``transformers``' ``output_hidden_states``.
+
+    Args:
+      model: a :class:`Model`.
+      tokens: integer ids ``(batch, seq)`` (or ``(seq,)``).
+      final_norm: the last entry is after the final norm (as ``transformers`` reports it); with
+        ``False`` it is the pre-norm stream after the last block.
+
+    Returns:
+      ``(n_layers + 1, batch, seq, d)``: index 0 the embeddings, index i after block i.
+    """
+    tokens, squeeze = _check_tokens(model, tokens)
+    stream, final = _stream_and_final(model.config, model.params, tokens)
+    if final_norm:
+        stream = stream.at[-1].set(final)
+    return stream[:, 0] if squeeze else stream
+
+
+def gauge_spec(config: ModelConfig | Model) -> dict[str, Any]:
+    """The gauge spec of a model's params (per-layer entries carry the leading layer axis).
+
+    Example:
+      >>> gauge_spec(tiny_config("llama"))["layers"]["attn_norm"]
+      Axes(None, residual:perm)
+    """
+    if isinstance(config, Model):
+        config = config.config
+    axes = family_module(config).param_axes(config)
+    axes = dict(axes)
+    axes["layers"] = {k: a.prepend(1) for k, a in axes["layers"].items()}
+    return axes
+
+
+def check_gauge_for(config: ModelConfig, gauge: SignedPermutation) -> None:
+    """Raises unless ``gauge`` is a symmetry of models of this config (SPEC §2).
+
+    RMSNorm (generic gains): all of ``B_d``. LayerNorm: permutations with one global sign.
+    """
+    if gauge.d != config.d_model:
+        raise GaugeError(f"gauge has d={gauge.d} but the model's residual width is {config.d_model}")
+    if config.norm == "layernorm" and not gauge.is_global_sign:
+        raise GaugeError(
+            "a LayerNorm model only admits permutations with one global sign (S_d × {±1}); this gauge flips "
+            f"{int((gauge.signs < 0).sum())} of {gauge.d} coordinates. Use method='permutation' or gauge.permutation_part()")
+
+
+def apply_gauge(model: Model, gauge: SignedPermutation) -> Model:
+    """The same function in a new chart: every parameter moved by SPEC §3.
+
+    Afterwards ``residual_stream(new, t) == gauge.apply(residual_stream(model, t))`` and the logits
+    are unchanged. Exact: only indexing and negation, so ``apply_gauge(apply_gauge(m, g),
+    g.inverse())`` returns ``m`` bit for bit.
+
+    Raises:
+      GaugeError: wrong dimension, or non-global signs on a LayerNorm model.
+    """
+    check_gauge_for(model.config, gauge)
+    return Model(model.config, apply_spec(model.params, gauge_spec(model.config), gauge))

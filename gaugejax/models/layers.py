@@ -1,0 +1,153 @@
+"""Transformer building blocks as pure functions.
+
+Einsum letters: B batch, T query time, S key time, D model, N query heads, K kv heads,
+R heads per kv head (N = K·R), H head dim, F hidden (MLP).
+Everything here computes in the dtype it is given; the model functions upcast to float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def rms_norm(x: jax.Array, gain: jax.Array, eps: float, offset: float = 0.0) -> jax.Array:
+    """RMSNorm ``(offset + gain) ⊙ x / sqrt(mean(x²) + eps)`` over the last axis.
+
+    ``offset=1`` is the ``(1 + scale)`` parametrisation (Gemma): the gauge permutes ``scale``.
+
+    Example:
+      >>> float(rms_norm(jnp.array([3.0, 4.0]), jnp.ones(2), 0.0)[1])  # doctest: +ELLIPSIS
+      1.131...
+    """
+    inv = jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+    return (offset + gain) * (x * inv)
+
+
+def layer_norm(x: jax.Array, gain: jax.Array | None, bias: jax.Array | None, eps: float) -> jax.Array:
+    """LayerNorm ``g ⊙ (x - mean) / sqrt(var + eps) + b`` over the last axis (biased variance)."""
+    mu = jnp.mean(x, axis=-1, keepdims=True)
+    xc = x - mu
+    y = xc * jax.lax.rsqrt(jnp.mean(jnp.square(xc), axis=-1, keepdims=True) + eps)
+    if gain is not None:
+        y = y * gain
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def activation(name: str):
+    """The MLP non-linearity named as in Hugging Face configs."""
+    if name in ("silu", "swish"):
+        return jax.nn.silu
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh"):
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "relu":
+        return jax.nn.relu
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+def rope_inv_freq(rotary_dim: int, theta: float, scaling: dict | None) -> jnp.ndarray:
+    """Inverse frequencies of rotary embeddings, with HF's ``linear`` / ``llama3`` scaling.
+
+    ``linear`` is applied to positions by :func:`rope_cos_sin`; ``dynamic`` changes the base only
+    past ``original_max_position_embeddings`` and is handled there too.
+    """
+    inv = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "llama3":
+        factor = scaling["factor"]
+        lo, hi = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - lo) / (hi - lo)
+        scaled = jnp.where(wavelen > old / lo, inv / factor, inv)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wavelen >= old / hi) & (wavelen <= old / lo)
+        inv = jnp.where(is_mid, mid, scaled)
+    return inv
+
+
+def rope_cos_sin(positions: jax.Array, rotary_dim: int, theta: float, scaling: dict | None):
+    """``cos, sin`` of shape ``(T, rotary_dim)`` in HF's half-split (rotate_half) layout."""
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    pos = positions.astype(jnp.float32)
+    if kind == "linear":
+        pos = pos / scaling["factor"]
+    if kind == "dynamic":
+        old = scaling["original_max_position_embeddings"]
+        seq = jnp.maximum(jnp.max(positions) + 1, old)
+        factor = scaling["factor"]
+        theta = theta * ((factor * seq / old) - (factor - 1)) ** (rotary_dim / (rotary_dim - 2))
+        inv = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    else:
+        inv = rope_inv_freq(rotary_dim, theta, scaling)
+    freqs = pos[:, None] * inv[None, :]  # (T, H/2)
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates the first ``cos.shape[-1]`` dims of ``x`` (B, T, heads, H); the rest pass through."""
+    r = cos.shape[-1]
+    xr, xpass = x[..., :r], x[..., r:]
+    x1, x2 = xr[..., : r // 2], xr[..., r // 2 :]
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    out = xr * cos + rotated * sin
+    return jnp.concatenate([out, xpass], axis=-1) if xpass.shape[-1] else out
+
+
+def causal_mask(t: int, sliding_window: int | None = None) -> jax.Array:
+    """``(T, S)`` boolean mask: query ``t`` may attend key ``s`` iff ``s <= t`` (within the window)."""
+    i = jnp.arange(t)[:, None]
+    j = jnp.arange(t)[None, :]
+    mask = j <= i
+    if sliding_window is not None:
+        mask = mask & (i - j < sliding_window)
+    return mask
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Grouped-query softmax attention.
+
+    Args:
+      q: (B, T, N, H) queries; k, v: (B, S, K, H) with ``N % K == 0``.
+      mask: (T, S) boolean, True where attention is allowed (every row has one True).
+
+    Returns:
+      (B, T, N, H).
+    """
+    b, t, n, h = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, n // kv, h)  # B T K R H
+    scores = jnp.einsum("btkrh,bskh->bkrts", qg, k) / jnp.sqrt(jnp.asarray(h, q.dtype))
+    scores = jnp.where(mask, scores, -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1)
+    out = jnp.einsum("bkrts,bskh->btkrh", probs, v)
+    return out.reshape(b, t, n, h)
+
+
+def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
+    """``x @ w.T + b`` with ``w`` in PyTorch layout ``(out, in)``."""
+    y = jnp.einsum("...i,oi->...o", x, w)
+    return y if b is None else y + b
+
+
+def run_blocks(block, x: jax.Array, stacked_params) -> tuple[jax.Array, jax.Array]:
+    """Runs ``x = block(x, p)`` for each layer's slice ``p`` of ``stacked_params`` under ``lax.scan``.
+
+    Returns:
+      ``stream`` (n_layers + 1, ...) with the input first, and the last output.
+    """
+
+    def step(x, p):
+        y = block(x, p)
+        return y, y
+
+    x_last, per_layer = jax.lax.scan(step, x, stacked_params)
+    return jnp.concatenate([x[None], per_layer], axis=0), x_last

@@ -1,0 +1,145 @@
+"""Gauge specs: which group acts on which axis of every parameter, and whether the sign acts.
+
+A spec is a pytree with the structure of the parameters whose leaves are :class:`Axes`: one entry
+per array axis, ``None`` where no gauge acts, or an :class:`AxisAction` naming the group
+(``"residual"``, ...) and whether signs act (RMSNorm gains and Adam's ``nu``: permutation only).
+The inverse action is never written: it is the action of ``gauge.inverse()``.
+
+Example:
+  >>> import numpy as np, gaugejax as gj
+  >>> from gaugejax.spec import Axes, RESIDUAL
+  >>> params = {"w_in": np.arange(6.0).reshape(2, 3)}        # (out=2, in=d=3)
+  >>> spec = {"w_in": Axes(None, RESIDUAL)}
+  >>> g = gj.SignedPermutation([2, 0, 1], [1, -1, 1])
+  >>> apply_spec(params, spec, g)["w_in"]
+  array([[ 2., -0.,  1.],
+         [ 5., -3.,  4.]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import jax
+
+from gaugejax.errors import GaugeError
+from gaugejax.gauge import SignedPermutation
+
+
+@dataclass(frozen=True)
+class AxisAction:
+    """The action on one axis: ``group`` names the gauge; ``signed`` says whether signs act."""
+
+    group: str = "residual"
+    signed: bool = True
+
+    def __repr__(self) -> str:
+        return f"{self.group}{'' if self.signed else ':perm'}"
+
+
+RESIDUAL = AxisAction("residual", True)
+"""Residual axis, signed: embeddings, reading and writing matrices, LayerNorm bias, vectors."""
+RESIDUAL_PERM = AxisAction("residual", False)
+"""Residual axis, permutation only: RMSNorm / LayerNorm gains."""
+
+
+class Axes:
+    """Per-axis actions of one parameter (a pytree *leaf*, not a container).
+
+    Example:
+      >>> Axes(None, RESIDUAL)
+      Axes(None, residual)
+    """
+
+    __slots__ = ("actions",)
+
+    def __init__(self, *actions: AxisAction | None):
+        for a in actions:
+            if a is not None and not isinstance(a, AxisAction):
+                raise TypeError(f"Axes takes AxisAction or None, got {a!r}")
+        self.actions = tuple(actions)
+
+    def __repr__(self) -> str:
+        return f"Axes({', '.join(repr(a) for a in self.actions)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Axes) and self.actions == other.actions
+
+    def __hash__(self) -> int:
+        return hash(self.actions)
+
+    @property
+    def acts(self) -> bool:
+        """True when some gauge acts on this parameter."""
+        return any(a is not None for a in self.actions)
+
+    def prepend(self, n: int = 1) -> "Axes":
+        """The same actions behind ``n`` leading ungauged axes (e.g. a stacked layer axis)."""
+        return Axes(*((None,) * n + self.actions))
+
+    def reversed(self) -> "Axes":
+        """The actions of the transposed parameter (e.g. a ``Conv1D`` ``(in, out)`` layout)."""
+        return Axes(*reversed(self.actions))
+
+    def unsigned(self) -> "Axes":
+        """The same axes with signs dropped (Adam's second moment)."""
+        return Axes(*(None if a is None else AxisAction(a.group, False) for a in self.actions))
+
+
+def apply_axes(x: Any, axes: Axes, gauges: Mapping[str, SignedPermutation], *, signed: bool = True) -> Any:
+    """Moves one array by its :class:`Axes`.
+
+    Args:
+      x: numpy or JAX array.
+      axes: per-axis actions; must have ``x.ndim`` entries (or none: untouched).
+      gauges: group name → gauge.
+      signed: ``False`` drops every sign (Adam's ``nu``).
+    """
+    if not axes.acts:
+        return x
+    if len(axes.actions) != x.ndim:
+        raise GaugeError(f"spec {axes} has {len(axes.actions)} axes but the array has shape {tuple(x.shape)}")
+    for axis, action in enumerate(axes.actions):
+        if action is None:
+            continue
+        if action.group not in gauges:
+            raise GaugeError(f"no gauge given for group {action.group!r}")
+        x = gauges[action.group].apply(x, axis=axis, signed=signed and action.signed)
+    return x
+
+
+def _as_gauges(gauge: SignedPermutation | Mapping[str, SignedPermutation]) -> Mapping[str, SignedPermutation]:
+    if isinstance(gauge, SignedPermutation):
+        return {"residual": gauge}
+    return gauge
+
+
+def apply_spec(params: Any, spec: Any, gauge: SignedPermutation | Mapping[str, SignedPermutation], *,
+               signed: bool = True) -> Any:
+    """Moves a whole parameter pytree into the gauge's target chart.
+
+    Works on any pytree (e.g. Flax params) given a spec of the same structure.
+
+    Args:
+      params: pytree of arrays.
+      spec: pytree of :class:`Axes` with the structure of ``params``.
+      gauge: a :class:`SignedPermutation` (the ``"residual"`` group) or a mapping group → gauge.
+      signed: ``False`` applies permutations only (Adam's ``nu``).
+
+    Returns:
+      A pytree of the same structure; untouched leaves are returned as they are.
+    """
+    gauges = _as_gauges(gauge)
+    try:
+        return jax.tree.map(lambda axes, x: apply_axes(x, axes, gauges, signed=signed), spec, params,
+                            is_leaf=lambda a: isinstance(a, Axes))
+    except ValueError as e:
+        if "structure" in str(e) or "Custom node" in str(e) or "Dict key mismatch" in str(e):
+            raise GaugeError(f"spec and params have different structures: {e}".splitlines()[0]) from None
+        raise
+
+
+def map_with_spec(fn: Callable[[Any, Axes], Any], params: Any, spec: Any) -> Any:
+    """``jax.tree.map`` over ``(leaf, axes)`` pairs."""
+    return jax.tree.map(lambda axes, x: fn(x, axes), spec, params, is_leaf=lambda a: isinstance(a, Axes))
