@@ -1,0 +1,294 @@
+"""Hugging Face checkpoint directories: ``config.json`` + single or sharded ``*.safetensors``.
+
+Reading is lazy (memory maps); writing is atomic (temporary directory, then rename) and streams
+one tensor at a time. Pickle checkpoints (``*.bin``, ``*.pt``) are refused: loading them runs
+arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax.numpy as jnp
+import numpy as np
+
+from gaugejax.atomic import atomic_path
+from gaugejax.errors import CheckpointError
+from gaugejax.io.safetensors_stream import SafetensorsFile, TensorInfo, write_safetensors
+from gaugejax.models import config_from_hf, family_module
+from gaugejax.models.base import HFTensor, Model, ModelConfig
+from gaugejax.spec import Axes
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_BUFFERS = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias", "attention.bias", "attention.masked_bias")
+_INDEX = "model.safetensors.index.json"
+DEFAULT_SHARD_BYTES = 2 * 1024**3
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    """Raises :class:`CheckpointError` explaining why pickle checkpoints are not read."""
+    raise CheckpointError(
+        f"{os.fspath(path)} is a pickle checkpoint; loading pickles can run arbitrary code, so gaugejax refuses "
+        "them. Convert it to safetensors first (e.g. `model.save_pretrained(dir, safe_serialization=True)`)")
+
+
+class HFCheckpoint:
+    """A Hugging Face checkpoint directory opened lazily.
+
+    Attributes:
+      directory: the path.
+      hf_config: ``config.json`` as a dict.
+      config: the parsed :class:`~gaugejax.models.base.ModelConfig`.
+      files: name of each tensor → the :class:`SafetensorsFile` holding it.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise CheckpointError(f"{self.directory} is not a directory")
+        cfg_path = self.directory / "config.json"
+        weights = sorted(p.name for p in self.directory.glob("*.safetensors"))
+        pickles = sorted(p.name for p in self.directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if not weights:
+            if pickles:
+                refuse_pickle(self.directory / pickles[0])
+            raise CheckpointError(f"{self.directory} has no *.safetensors weights")
+        if not cfg_path.is_file():
+            raise CheckpointError(f"{self.directory} has no config.json")
+        try:
+            self.hf_config = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+        self.config: ModelConfig = config_from_hf(self.hf_config)
+        index = self.directory / _INDEX
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            shards = {f: SafetensorsFile(self.directory / f) for f in sorted(set(weight_map.values()))}
+            self.files = {name: shards[f] for name, f in weight_map.items()}
+        else:
+            self.files = {}
+            for f in weights:
+                sf = SafetensorsFile(self.directory / f)
+                self.files.update({k: sf for k in sf.keys()})
+        self._normalise_names()
+
+    def _normalise_names(self) -> None:
+        # GPT-2 checkpoints are saved both with and without the "transformer." prefix.
+        if self.config.family == "gpt2" and "wte.weight" in self.files:
+            self.files = {(k if k.startswith("lm_head") else f"transformer.{k}"): v for k, v in self.files.items()}
+        self.aliases = {}
+        for name, sf in self.files.items():
+            self.aliases[name] = name if name in sf else _strip_prefix(name, sf)
+
+    def canonical_names(self, sf: SafetensorsFile) -> dict[str, str]:
+        """Stored key in ``sf`` → canonical tensor name (they differ for unprefixed GPT-2 files)."""
+        return {self.aliases[n]: n for n, f in self.files.items() if f is sf}
+
+    @property
+    def shard_files(self) -> list[SafetensorsFile]:
+        seen: dict[str, SafetensorsFile] = {}
+        for sf in self.files.values():
+            seen.setdefault(sf.path, sf)
+        return list(seen.values())
+
+    def tensor(self, name: str) -> np.ndarray:
+        """The stored tensor (a read-only memory map)."""
+        if name not in self.files:
+            raise CheckpointError(f"{self.directory}: missing tensor {name!r}")
+        return self.files[name][self.aliases[name]]
+
+    def tensor_axes(self) -> dict[str, Axes]:
+        """Gauge axes of every stored tensor, in its stored layout."""
+        return hf_tensor_axes(self.config, self.files)
+
+    def check_complete(self) -> None:
+        """Raises unless every tensor the architecture needs is present and nothing unknown is."""
+        wanted = {t.name for t in family_module(self.config).hf_tensors(self.config)}
+        missing = sorted(wanted - set(self.files))
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise CheckpointError(f"{self.directory}: missing tensors {', '.join(missing[:3])}{more}")
+        extra = [n for n in self.files if n not in wanted and not _ignorable(n, self.config)]
+        if extra:
+            raise CheckpointError(f"{self.directory}: unexpected tensors {', '.join(sorted(extra)[:3])} "
+                                  f"(an architecture variant gaugejax does not support?)")
+
+
+def _strip_prefix(name: str, sf: SafetensorsFile) -> str:
+    short = name.removeprefix("transformer.")
+    if short in sf:
+        return short
+    raise CheckpointError(f"{sf.path}: index names {name!r} but the file does not hold it")
+
+
+def _ignorable(name: str, config: ModelConfig) -> bool:
+    if name.endswith(_BUFFERS):
+        return True
+    return config.tie_embeddings and name in ("lm_head.weight", "embed_out.weight")
+
+
+def hf_tensor_axes(config: ModelConfig, names: Any = None) -> dict[str, Axes]:
+    """HF tensor name → gauge axes in the stored layout (``Conv1D`` tensors reversed)."""
+    mod = family_module(config)
+    axes = mod.param_axes(config)
+    out: dict[str, Axes] = {}
+    for t in mod.hf_tensors(config):
+        a = axes["layers"][t.key] if t.layer is not None else axes[t.key]
+        out[t.name] = a.reversed() if t.transpose else a
+    if config.tie_embeddings:  # a tied head that is stored anyway reads the stream like the embedding
+        emb = out[mod.hf_tensors(config)[0].name]
+        for n in ("lm_head.weight", "embed_out.weight"):
+            out[n] = emb
+    for n in names or ():
+        if n not in out and n.endswith(_BUFFERS):
+            out[n] = Axes()
+    return out
+
+
+def params_from_tensors(config: ModelConfig, get: Callable[[HFTensor], np.ndarray], dtype=None) -> dict[str, Any]:
+    """Builds the stacked params pytree from HF tensors fetched one at a time by ``get``."""
+    mod = family_module(config)
+    glob: dict[str, Any] = {}
+    per_layer: dict[str, list] = {}
+    for t in mod.hf_tensors(config):
+        arr = np.asarray(get(t))
+        if t.transpose:
+            arr = arr.T
+        if dtype is not None:
+            arr = arr.astype(dtype)
+        if t.layer is None:
+            glob[t.key] = jnp.asarray(arr)
+        else:
+            per_layer.setdefault(t.key, []).append(arr)
+    glob["layers"] = {k: jnp.asarray(np.stack(v)) for k, v in per_layer.items()}
+    _check_shapes(config, glob)
+    return glob
+
+
+def _check_shapes(config: ModelConfig, params: dict[str, Any]) -> None:
+    shapes = family_module(config).param_shapes(config)
+    for k, s in shapes.items():
+        if k == "layers":
+            for lk, ls in s.items():
+                got = tuple(params["layers"][lk].shape)
+                if got != (config.n_layers, *ls):
+                    raise CheckpointError(f"layer tensor {lk!r} has shape {got[1:]}, config implies {ls}")
+        elif tuple(params[k].shape) != tuple(s):
+            raise CheckpointError(f"tensor {k!r} has shape {tuple(params[k].shape)}, config implies {tuple(s)}")
+
+
+def load_hf(directory: str | os.PathLike, dtype=None) -> Model:
+    """Loads a Hugging Face directory into a :class:`Model` (storage dtype kept unless ``dtype``)."""
+    ckpt = HFCheckpoint(directory)
+    ckpt.check_complete()
+    params = params_from_tensors(ckpt.config, lambda t: ckpt.tensor(t.name), dtype)
+    return Model(ckpt.config, params)
+
+
+def _param_tensors(model: Model, dtype=None) -> Iterator[tuple[TensorInfo, Callable[[], np.ndarray]]]:
+    c = model.config
+    for t in family_module(c).hf_tensors(c):
+        src = model.params["layers"][t.key] if t.layer is not None else model.params[t.key]
+
+        def produce(src=src, t=t):
+            a = np.asarray(src[t.layer] if t.layer is not None else src)
+            a = a.T if t.transpose else a
+            return a if dtype is None else a.astype(dtype)
+
+        shape = tuple(src.shape[1:] if t.layer is not None else src.shape)
+        shape = shape[::-1] if t.transpose else shape
+        yield TensorInfo(t.name, np.dtype(dtype or src.dtype), shape), produce
+
+
+def _shards(items: list, max_bytes: int) -> list[list]:
+    shards, cur, size = [], [], 0
+    for info, produce in items:
+        n = info.dtype.itemsize * int(np.prod(info.shape))
+        if cur and size + n > max_bytes:
+            shards.append(cur)
+            cur, size = [], 0
+        cur.append((info, produce))
+        size += n
+    return shards + [cur]
+
+
+def _write_shards(tmp: Path, items: list, max_bytes: int, metadata: dict[str, str]) -> None:
+    shards = _shards(items, max_bytes)
+    if len(shards) == 1:
+        write_safetensors(tmp / "model.safetensors", shards[0], metadata)
+        return
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors(tmp / fname, shard, metadata)
+        for info, _ in shard:
+            weight_map[info.name] = fname
+            total += info.dtype.itemsize * int(np.prod(info.shape))
+    (tmp / _INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+
+
+def save_hf(model: Model, directory: str | os.PathLike, *, dtype=None, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+            extra_files: dict[str, str | os.PathLike] | None = None) -> Path:
+    """Writes ``model`` as a Hugging Face directory that ``transformers`` loads.
+
+    Args:
+      model: the model.
+      directory: output directory (replaced atomically if it exists).
+      dtype: storage dtype (default: the params' own).
+      max_shard_bytes: split into ``model-0000k-of-0000n.safetensors`` shards plus an index past this.
+      extra_files: other files to copy in (e.g. tokenizer files), name → source path.
+    """
+    cfg = family_module(model.config).config_to_hf(model.config)
+    leaves = [x for x in _leaves(model.params)]
+    store = np.dtype(dtype) if dtype is not None else np.dtype(leaves[0].dtype)
+    cfg["torch_dtype"] = {np.dtype("float32"): "float32", np.dtype("float16"): "float16",
+                          np.dtype("float64"): "float64"}.get(store, "bfloat16")
+    with atomic_path(directory, directory=True) as tmp:
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        _write_shards(tmp, list(_param_tensors(model, dtype)), max_shard_bytes, {"format": "pt"})
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
+    return Path(directory)
+
+
+def _leaves(params):
+    import jax
+
+    return jax.tree.leaves(params)
+
+
+def rewrite_hf(ckpt: HFCheckpoint, directory: str | os.PathLike,
+               transform: Callable[[str, np.ndarray], np.ndarray], *, on_tensor: Callable[[str], None] | None = None,
+               config_update: dict | None = None) -> Path:
+    """Streams every tensor of ``ckpt`` through ``transform(name, array)`` into a new directory.
+
+    Shard layout, dtypes, the index and all non-weight files (tokenizer, generation config) are
+    kept; pickle weight files are not copied. Memory: about one tensor at a time.
+    """
+    src = ckpt.directory
+    with atomic_path(directory, directory=True) as tmp:
+        for p in src.iterdir():
+            if p.is_file() and p.suffix != ".safetensors" and p.suffix not in PICKLE_SUFFIXES and not p.name.startswith("."):
+                shutil.copyfile(p, tmp / p.name)
+        if config_update:
+            cfg = dict(ckpt.hf_config, **config_update)
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        for sf in ckpt.shard_files:
+            items = []
+            canonical = ckpt.canonical_names(sf)
+            for name in sf.keys():
+                info = sf.info(name)
+
+                def produce(name=name, info=info):
+                    out = np.asarray(transform(canonical.get(name, name), sf[name]))
+                    if on_tensor:
+                        on_tensor(name)
+                    return out.astype(info.dtype, copy=False)
+
+                items.append((info, produce))
+            write_safetensors(tmp / Path(sf.path).name, items, sf.metadata or {"format": "pt"})
+    return Path(directory)
