@@ -10,6 +10,7 @@ maps B→C.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -253,6 +254,8 @@ def _read_gauge_arrays(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise GaugeError(f"gauge file {path!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise GaugeError(f"cannot read gauge file {path!r}: not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

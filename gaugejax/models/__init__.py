@@ -17,16 +17,16 @@ import numpy as np
 
 from gaugejax.errors import CheckpointError, GaugeError
 from gaugejax.gauge import SignedPermutation
-from gaugejax.models import gpt2, llama, neox
+from gaugejax.models import bert, gpt2, llama, neox
 from gaugejax.models.base import GPT2Config, LlamaConfig, Model, ModelConfig, NeoXConfig
 from gaugejax.spec import Axes, apply_spec
 
-FAMILIES: dict[str, types.ModuleType] = {"llama": llama, "gpt2": gpt2, "neox": neox}
+FAMILIES: dict[str, types.ModuleType] = {"llama": llama, "gpt2": gpt2, "neox": neox, "bert": bert}
 """family name → module with ``config_from_hf``, ``config_to_hf``, ``param_shapes``,
 ``param_axes``, ``hf_tensors``, ``init_params``, ``hidden_states``, ``unembed``."""
 
 MODEL_TYPES: dict[str, str] = {
-    "llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2", "gpt_neox": "neox",
+    "llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2", "gpt_neox": "neox", "bert": "bert",
 }
 """Hugging Face ``model_type`` → family."""
 
@@ -74,6 +74,8 @@ def tiny_config(kind: str = "llama", **overrides: Any) -> ModelConfig:
         base = GPT2Config(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_positions=128)
     elif kind == "neox":
         base = NeoXConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_positions=128)
+    elif kind == "bert":
+        base = bert.BertConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_positions=128)
     else:
         raise CheckpointError(f"unknown kind {kind!r}: use llama, mistral, qwen2, gpt2 or neox")
     return base.replace(**overrides)

@@ -1,0 +1,101 @@
+"""Helpers shared by the sub-commands: console, progress bars, token sources, tables."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from gaugejax.errors import GaugeJaxError
+
+
+def console(stderr: bool = False):
+    """A rich console (plain text when not a terminal)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None) -> Iterator:
+    """A rich progress bar on stderr; yields ``advance(n=1)``. Silent when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not sys.stderr.isatty() or os.environ.get("CI"):
+        yield lambda n=1: None
+        return
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*cols, console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def table(title: str, columns: list[str], rows: list[list]) -> None:
+    """Prints a compact table to stdout."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="right" if c != columns[0] else "left")
+    for r in rows:
+        t.add_row(*[_fmt(v) for v in r])
+    console().print(t)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if (abs(v) < 1e-2 or abs(v) >= 1e4) and v != 0 else f"{v:.4f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def add_token_args(p: argparse.ArgumentParser, default_tokens: int = 1024) -> None:
+    """``--tokens FILE.npy`` / ``--text FILE`` / ``--n-tokens`` / ``--seq-len`` / ``--seed``."""
+    g = p.add_argument_group("probe tokens")
+    g.add_argument("--tokens", metavar="FILE.npy", help="token ids (int array, (n,) or (batch, seq))")
+    g.add_argument("--text", metavar="FILE", help="text file, tokenized with the checkpoint's tokenizer")
+    g.add_argument("--n-tokens", type=int, default=default_tokens, help=f"tokens to use (default {default_tokens})")
+    g.add_argument("--seq-len", type=int, default=128, help="sequence length of each batch row (default 128)")
+    g.add_argument("--seed", type=int, default=0, help="seed for random token ids (default 0)")
+
+
+def tokens_from_args(args: argparse.Namespace, vocab_size: int, checkpoint: str | None = None) -> np.ndarray:
+    """Token ids ``(batch, seq)`` from ``--tokens``, ``--text``, or (last resort) seeded random ids."""
+    n, seq = args.n_tokens, args.seq_len
+    if n <= 0 or seq <= 0:
+        raise GaugeJaxError("--n-tokens and --seq-len must be positive")
+    if args.tokens:
+        path = Path(args.tokens)
+        if not path.is_file():
+            raise GaugeJaxError(f"--tokens {path} does not exist")
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({e})") from None
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
+        ids = ids.reshape(-1)
+    elif args.text:
+        from gaugejax.io import load_tokenizer
+
+        tok = load_tokenizer(checkpoint) if checkpoint else None
+        if tok is None:
+            raise GaugeJaxError(f"{checkpoint} ships no tokenizer (or `tokenizers` is not installed); pass --tokens")
+        try:
+            ids = tok(Path(args.text).read_text())
+        except OSError as e:
+            raise GaugeJaxError(f"cannot read --text {args.text}: {e.strerror}") from None
+    else:
+        ids = np.random.default_rng(args.seed).integers(0, vocab_size, n)
+    if ids.size == 0:
+        raise GaugeJaxError("no tokens to run")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise GaugeJaxError(f"token ids must lie in [0, {vocab_size})")
+    ids = ids[:n]
+    seq = min(seq, ids.size)
+    rows = ids.size // seq
+    return ids[: rows * seq].reshape(rows, seq).astype(np.int32)

@@ -1,0 +1,372 @@
+"""GGUF files (llama.cpp): read a Llama-architecture model, its tokenizer and a metadata summary.
+
+The ``gguf`` package (``pip install gguf``) parses the file; quantized tensors are dequantized to
+float32 with ``gguf.quants.dequantize`` (vectorized per tensor), so every tool sees the same float
+weights llama.cpp and ``transformers`` compute with.
+
+Two layout facts matter (SPEC §8):
+
+* GGUF lists dimensions innermost first (``ne = [in, out]``); the reader's arrays are already in
+  numpy order, i.e. ``(out, in)``, the PyTorch ``nn.Linear`` layout.
+* llama.cpp's converter permutes the rows of ``attn_q`` and ``attn_k`` from the Hugging Face
+  "rotate half" RoPE layout to its interleaved one. :func:`reverse_permute` undoes it, exactly as
+  ``transformers``' GGUF loader does.
+
+Example:
+  >>> from gaugejax.io.gguf import load_gguf, gguf_tokenizer
+  >>> m = load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")    # doctest: +SKIP
+  >>> ids = gguf_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")("Hello")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gaugejax.errors import CheckpointError
+from gaugejax.models.base import HFTensor, LlamaConfig, Model
+
+__all__ = ["load_gguf", "gguf_tokenizer", "gguf_metadata", "reverse_permute", "GGUF_TENSOR_NAMES",
+           "SUPPORTED_ARCHITECTURES"]
+
+SUPPORTED_ARCHITECTURES = ("llama",)
+
+GGUF_TENSOR_NAMES: dict[str, str] = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+"""Global Hugging Face tensor name → GGUF tensor name."""
+
+_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+# Tensors llama.cpp may store that carry no weight of the Hugging Face model.
+_IGNORED = ("rope_freqs.weight",)
+
+
+def _gguf():
+    try:
+        import gguf
+    except ImportError:
+        raise CheckpointError("reading .gguf files needs the `gguf` package: pip install gguf") from None
+    return gguf
+
+
+def _reader(path: str | os.PathLike):
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p} does not exist or is not a file")
+    gguf = _gguf()
+    try:
+        return gguf.GGUFReader(os.fspath(p), "r")
+    except Exception as e:  # bad magic, truncated file, unknown version: the reader raises several types
+        raise CheckpointError(f"{p} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+
+
+def _value(field) -> Any:
+    """A metadata field's Python value (``str``, number, or list of them)."""
+    gguf = _gguf()
+    types = list(field.types)
+    if not types:
+        return None
+    as_str = lambda x: bytes(x).decode("utf-8", errors="replace")  # noqa: E731
+    if types[0] == gguf.GGUFValueType.ARRAY:
+        if types[-1] == gguf.GGUFValueType.STRING:
+            return [as_str(field.parts[i]) for i in field.data]
+        return [v for i in field.data for v in field.parts[i].tolist()]
+    if types[0] == gguf.GGUFValueType.STRING:
+        return as_str(field.parts[-1])
+    return field.parts[-1].tolist()[0]
+
+
+def reverse_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undoes llama.cpp's Q/K row permutation (interleaved RoPE pairs → Hugging Face "rotate half").
+
+    llama.cpp writes ``w.reshape(n, 2, hd/2, in).swapaxes(1, 2)``; this is its inverse, the same
+    as ``transformers``' ``LlamaTensorProcessor._reverse_permute_weights``. ``n_heads`` is the
+    number of heads the rows belong to (``n_kv_heads`` for ``attn_k``).
+    """
+    rows = w.shape[0]
+    if rows % (2 * n_heads):
+        raise CheckpointError(f"cannot undo the RoPE row permutation: {rows} rows for {n_heads} heads")
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _config(meta: dict[str, Any], tensors: dict[str, Any], path: Path) -> LlamaConfig:
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported "
+                              f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+
+    def get(key: str, default: Any = None, required: bool = False) -> Any:
+        v = meta.get(f"{arch}.{key}", default)
+        if v is None and required:
+            raise CheckpointError(f"{path}: GGUF metadata lacks {arch}.{key}")
+        return v
+
+    if "rope_freqs.weight" in tensors:
+        raise CheckpointError(f"{path}: per-frequency RoPE factors (rope_freqs.weight, Llama 3.1-style scaling) "
+                              "are not supported")
+    d = int(get("embedding_length", required=True))
+    n_heads = int(get("attention.head_count", required=True))
+    n_kv = get("attention.head_count_kv", n_heads)
+    if isinstance(n_kv, list):
+        if len(set(n_kv)) != 1:
+            raise CheckpointError(f"{path}: per-layer key/value head counts {sorted(set(n_kv))} are not supported")
+        n_kv = n_kv[0]
+    head_dim = int(get("attention.key_length", d // n_heads))
+    rot = get("rope.dimension_count")
+    if rot is not None and int(rot) != head_dim:
+        raise CheckpointError(f"{path}: partial rotary embeddings (rope.dimension_count={rot}, head_dim={head_dim}) "
+                              "are not supported")
+    scaling_type = get("rope.scaling.type", "none")
+    rope_scaling = None
+    if scaling_type == "linear":
+        rope_scaling = json.dumps({"factor": float(get("rope.scaling.factor", required=True)), "rope_type": "linear"},
+                                  sort_keys=True)
+    elif scaling_type not in ("none", None):
+        raise CheckpointError(f"{path}: rope scaling {scaling_type!r} is not supported (supported: linear)")
+    embd = tensors.get("token_embd.weight")
+    if embd is None:
+        raise CheckpointError(f"{path}: missing tensor 'token_embd.weight'")
+    vocab = int(embd.shape[-1])  # GGUF shape lists the innermost dimension first: [d, vocab]
+    declared = get("vocab_size")
+    if declared is not None and int(declared) != vocab:
+        raise CheckpointError(f"{path}: {arch}.vocab_size={declared} but token_embd has {vocab} rows")
+    extra = {k: meta[f"tokenizer.ggml.{g}"] for k, g in (("bos_token_id", "bos_token_id"),
+                                                         ("eos_token_id", "eos_token_id"))
+             if f"tokenizer.ggml.{g}" in meta}
+    if meta.get("general.name"):
+        extra["_name_or_path"] = str(meta["general.name"])
+    return LlamaConfig(
+        family="llama",
+        model_type="llama",
+        vocab_size=vocab,
+        d_model=d,
+        n_layers=int(get("block_count", required=True)),
+        n_heads=n_heads,
+        n_kv_heads=int(n_kv),
+        head_dim=head_dim,
+        d_ff=int(get("feed_forward_length", required=True)),
+        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        rope_scaling=rope_scaling,
+        tie_embeddings="output.weight" not in tensors,
+        activation="silu",
+        max_positions=int(get("context_length", 2048)),
+        hf_extra=json.dumps(extra),
+    )
+
+
+def _gguf_name(hf_name: str) -> str:
+    if hf_name in GGUF_TENSOR_NAMES:
+        return GGUF_TENSOR_NAMES[hf_name]
+    _, _, i, rest = hf_name.split(".", 3)  # model.layers.{i}.{rest}
+    if rest not in _LAYER_NAMES:
+        raise CheckpointError(f"no GGUF name for tensor {hf_name!r}")
+    return f"blk.{i}.{_LAYER_NAMES[rest]}"
+
+
+def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
+    """Loads a Llama-architecture GGUF file into a :class:`Model`.
+
+    Args:
+      path: the ``.gguf`` file.
+      dtype: cast the weights to this dtype (default float32, the dequantized precision).
+
+    Returns:
+      A ``llama``-family model (``model_type="llama"``); tied embeddings when the file has no
+      ``output.weight``. Q/K rows are un-permuted back to the Hugging Face layout, so
+      ``save_model`` writes a directory ``transformers`` loads with the same logits.
+
+    Raises:
+      CheckpointError: ``gguf`` missing, not a GGUF file, another architecture, missing or
+        unexpected tensors, shapes that disagree with the metadata.
+    """
+    p = Path(path)
+    reader = _reader(p)
+    gguf = _gguf()
+    # the vocabulary arrays are large and not needed here
+    meta = {k: _value(f) for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.") or k.endswith("_id")}
+    tensors = {t.name: t for t in reader.tensors}
+    config = _config(meta, {k: v.shape for k, v in tensors.items()}, p)
+    from gaugejax.io.hf import params_from_tensors
+    from gaugejax.models import family_module
+
+    wanted = {_gguf_name(t.name) for t in family_module(config).hf_tensors(config)}
+    missing = sorted(wanted - set(tensors))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{p}: missing tensors {', '.join(missing[:3])}{more}")
+    extra = sorted(set(tensors) - wanted - set(_IGNORED))
+    if extra:
+        raise CheckpointError(f"{p}: unexpected tensors {', '.join(extra[:3])} "
+                              "(an architecture variant gaugejax does not support?)")
+
+    def get(t: HFTensor) -> np.ndarray:
+        name = _gguf_name(t.name)
+        rt = tensors[name]
+        shape = tuple(int(n) for n in reversed(rt.shape))  # numpy order: (out, in)
+        try:
+            w = np.asarray(gguf.quants.dequantize(rt.data, rt.tensor_type), dtype=np.float32)
+        except NotImplementedError as e:
+            raise CheckpointError(f"{p}: tensor {name!r}: {e}") from None
+        if w.size != int(np.prod(shape)):
+            raise CheckpointError(f"{p}: tensor {name!r} holds {w.size} values, its shape says {shape}")
+        w = w.reshape(shape)
+        if name.endswith("attn_q.weight"):
+            w = reverse_permute(w, config.n_heads)
+        elif name.endswith("attn_k.weight"):
+            w = reverse_permute(w, config.n_kv_heads)
+        return w
+
+    params = params_from_tensors(config, get, np.float32 if dtype is None else dtype)
+    return Model(config, params)
+
+
+def gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """A summary of a GGUF file for ``gaugejax info`` (no tensor data is read).
+
+    Returns:
+      A dict with ``format``, ``architecture``, ``name``, ``supported``, ``n_tensors``,
+      ``n_params``, ``tensor_types`` (ggml type → count), ``file_bytes``, ``tokenizer`` (the
+      ``tokenizer.ggml.model``), ``vocab_size`` and ``metadata`` (every scalar key except the
+      chat template; arrays appear as ``"<array of N>"``).
+    """
+    p = Path(path)
+    reader = _reader(p)
+    gguf = _gguf()
+    meta: dict[str, Any] = {}
+    for k, f in reader.fields.items():
+        if k == "tokenizer.chat_template":
+            continue
+        if f.types and f.types[0] == gguf.GGUFValueType.ARRAY:
+            meta[k] = f"<array of {len(f.data)}>"
+        else:
+            meta[k] = _value(f)
+    arch = meta.get("general.architecture")
+    tensors = reader.tensors
+    names = {t.name for t in tensors}
+    vocab = next((int(t.shape[-1]) for t in tensors if t.name == "token_embd.weight"), None)
+    return {
+        "format": "gguf",
+        "architecture": arch,
+        "name": meta.get("general.name"),
+        "supported": arch in SUPPORTED_ARCHITECTURES,
+        "tied_embeddings": "output.weight" not in names,
+        "n_tensors": len(tensors),
+        "n_params": int(sum(int(t.n_elements) for t in tensors)),
+        "tensor_types": dict(Counter(t.tensor_type.name for t in tensors)),
+        "file_bytes": p.stat().st_size,
+        "tokenizer": meta.get("tokenizer.ggml.model"),
+        "vocab_size": vocab,
+        "metadata": meta,
+    }
+
+
+# --------------------------------------------------------------------------------------- tokenizer
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte → printable character table (the byte-level BPE alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+# Pre-tokenizer splits for the ``tokenizer.ggml.pre`` names whose merges were learned on them (as
+# transformers' GGUF tokenizer builder has them); any other name gets GPT-2's own split.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_SPLITS = {
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "smaug-bpe", "dbrx"), _LLAMA3_SPLIT),
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen"), _QWEN2_SPLIT),
+}
+_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
+
+
+def _build_tokenizer(meta: dict[str, Any], path: Path):
+    try:
+        from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    except ImportError:
+        raise CheckpointError("building a GGUF tokenizer needs the `tokenizers` package: pip install tokenizers") \
+            from None
+    if "tokenizer.huggingface.json" in meta:
+        return Tokenizer.from_str(meta["tokenizer.huggingface.json"])
+    kind = meta.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise CheckpointError(f"{path}: tokenizer model {kind!r} is not supported (supported: gpt2 byte-level BPE)")
+    tokens: list[str] = meta["tokenizer.ggml.tokens"]
+    merges: list[str] = meta.get("tokenizer.ggml.merges") or []
+    types: list[int] = meta.get("tokenizer.ggml.token_type") or []
+    spelling = _bytes_to_unicode()
+    alphabet = set(spelling.values())
+    vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))): i
+             for i, t in enumerate(tokens)}
+    bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], dropout=None, unk_token=None,
+                     continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
+    tok = Tokenizer(bpe)
+    split = _SPLITS.get(meta.get("tokenizer.ggml.pre"))
+    if split is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    control = [AddedToken(t, normalized=False, special=True)
+               for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]
+    if control:
+        tok.add_special_tokens(control)
+    user = [AddedToken(t, normalized=False, special=False)
+            for t, ty in zip(tokens, types) if ty == _USER_DEFINED and t in vocab]
+    if user:
+        tok.add_tokens(user)
+    single, special = "$A:0", []
+    for flag, key, where in (("add_bos_token", "bos_token_id", "before"), ("add_eos_token", "eos_token_id", "after")):
+        tid = meta.get(f"tokenizer.ggml.{key}")
+        if meta.get(f"tokenizer.ggml.{flag}") and tid is not None:
+            t = tokens[int(tid)]
+            single = f"{t}:0 {single}" if where == "before" else f"{single} {t}:0"
+            special.append((t, int(tid)))
+    if special:
+        tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=special)
+    return tok
+
+
+def gguf_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray]:
+    """A ``text -> int32 token ids`` function built from the vocabulary in a GGUF file.
+
+    Byte-level BPE (``tokenizer.ggml.model == "gpt2"``: GPT-2, Llama 3, Qwen2, SmolLM) from
+    ``tokenizer.ggml.tokens`` and ``tokenizer.ggml.merges``; control tokens are special, BOS/EOS
+    are added when ``tokenizer.ggml.add_bos_token`` / ``add_eos_token`` say so. Built with the
+    ``tokenizers`` package alone; it matches ``transformers``' GGUF tokenizer.
+
+    Raises:
+      CheckpointError: ``gguf`` or ``tokenizers`` missing, or a tokenizer model other than ``gpt2``.
+    """
+    p = Path(path)
+    reader = _reader(p)
+    meta = {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+    tok = _build_tokenizer(meta, p)
+    return lambda text: np.asarray(tok.encode(text).ids, np.int32)

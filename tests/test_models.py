@@ -1,0 +1,177 @@
+"""Gauge equivariance of norms and whole models, and exactness of apply_gauge.
+
+Tolerances: float32 forward passes through a few layers accumulate rounding of order
+1e-6 relative; we assert 1e-4 relative to the logit / activation scale, far below the O(1)
+changes a wrong rule produces (asserted alongside).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gaugejax as gj
+from gaugejax.models import layers as L
+from gaugejax.spec import RESIDUAL, Axes, AxisAction, apply_spec
+
+RTOL = 1e-4
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+@st.composite
+def vectors_and_gauges(draw, signed=True, global_sign=False):
+    d = draw(st.sampled_from([3, 8, 17]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(5, d)).astype(np.float32)
+    gain = rng.uniform(0.5, 1.5, d).astype(np.float32)  # generic: pairwise distinct a.s.
+    bias = rng.normal(size=d).astype(np.float32)
+    g = gj.SignedPermutation.random(seed, d, signed=signed, global_sign=global_sign)
+    return x, gain, bias, g
+
+
+@given(vectors_and_gauges())
+def test_rmsnorm_equivariant_under_bd(data):
+    x, gain, _, g = data
+    lhs = L.rms_norm(g.apply(x), g.apply(gain, signed=False), 1e-6)
+    rhs = g.apply(L.rms_norm(x, gain, 1e-6))
+    assert _rel(lhs, rhs) < 1e-6
+
+
+@given(vectors_and_gauges(signed=False, global_sign=True))
+def test_layernorm_equivariant_under_sd_times_global_sign(data):
+    x, gain, bias, g = data
+    lhs = L.layer_norm(g.apply(x), g.apply(gain, signed=False), g.apply(bias), 1e-5)
+    rhs = g.apply(L.layer_norm(x, gain, bias, 1e-5))
+    assert _rel(lhs, rhs) < 1e-5
+
+
+@given(vectors_and_gauges())
+def test_layernorm_not_equivariant_under_nonglobal_signs(data):
+    x, gain, bias, g = data
+    if g.is_global_sign:  # d >= 3 random signs can all agree; that element is a true symmetry
+        return
+    lhs = L.layer_norm(g.apply(x), g.apply(gain, signed=False), g.apply(bias), 1e-5)
+    rhs = g.apply(L.layer_norm(x, gain, bias, 1e-5))
+    assert _rel(lhs, rhs) > 1e-2  # mean subtraction does not commute with a non-global sign flip
+
+
+FAMILIES = ["llama", "mistral", "qwen2", "gpt2", "neox"]
+
+
+@st.composite
+def small_models(draw):
+    family = draw(st.sampled_from(FAMILIES))
+    seed = draw(st.integers(0, 1000))
+    n_layers = draw(st.sampled_from([1, 2]))
+    over = {"n_layers": n_layers}
+    if family in ("llama", "mistral", "qwen2"):
+        over["tie_embeddings"] = draw(st.booleans())
+        over["n_kv_heads"] = draw(st.sampled_from([1, 2, 4]))
+    if family == "neox":
+        over["parallel_residual"] = draw(st.booleans())
+    cfg = gj.tiny_config(family, **over)
+    return gj.random_model(cfg, seed=seed), seed
+
+
+@given(small_models())
+def test_whole_model_invariance(ms):
+    model, seed = ms
+    signed = model.config.norm == "rmsnorm"
+    g = gj.SignedPermutation.random(seed + 1, model.d, signed=signed, global_sign=not signed)
+    tokens = np.random.default_rng(seed).integers(0, model.config.vocab_size, (2, 9))
+    moved = gj.apply_gauge(model, g)
+    assert _rel(gj.forward(moved, tokens), gj.forward(model, tokens)) < RTOL
+    h, h2 = gj.residual_stream(model, tokens), gj.residual_stream(moved, tokens)
+    assert _rel(h2, g.apply(h)) < RTOL
+    hp, hp2 = (gj.residual_stream(m, tokens, final_norm=False) for m in (model, moved))
+    assert _rel(hp2, g.apply(hp)) < RTOL
+
+
+def test_apply_gauge_round_trip_is_exact():
+    for family in FAMILIES:
+        m = gj.random_model(family, seed=3)
+        g = gj.SignedPermutation.random(4, m.d, signed=m.config.norm == "rmsnorm", global_sign=True)
+        back = gj.apply_gauge(gj.apply_gauge(m, g), g.inverse())
+        for a, b in zip(jax.tree.leaves(back.params), jax.tree.leaves(m.params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_signed_gain_is_the_wrong_rule():
+    m = gj.random_model("llama", seed=0)
+    g = gj.SignedPermutation.random(1, m.d, negative_fraction=0.5)
+    spec = gj.gauge_spec(m)
+    wrong = jax.tree.map(lambda a: Axes(*(None if x is None else AxisAction(x.group, True) for x in a.actions)),
+                         spec, is_leaf=lambda a: isinstance(a, Axes))
+    bad = gj.Model(m.config, apply_spec(m.params, wrong, g))
+    tokens = np.arange(12)[None]
+    assert _rel(gj.forward(bad, tokens), gj.forward(m, tokens)) > 0.05
+
+
+def test_permutation_only_alignment_breaks_rmsnorm_models():
+    """S_d is symmetry-incomplete: moving by the permutation part of a signed gauge is not the same model."""
+    m = gj.random_model("llama", seed=0)
+    g = gj.SignedPermutation.random(1, m.d, negative_fraction=0.5)
+    moved = gj.apply_gauge(m, g)
+    tokens = np.arange(12)[None]
+    via_perm = gj.residual_stream(gj.apply_gauge(m, g.permutation_part()), tokens)
+    assert _rel(via_perm, gj.residual_stream(moved, tokens)) > 0.5
+
+
+def test_layernorm_models_refuse_nonglobal_signs_and_accept_global():
+    m = gj.random_model("gpt2", seed=0)
+    with pytest.raises(gj.GaugeError, match="global sign"):
+        gj.apply_gauge(m, gj.SignedPermutation.random(1, m.d, negative_fraction=0.5))
+    flip = gj.SignedPermutation(np.arange(m.d), -np.ones(m.d))
+    tokens = np.arange(10)[None]
+    assert _rel(gj.forward(gj.apply_gauge(m, flip), tokens), gj.forward(m, tokens)) < RTOL
+
+
+def test_apply_gauge_wrong_dimension():
+    m = gj.random_model("llama")
+    with pytest.raises(gj.GaugeError, match="d=8"):
+        gj.apply_gauge(m, gj.SignedPermutation.identity(8))
+
+
+def test_spec_on_user_flax_params():
+    import flax.linen as nn
+
+    class Probe(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(x)  # kernel (d, 3): reads the stream on axis 0
+
+    d = 6
+    x = np.random.default_rng(0).normal(size=(4, d)).astype(np.float32)
+    params = Probe().init(jax.random.key(0), x)
+    spec = {"params": {"Dense_0": {"kernel": Axes(RESIDUAL, None), "bias": Axes(None)}}}
+    g = gj.SignedPermutation.random(2, d)
+    moved = apply_spec(params, spec, g)
+    np.testing.assert_allclose(Probe().apply(moved, g.apply(x)), Probe().apply(params, x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(gj.GaugeError, match="structure"):
+        apply_spec(params, {"params": {}}, g)
+
+
+def test_bad_tokens():
+    m = gj.random_model("llama")
+    with pytest.raises(gj.GaugeError, match="vocab|lie in"):
+        gj.forward(m, np.array([[0, 999]]))
+    with pytest.raises(gj.GaugeError, match="integers"):
+        gj.forward(m, np.zeros((1, 3), np.float32))
+    with pytest.raises(gj.GaugeError, match="shape"):
+        gj.forward(m, np.zeros((1, 1, 3), np.int32))
+
+
+def test_bf16_weights_upcast():
+    m = gj.random_model("llama", seed=0)
+    m16 = gj.Model(m.config, jax.tree.map(lambda x: x.astype(jnp.bfloat16), m.params))
+    tokens = np.arange(8)[None]
+    out = gj.forward(m16, tokens)
+    assert out.dtype == jnp.float32
+    assert _rel(out, gj.forward(m, tokens)) < 0.05  # bf16 storage: 8 mantissa bits
