@@ -143,7 +143,7 @@ def _config(meta: dict[str, Any], tensors: dict[str, Any], path: Path) -> LlamaC
     embd = tensors.get("token_embd.weight")
     if embd is None:
         raise CheckpointError(f"{path}: missing tensor 'token_embd.weight'")
-    vocab = int(embd.shape[-1])  # GGUF shape lists the innermost dimension first: [d, vocab]
+    vocab = int(embd[-1])  # GGUF shape lists the innermost dimension first: [d, vocab]
     declared = get("vocab_size")
     if declared is not None and int(declared) != vocab:
         raise CheckpointError(f"{path}: {arch}.vocab_size={declared} but token_embd has {vocab} rows")
