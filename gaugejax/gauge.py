@@ -187,11 +187,13 @@ class SignedPermutation:
         axis = axis % ndim
         if shape[axis] != self.d:
             raise GaugeError(f"gauge has d={self.d} but axis {axis} of the array has size {shape[axis]}")
-        xp = np if isinstance(x, np.ndarray) else _jnp()
-        out = xp.take(x, self.perm, axis=axis)
+        if isinstance(x, np.ndarray):
+            return _apply_numpy(x, self.perm, self.signs if signed and not self.is_permutation else None, axis)
+        jnp = _jnp()
+        out = jnp.take(x, self.perm, axis=axis)
         if signed and not self.is_permutation:
             neg = (self.signs < 0).reshape((-1,) + (1,) * (ndim - axis - 1))
-            out = xp.where(neg, -out, out)
+            out = jnp.where(neg, -out, out)
         return out
 
     def map_index(self, i: Any) -> Any:
@@ -268,6 +270,21 @@ def _read_gauge_arrays(path):
         raise GaugeError(f"gauge file {path!r} lacks {', '.join(missing)}")
     perm, signs = arrays.pop("perm"), arrays.pop("signs")
     return perm, signs, arrays
+
+
+def _apply_numpy(x: np.ndarray, perm: np.ndarray, signs: np.ndarray | None, axis: int) -> np.ndarray:
+    """``take`` then an exact in-place sign flip (floats: XOR of the sign bit, no temporaries)."""
+    out = np.take(x, perm, axis=axis)
+    if signs is None:
+        return out
+    shape = (-1,) + (1,) * (x.ndim - axis - 1)
+    neg = (signs < 0).reshape(shape)
+    if out.dtype.kind == "f" or out.dtype.name == "bfloat16":
+        bits = out.view(np.dtype(f"u{out.dtype.itemsize}"))
+        sign_bit = np.array(1 << (8 * out.dtype.itemsize - 1), bits.dtype)
+        np.bitwise_xor(bits, neg * sign_bit, out=bits)
+        return out
+    return np.where(neg, -out, out)
 
 
 def _jnp():

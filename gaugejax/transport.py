@@ -297,13 +297,10 @@ def transport_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, ga
         fmt_out = formats.neuron_format(dst)
         if fmt_out != nl.format:
             raise TransportError(f"input is {nl.format} but -o {dst.name} asks for {fmt_out}; transport keeps the format")
-        new_idx, new_scores = transport_neurons(nl.indices, g, scores=nl.scores, group="B_d")
-        out = nl.with_values(new_idx, new_scores if nl.scores is not None else None)
-        formats.write_neurons(dst, out)
-        _, signs = g.map_index(nl.indices) if len(nl.indices) else (None, np.ones(0))
-        notes = [] if nl.scores is not None else ["no score column: signs of moved neurons are not recorded"]
-        return TransportReport(kind, group, nl.format, str(dst), len(nl.indices), int((np.asarray(signs) < 0).sum()),
-                               notes)
+        new_idx, signs = transport_neurons(nl.indices, g, group="B_d")
+        formats.write_neurons(dst, nl.moved(new_idx, signs))
+        notes = [] if nl.scores is not None else ["no score field: the signs of moved neurons are not recorded"]
+        return TransportReport(kind, group, nl.format, str(dst), len(nl.indices), int((signs < 0).sum()), notes)
 
     if kind == "sae":
         sae = formats.read_sae(src)

@@ -234,6 +234,49 @@ def spec_rule_params(chart: Chart, gauge: SignedPermutation) -> dict:
     }
 
 
+#: Parameter rules that can be tried against a chart with :func:`rule_holds`.
+RULES = ("spec", "signed_gain", "unsigned_bias")
+
+
+def rule_params(chart: Chart, gauge: SignedPermutation, rule: str = "spec") -> dict:
+    """Parameters ``θ'`` produced by a named rule.
+
+    ``"spec"``: SPEC §3 (:func:`spec_rule_params`). ``"signed_gain"`` (wrong): the gain is moved
+    like a vector of the stream, ``g[perm] * signs``. ``"unsigned_bias"`` (wrong): the bias only
+    permuted, ``b[perm]``.
+    """
+    want = spec_rule_params(chart, gauge)
+    d = gauge.d
+    g, b, _ = chart_params(chart, d, primed=False)
+    perm, signs = gauge.perm, gauge.signs
+    if rule == "signed_gain":
+        want["g"] = [g[int(perm[j])] * int(signs[j]) for j in range(d)]
+    elif rule == "unsigned_bias":
+        want["b"] = [b[int(perm[j])] for j in range(d)]
+    elif rule != "spec":
+        raise ValueError(f"unknown rule {rule!r}; use one of {RULES}")
+    return want
+
+
+def rule_holds(chart: Chart, gauge: SignedPermutation, rule: str = "spec") -> bool:
+    """Whether ``norm(Qx; θ') = Q norm(x; θ)`` holds identically for the rule's ``θ'``.
+
+    The residual is multiplied by both denominators and expanded: zero iff the identity holds
+    (``eps`` and ``x`` symbolic).
+    """
+    d = gauge.d
+    x, *_, eps, _ = _symbols(d)
+    q = gauge_matrix(gauge)
+    g, b, _ = chart_params(chart, d, primed=False)
+    params = rule_params(chart, gauge, rule)
+    lhs = norm_expr(chart, q * x, sp.Matrix(params["g"]), sp.Matrix(params["b"]), eps)
+    rhs = q * norm_expr(chart, x, g, b, eps)
+    cm = centering(d, chart.centered)
+    dens = [sp.sqrt(sp.expand(((cm * v).T * (cm * v))[0, 0] / d) + eps) for v in (x, q * x)]
+    residual = ((lhs - rhs) * dens[0] * dens[1]).applyfunc(sp.expand)
+    return residual == sp.zeros(d, 1)
+
+
 @dataclass
 class ChartCensus:
     """Exhaustive result for one chart and one ``d``.

@@ -47,6 +47,10 @@ class Proof:
         self.steps.append(Step(claim, bool(ok), detail))
         return bool(ok)
 
+    def note(self, claim: str) -> None:
+        """Records a reasoning step that needs no computation (shown, never failing)."""
+        self.steps.append(Step(claim, True, "reasoning"))
+
     @property
     def passed(self) -> bool:
         """All steps passed (and there is at least one)."""
@@ -82,7 +86,12 @@ def is_zero(expr: Any) -> bool:
     """True iff ``expr`` (scalar or matrix) expands to exactly zero."""
     if isinstance(expr, sp.MatrixBase):
         return all(is_zero(e) for e in expr)
-    return sp.expand(expr) == 0
+    e = sp.expand(expr)
+    if e == 0:
+        return True
+    if e.has(sp.Sum):  # combine sums over the same index before deciding
+        return sp.simplify(sp.expand(sp.simplify(e))) == 0
+    return False
 
 
 def resolve_ranges(expr: sp.Expr, d: sp.Symbol) -> sp.Expr:

@@ -171,6 +171,10 @@ def params_from_tensors(config: ModelConfig, get: Callable[[HFTensor], np.ndarra
 
 def _check_shapes(config: ModelConfig, params: dict[str, Any]) -> None:
     shapes = family_module(config).param_shapes(config)
+    missing = [k for k in shapes if k not in params] + [f"layers/{k}" for k in shapes.get("layers", {})
+                                                       if k not in params.get("layers", {})]
+    if missing:
+        raise CheckpointError(f"params lack {', '.join(missing[:3])} (config implies them)")
     for k, s in shapes.items():
         if k == "layers":
             for lk, ls in s.items():
@@ -242,6 +246,7 @@ def save_hf(model: Model, directory: str | os.PathLike, *, dtype=None, max_shard
       max_shard_bytes: split into ``model-0000k-of-0000n.safetensors`` shards plus an index past this.
       extra_files: other files to copy in (e.g. tokenizer files), name → source path.
     """
+    _check_shapes(model.config, model.params)  # refuse before writing anything
     cfg = family_module(model.config).config_to_hf(model.config)
     leaves = [x for x in _leaves(model.params)]
     store = np.dtype(dtype) if dtype is not None else np.dtype(leaves[0].dtype)

@@ -112,4 +112,4 @@ def write_safetensors(path: str | os.PathLike, tensors: Iterable[tuple[TensorInf
             if arr.shape != tuple(info.shape) or arr.dtype != info.dtype:
                 raise CheckpointError(f"tensor {info.name!r}: produced {arr.dtype}{list(arr.shape)}, "
                                       f"declared {info.dtype}{list(info.shape)}")
-            fh.write(np.ascontiguousarray(arr).tobytes(order="C"))
+            fh.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)

@@ -1,0 +1,164 @@
+"""``gaugejax align SRC DST -o GAUGE``: recover the gauge between two checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from gaugejax.errors import GaugeError, GaugeJaxError
+
+
+def register(sub) -> argparse.ArgumentParser:
+    from gaugejax.align import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS
+    from gaugejax.matching import METHODS
+
+    p = sub.add_parser(
+        "align", help="recover the gauge (signed permutation) from SRC to DST",
+        description="Run SRC and DST on the same tokens, accumulate the cross-correlation of their residual "
+        "streams at a few layers, and match coordinates (SPEC §4). Streams tokens until every coordinate is "
+        "certified at --confidence (or --max-tokens), then writes the gauge file with per-coordinate diagnostics. "
+        "Token source: --tokens, else --text tokenized with the checkpoint's tokenizer, else a built-in corpus "
+        "(standard-library docstrings) with that tokenizer, else random ids.")
+    p.add_argument("src", help="checkpoint A (Hugging Face directory or .gguf)")
+    p.add_argument("dst", help="checkpoint B")
+    p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz), A→B")
+    p.add_argument("--method", choices=METHODS, default="sign_marginalized",
+                   help="matching method (default sign_marginalized: the B_d / S_d×{±1} group of the model)")
+    p.add_argument("--layers", default=None,
+                   help="residual-stream indices, comma separated (0 = embeddings, i = after block i) or 'all'; "
+                   "default: 6 spread over the depth")
+    g = p.add_argument_group("probe tokens")
+    g.add_argument("--tokens", metavar="FILE.npy", help="token ids (int array, (n,) or (rows, seq))")
+    g.add_argument("--text", metavar="FILE", help="text file, tokenized with the checkpoint's tokenizer")
+    g.add_argument("--min-tokens", type=int, default=DEFAULT_MIN_TOKENS,
+                   help=f"tokens before the first certificate check (default {DEFAULT_MIN_TOKENS})")
+    g.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                   help=f"stop after this many tokens even if not certified (default {DEFAULT_MAX_TOKENS})")
+    g.add_argument("--seq-len", type=int, default=128, help="tokens per row (default 128)")
+    g.add_argument("--batch-rows", type=int, default=2, help="rows per forward pass (default 2)")
+    g.add_argument("--seed", type=int, default=0, help="seed of random ids (last-resort token source)")
+    p.add_argument("--confidence", type=float, default=0.99, help="level of the certificate (default 0.99)")
+    p.add_argument("--solver", default="auto", help="assignment solver: auto, scipy, lapjv, optax (default auto)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _parse_layers(spec: str | None, n_layers: int):
+    if spec is None:
+        return None
+    if spec.strip().lower() == "all":
+        return tuple(range(n_layers + 1))
+    try:
+        layers = tuple(int(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise GaugeJaxError(f"--layers must be comma-separated integers or 'all', got {spec!r}") from None
+    bad = [i for i in layers if not 0 <= i <= n_layers]
+    if bad or not layers:
+        raise GaugeJaxError(f"--layers must lie in 0..{n_layers} (0 = embeddings), got {spec!r}")
+    return layers
+
+
+def _token_ids(args, vocab_size: int) -> tuple[np.ndarray, str]:
+    """1-D ids and a description of where they came from."""
+    from gaugejax import corpus
+    from gaugejax.io import load_tokenizer
+
+    need = args.max_tokens + args.seq_len
+    if args.tokens:
+        path = Path(args.tokens)
+        if not path.is_file():
+            raise GaugeJaxError(f"--tokens {path} does not exist")
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({e})") from None
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
+        ids, source = ids.reshape(-1), f"tokens:{path.name}"
+    else:
+        tok = load_tokenizer(args.src) or load_tokenizer(args.dst)
+        if args.text:
+            if tok is None:
+                raise GaugeJaxError(f"{args.src} ships no tokenizer (or `tokenizers` is not installed); pass --tokens")
+            try:
+                text = Path(args.text).read_text()
+            except OSError as e:
+                raise GaugeJaxError(f"cannot read --text {args.text}: {e.strerror}") from None
+            ids, source = np.asarray(tok(text)).reshape(-1), f"text:{Path(args.text).name}"
+        elif tok is not None:
+            ids, source = corpus.corpus_tokens(tok, need), "corpus:stdlib-docstrings"
+        else:
+            ids, source = corpus.random_tokens(vocab_size, need, args.seed), f"random:seed={args.seed}"
+    if ids.size == 0:
+        raise GaugeJaxError("no tokens to run")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise GaugeJaxError(f"token ids must lie in [0, {vocab_size}), got [{ids.min()}, {ids.max()}]")
+    return ids, source
+
+
+def run(args) -> int:
+    from gaugejax.align import align, check_pair
+    from gaugejax.cli.common import console, progress, table
+    from gaugejax.corpus import to_rows
+    from gaugejax.io import checkpoint_fingerprint, load_model
+    from gaugejax.matching import AmbiguousMatchWarning
+
+    out = Path(args.output)
+    if out.suffix != ".npz":
+        raise GaugeError(f"gauge files end in .npz, got {str(out)!r}")
+    if args.min_tokens <= 0 or args.max_tokens <= 0 or args.seq_len <= 0 or args.batch_rows <= 0:
+        raise GaugeJaxError("--min-tokens, --max-tokens, --seq-len and --batch-rows must be positive")
+    if not 0 < args.confidence < 1:
+        raise GaugeJaxError("--confidence must lie in (0, 1)")
+    for p in (args.src, args.dst):
+        if not Path(p).exists():
+            raise GaugeJaxError(f"{p} does not exist")
+    a = load_model(args.src)
+    b = load_model(args.dst)
+    check_pair(a.config, b.config)
+    if a.config.vocab_size != b.config.vocab_size:
+        raise GaugeJaxError(f"different vocabularies: {a.config.vocab_size} vs {b.config.vocab_size}")
+    layers = _parse_layers(args.layers, a.config.n_layers)
+    ids, source = _token_ids(args, a.config.vocab_size)
+    rows = to_rows(ids, args.seq_len)
+    n_avail = rows.size
+    total = min(n_avail, args.max_tokens)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AmbiguousMatchWarning)
+        with progress(f"aligning ({a.config.norm}, d={a.config.d_model})", total) as advance:
+            seen = [0]
+
+            def on_batch(n, _result):
+                advance(min(n, total) - seen[0])
+                seen[0] = min(n, total)
+
+            r = align(a, b, rows, layers=layers, method=args.method, batch_rows=args.batch_rows,
+                      min_tokens=args.min_tokens, max_tokens=args.max_tokens, confidence=args.confidence,
+                      solver=args.solver, on_batch=on_batch)
+    r.save(out, src=str(args.src), dst=str(args.dst), src_fingerprint=checkpoint_fingerprint(args.src),
+           dst_fingerprint=checkpoint_fingerprint(args.dst), token_source=source, norm=a.config.norm,
+           family=a.config.family)
+
+    s = r.summary()
+    c = console()
+    for w in caught:
+        if issubclass(w.category, AmbiguousMatchWarning):
+            console(stderr=True).print(f"warning: {w.message}")
+    table(f"gauge {args.src} → {args.dst}", ["", "value"], [
+        ["method / group", f"{s['method']} / {s['group']}"],
+        ["tokens used", f"{s['n_tokens']} ({source}{'' if s['n_tokens'] < n_avail else ', all available'})"],
+        ["layers", ",".join(str(i) for i in s["layers"])],
+        ["certified", f"{s['certified']} at {s['confidence']:.0%} (error bound ±{s['error_bound']:.3f})"],
+        ["confident coordinates", f"{s['d'] - s['n_ambiguous']}/{s['d']} ({s['confident_fraction']:.1%})"],
+        ["signs +/−", f"{s['positive_signs']}/{s['negative_signs']}"],
+        ["mean |matched corr|", s["mean_abs_matched_corr"]],
+        ["weakest margins (j: margin, corr)",
+         "; ".join(f"{j}: {m:.3f}, {v:+.3f}" for j, m, v in s["weakest"])],
+        ["solver", s["solver"]],
+    ])
+    c.print(f"wrote {out}")
+    return 0
