@@ -222,10 +222,10 @@ def correlation_interval(r: Any, t: float) -> tuple[np.ndarray, np.ndarray]:
       ([-0.5, 1.0], [0.5, 1.0])
     """
     r = np.clip(np.asarray(r, np.float64), -1.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo = np.where(r - t <= -1.0, -1.0, (r - t) / (1.0 - r * t))
-        hi = np.where(r + t >= 1.0, 1.0, (r + t) / (1.0 + r * t))
-    return lo, hi
+    dlo, dhi = 1.0 - r * t, 1.0 + r * t  # 0 only for r = ±1 with t = 1 (no information)
+    lo = np.where(dlo > 0, (r - t) / np.where(dlo > 0, dlo, 1.0), -1.0)
+    hi = np.where(dhi > 0, (r + t) / np.where(dhi > 0, dhi, 1.0), 1.0)
+    return np.clip(lo, -1.0, 1.0), np.clip(hi, -1.0, 1.0)
 
 
 def _sign_confidence(r: np.ndarray, n_tokens: int | None) -> np.ndarray:

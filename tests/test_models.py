@@ -175,3 +175,13 @@ def test_bf16_weights_upcast():
     out = gj.forward(m16, tokens)
     assert out.dtype == jnp.float32
     assert _rel(out, gj.forward(m, tokens)) < 0.05  # bf16 storage: 8 mantissa bits
+
+
+def test_one_plus_scale_gain_variant_permutes_scale():
+    """(1 + scale) gains (Gemma-style): the gauge permutes ``scale``, never signs it."""
+    m = gj.random_model(gj.tiny_config("llama", norm_offset=1.0), seed=2)
+    g = gj.SignedPermutation.random(3, m.d, negative_fraction=0.5)
+    moved = gj.apply_gauge(m, g)
+    np.testing.assert_array_equal(np.asarray(moved.params["final_norm"]), np.asarray(m.params["final_norm"])[g.perm])
+    tokens = np.arange(10)[None]
+    assert _rel(gj.forward(moved, tokens), gj.forward(m, tokens)) < RTOL

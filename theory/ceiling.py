@@ -260,6 +260,25 @@ def transition_tau(d: int) -> float:
 
 
 # --------------------------------------------------------------------------- Monte Carlo
+def synthetic(d: int, n: int, rho: float, m: int, seed: int):
+    """A decorrelated synthetic pair: a random true gauge with exactly ``m`` negative signs,
+    ``X`` with independent standard normal coordinates and ``Y = ρ G(X) + sqrt(1 - ρ²) Z``.
+
+    Returns:
+      ``(truth, X, Y)`` with ``X, Y`` float32 ``(n, d)``.
+    """
+    if not 0 <= m <= d:
+        raise ValueError(f"need 0 <= m <= d, got m={m}, d={d}")
+    base = SignedPermutation.random(seed, d)
+    rng = np.random.default_rng([seed, d, n, m])
+    signs = np.ones(d, np.int8)
+    signs[rng.permutation(d)[:m]] = -1
+    truth = SignedPermutation(base.perm, signs)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    y = (rho * truth.apply(x) + math.sqrt(1 - rho**2) * rng.standard_normal((n, d))).astype(np.float32)
+    return truth, x, y
+
+
 def simulate(d: int, n: int, rho: float, positive_fraction: float, seed: int,
              methods=METHODS) -> dict:
     """One synthetic decorrelated model, matched by ``gaugejax.matching.match``.
@@ -270,11 +289,9 @@ def simulate(d: int, n: int, rho: float, positive_fraction: float, seed: int,
     """
     from gaugejax.matching import match
 
-    truth = SignedPermutation.random(seed, d, negative_fraction=1.0 - positive_fraction)
-    rng = np.random.default_rng([seed, d, n])
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    y = (rho * truth.apply(x) + math.sqrt(1 - rho**2) * rng.standard_normal((n, d))).astype(np.float32)
-    out = {"m": int((truth.signs < 0).sum())}
+    m = int(round((1.0 - positive_fraction) * d))
+    truth, x, y = synthetic(d, n, rho, m, seed)
+    out = {"m": m}
     for method in methods:
         g = match(x, y, method, warn=False).gauge
         agr = g.agreement(truth)

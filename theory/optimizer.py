@@ -81,10 +81,15 @@ def step_commutes(gauge: SignedPermutation, mu_signed: bool = True, nu_signed: b
             and _zero(nub - move(nua, nu_signed)))
 
 
-def gradient_transport(gauge: SignedPermutation) -> bool:
+def gradient_transport(gauge: SignedPermutation, signed: bool = True) -> bool:
     """Chain rule: if ``L_B(W) = L_A(T⁻¹ W)`` then ``∇L_B(T W) = T ∇L_A(W)``, for a generic loss.
 
     The loss is an undefined sympy function of all entries of a ``(2, d)`` reading matrix.
+
+    Args:
+      gauge: the residual gauge.
+      signed: compare with the signed transport ``T ∇L_A`` (True, the claim) or with the
+        permutation-only one (False; fails whenever a sign is -1).
     """
     d = gauge.d
     w = _syms("W", (2, d), real=True)
@@ -97,7 +102,7 @@ def gradient_transport(gauge: SignedPermutation) -> bool:
     grad_b = np.array([sp.diff(loss_b, v) for v in wb.ravel()], dtype=object).reshape(w.shape)
     at = dict(zip(wb.ravel(), gauge.apply(w, axis=1).ravel()))  # evaluate at V = T W
     grad_b = np.vectorize(lambda e: sp.sympify(e).xreplace(at).doit(), otypes=[object])(grad_b)
-    return _zero(grad_b - gauge.apply(grad_a, axis=1))
+    return _zero(grad_b - gauge.apply(grad_a, axis=1, signed=signed))
 
 
 def optax_cross_check(gauge: SignedPermutation, seed: int = 0, steps: int = 3) -> dict:

@@ -41,7 +41,7 @@ def table(title: str, columns: list[str], rows: list[list]) -> None:
 
     t = Table(title=title, title_justify="left")
     for c in columns:
-        t.add_column(c, justify="right" if c != columns[0] else "left")
+        t.add_column(c, justify="right" if c != columns[0] else "left", no_wrap=c == columns[0])
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
     console().print(t)

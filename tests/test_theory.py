@@ -1,0 +1,262 @@
+"""Tests of the executable theory (``theory/``): each proposition passes, and the same machinery
+rejects deliberately wrong rules."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sympy")
+
+from gaugejax.gauge import SignedPermutation  # noqa: E402
+from theory import blocks, general_d, norm_charts as nc, optimizer  # noqa: E402
+from theory import ceiling as ce  # noqa: E402
+from theory.proof import Proof  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIXED = SignedPermutation(np.array([2, 0, 1]), np.array([1, -1, -1]))
+GLOBAL = SignedPermutation(np.array([2, 0, 1]), np.array([-1, -1, -1]))
+
+
+# --------------------------------------------------------------------------- norm charts
+@pytest.mark.parametrize("chart", nc.CHARTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("d", [2, 3])
+def test_census_counts_and_rules(chart, d):
+    c = nc.census(chart, d)
+    assert c.count == nc.EXPECTED_COUNTS[chart.name](d)
+    assert c.rules_match_spec
+    if chart.centered:
+        assert c.all_global_sign
+
+
+@pytest.mark.parametrize("name,expected", [("rmsnorm_generic", 384), ("layernorm_affine", 48)])
+def test_census_d4(name, expected):
+    assert nc.census(nc.CHART_BY_NAME[name], 4).count == expected
+
+
+@pytest.mark.parametrize("chart", nc.CHARTS, ids=lambda c: c.name)
+def test_first_order_lemma(chart):
+    assert nc.first_order_lemma(chart, 3)
+
+
+def test_group_enumeration_is_b_d():
+    els = list(nc.hyperoctahedral(3))
+    assert len(els) == 48 and len(set(els)) == 48
+    g = els[17]
+    x = np.arange(1.0, 4.0)
+    assert np.array_equal(np.array(nc.gauge_matrix(g) * nc.sp.Matrix(x), dtype=float).ravel(), g.apply(x))
+
+
+def test_wrong_rule_signed_rmsnorm_gain_is_rejected():
+    rms = nc.CHART_BY_NAME["rmsnorm_generic"]
+    assert nc.rule_holds(rms, MIXED, "spec")
+    assert not nc.rule_holds(rms, MIXED, "signed_gain")
+    # with no negative sign the (wrong) signed gain is harmless: the test above is not vacuous
+    assert nc.rule_holds(rms, SignedPermutation(np.array([2, 0, 1])), "signed_gain")
+
+
+def test_wrong_rule_nonglobal_layernorm_signs_are_rejected():
+    for chart in (nc.CHART_BY_NAME["layernorm_affine"], nc.CHART_BY_NAME["layernorm_plain"]):
+        for g in nc.hyperoctahedral(3):
+            dec = nc.decide(chart, g, verify=False)
+            assert dec.equivariant == g.is_global_sign
+            if not g.is_global_sign:
+                assert dec.stage == "linear" and not nc.rule_holds(chart, g, "spec")
+
+
+def test_wrong_rule_unsigned_layernorm_bias_is_rejected():
+    ln = nc.CHART_BY_NAME["layernorm_affine"]
+    assert nc.rule_holds(ln, GLOBAL, "spec")
+    assert not nc.rule_holds(ln, GLOBAL, "unsigned_bias")
+
+
+def test_decide_solution_is_spec_rule():
+    dec = nc.decide(nc.CHART_BY_NAME["layernorm_affine"], GLOBAL)
+    want = nc.spec_rule_params(nc.CHART_BY_NAME["layernorm_affine"], GLOBAL)
+    assert dec.equivariant
+    assert [str(v) for v in dec.params["g"]] == [str(v) for v in want["g"]]
+    assert [str(v) for v in dec.params["b"]] == [str(v) for v in want["b"]]
+
+
+# --------------------------------------------------------------------------- general d
+@pytest.mark.parametrize("fn", [general_d.gain_commutation_is_signed_permutation,
+                                general_d.centering_commutation_and_layernorm_group,
+                                general_d.tied_gains_continuous_block,
+                                general_d.rescaling_needs_zero_eps], ids=lambda f: f.__name__)
+def test_general_d_derivations(fn):
+    pf = fn()
+    assert pf.passed, pf.failed_steps()
+    assert sum(s.detail != "reasoning" for s in pf.steps) >= 3  # real checks, not only prose
+
+
+def test_resolve_ranges_keeps_unproven_guards():
+    import sympy as sp
+
+    from theory.proof import resolve_ranges
+
+    d = sp.Symbol("d", integer=True, positive=True)
+    i = sp.Idx("i", d)
+    assert resolve_ranges(sp.Piecewise((1, d >= i + 1), (0, True)), d) == 1
+    guarded = sp.Piecewise((1, d >= i + 5), (0, True))
+    assert resolve_ranges(guarded, d) == guarded
+
+
+def test_proof_records_failures():
+    pf = Proof("x", "y")
+    pf.check("true", True)
+    pf.check("false", 1 == 2)
+    assert not pf.passed and pf.failed_steps() == ["false"]
+
+
+# --------------------------------------------------------------------------- blocks
+@pytest.mark.parametrize("arch,gauge", [("llama", MIXED), ("llama", GLOBAL), ("gpt2", GLOBAL)])
+def test_spec_rules_pass_through_blocks(arch, gauge):
+    r = blocks.check_model(arch, gauge)
+    assert r.passed, r.stages
+
+
+@pytest.mark.parametrize("arch,gauge,wrong,stage", [
+    ("llama", MIXED, "signed_rms_gain", "attn norm"),
+    ("llama", MIXED, "unsigned_reader", "attention scores"),
+    ("llama", MIXED, "unsigned_writer", "attention output"),
+    ("gpt2", GLOBAL, "unsigned_ln_bias", "attn norm"),
+    ("gpt2", GLOBAL, "signed_ln_gain", "attn norm"),
+])
+def test_wrong_rules_rejected_in_blocks(arch, gauge, wrong, stage):
+    r = blocks.check_model(arch, gauge, wrong=wrong)
+    assert not r.passed and not r.stages[stage], r.stages
+
+
+def test_layernorm_block_rejects_nonglobal_signs():
+    r = blocks.check_model("gpt2", MIXED)
+    assert not r.passed and not r.stages["attention scores"]
+
+
+def test_certificate_never_fails_a_true_identity():
+    import sympy as sp
+
+    x = sp.Symbol("x", real=True)
+    assert not blocks._certainly_nonzero(np.array([sp.sqrt(x**2 + 1) ** 2 - x**2 - 1], dtype=object))
+    assert blocks._certainly_nonzero(np.array([x], dtype=object))
+
+
+# --------------------------------------------------------------------------- optimizer
+def test_adamw_step_commutes_with_signed_mu():
+    assert optimizer.step_commutes(MIXED, axis=1)
+    assert optimizer.step_commutes(MIXED, axis=0)
+    assert optimizer.step_commutes(MIXED, axis=0, param_signed=False, mu_signed=False)
+
+
+def test_wrong_rule_unsigned_mu_is_rejected():
+    assert not optimizer.step_commutes(MIXED, mu_signed=False)
+    assert not optimizer.step_commutes(MIXED, nu_signed=True)
+    # all signs +1: the unsigned transport is the same map, so the identity holds (not vacuous)
+    assert optimizer.step_commutes(SignedPermutation(np.array([2, 0, 1])), mu_signed=False)
+
+
+def test_gradient_transport():
+    assert optimizer.gradient_transport(MIXED)
+    assert not optimizer.gradient_transport(MIXED, signed=False)
+
+
+def test_optax_cross_check():
+    pytest.importorskip("optax")
+    errs = optimizer.optax_cross_check(MIXED)
+    assert errs["formula_err"] < 1e-12 and errs["signed_err"] < 1e-12 and errs["unsigned_err"] > 1e-6
+
+
+# --------------------------------------------------------------------------- ceiling (theory side)
+def test_ceiling_theorem_proof():
+    pf = ce.ceiling_theorem()
+    assert pf.passed, pf.failed_steps()
+
+
+def test_population_maximizers_m1_tie():
+    truth = SignedPermutation(np.array([3, 1, 0, 4, 2]), np.array([1, 1, -1, 1, 1]))
+    best = ce.population_maximizers(truth, "signed")
+    acc = (best == truth.perm).sum(1)
+    assert len(best) == 5 and sorted(acc.tolist()) == [3, 3, 3, 3, 5]
+
+
+def test_approximation_bracket_is_ordered_and_monotone():
+    for method in ce.METHODS:
+        prev = (0.0, 0.0)
+        for tau in (1.0, 2.0, 3.0, 4.0, 6.0, 9.0):
+            lo, hi = ce.approx_accuracy(method, tau, 128, 0.5, rho=0.05)
+            assert lo <= hi + 1e-12 and lo >= prev[0] - 1e-12 and hi >= prev[1] - 1e-12
+            prev = (lo, hi)
+        ceiling = 0.5 if method == "signed" else 1.0
+        assert abs(prev[0] - ceiling) < 1e-6
+    assert 2.5 < ce.transition_tau(64) < ce.transition_tau(1024) < 4.5
+
+
+# --------------------------------------------------------------------------- CLI and report
+def test_cli_help():
+    r = subprocess.run([sys.executable, "-m", "theory", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "ceiling" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "theory", "ceiling", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "--out" in r.stdout
+
+
+def test_cli_json_sections(capsys):
+    from theory.__main__ import main
+
+    assert main(["--only", "charts", "optimizer", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["norm_counts"]["rmsnorm_generic"] == {"2": 8, "3": 48, "4": 384}
+    assert res["norm_counts"]["layernorm_affine"] == {"2": 4, "3": 12, "4": 48}
+    assert res["norm_counts"]["rmsnorm_tied"] == {"2": 8, "3": 48, "4": 384}
+    assert res["norm_counts"]["layernorm_plain"] == {"2": 4, "3": 12, "4": 48}
+    assert all({"name", "status", "passed"} <= set(p) for p in res["propositions"])
+    assert res["passed"] and all(p["passed"] for p in res["propositions"])
+
+
+def test_cli_exit_code_when_a_proposition_fails(monkeypatch, capsys):
+    from theory.__main__ import main
+
+    def broken():
+        pf = Proof("broken", "a deliberately failing proposition")
+        pf.check("1 = 2", 1 == 2)
+        return pf
+
+    monkeypatch.setattr(optimizer, "adamw_covariance", broken)
+    assert main(["--only", "optimizer"]) == 1
+    assert "[FAIL]" in capsys.readouterr().out
+
+
+def test_cli_bad_arguments():
+    r = subprocess.run([sys.executable, "-m", "theory", "--only", "nonsense"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+
+
+@pytest.mark.slow
+def test_full_report_json():
+    r = subprocess.run([sys.executable, "-m", "theory", "--json"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["passed"]
+    names = [p["name"] for p in res["propositions"]]
+    assert len(names) == 10 and any("ceiling" in n for n in names)
+    assert res["norm_counts"]["layernorm_affine"] == {"2": 4, "3": 12, "4": 48}
+
+
+def test_readme_has_generated_ceiling_section():
+    text = open(os.path.join(ROOT, "theory", "README.md"), encoding="utf-8").read()
+    assert ce.README_BEGIN in text and ce.README_END in text
+    block = text[text.index(ce.README_BEGIN): text.index(ce.README_END)]
+    for d in (64, 256, 1024):
+        assert f"| {d} | 0.50 |" in block
+    assert os.path.exists(os.path.join(ROOT, "theory", "figures", "ceiling_fraction.png"))
+    assert os.path.exists(os.path.join(ROOT, "theory", "figures", "ceiling_snr.png"))
+
+
+def test_write_readme_section_replaces_in_place(tmp_path):
+    p = tmp_path / "R.md"
+    p.write_text("# T\n\nintro\n\n" + ce.README_BEGIN + "\nold\n" + ce.README_END + "\n\nafter\n")
+    ce.write_readme_section(str(p), "new table")
+    text = p.read_text()
+    assert "new table" in text and "old" not in text and text.endswith("after\n") and text.startswith("# T")
