@@ -16,15 +16,24 @@ The reduction (always exact):
    exceed ``Σ_i max_j S[i, j]`` because each row contributes one entry of its row. This costs one
    pass over ``S`` (argmax) plus ``O(n)``, and is the common case of a near-gauge correlation matrix.
 2. **Conflict block.** Otherwise split the rows into *clean* rows ``R`` (their argmax column is
-   claimed by no other row) and the rest ``K``. Solve the rectangular problem of the ``K`` rows
-   against *all* columns exactly. If its solution uses no column claimed by a clean row, the union
-   (clean rows on their argmax, ``K`` on the block solution) is optimal. Proof: for any assignment
-   ``π``, ``Σ_{i∈R} S[i,π(i)] ≤ Σ_{i∈R} max_j S[i,j]`` and ``Σ_{i∈K} S[i,π(i)] ≤ OPT(K × all)``
-   (``π`` restricted to ``K`` is a feasible assignment of ``K`` into all columns), and the union
-   attains both bounds at once. If the block solution does take clean columns, their owners move to
-   ``K`` and the block is solved again (a few rounds). No tolerance enters either certificate:
-   both only compare entries of the matrix itself (and the exact block solver's optimum). The block is only tried while it is small (see ``_BLOCK_FRACTION``); otherwise, and when the
-   certificate fails, the whole matrix goes to :func:`fastest_exact_solver`.
+   claimed by no other row) and the rest ``K``. Give each clean column ``a_r`` the price
+   ``p = S[r, a_r] - max_{j ≠ a_r} S[r, j]`` (its owner's margin; 0 for every other column) and
+   solve the rectangular block ``max Σ_{i∈K} (S[i, σ(i)] - p[σ(i)])`` over injective
+   ``σ: K → all columns`` exactly. If ``σ`` uses no clean column, the union (clean rows on their
+   argmax, ``K`` on ``σ``) is optimal. Proof by LP duality: take column duals ``P = p + q`` with
+   ``(u, q)`` an optimal dual of the block (``u_i + q_j ≥ S[i,j] - p_j``, ``q ≥ 0``, and ``q_j = 0``
+   on every column the block leaves unused, by complementary slackness, so on all clean columns),
+   and ``u_r = S[r, a_r] - p[a_r]`` (= the second-best entry of row ``r``) for clean rows. Then
+   ``u_r + P_j ≥ S[r, j]`` for all ``j`` (``P ≥ 0`` and ``S[r, j] ≤`` the second best off ``a_r``),
+   ``u_i + P_j ≥ S[i, j]`` for ``i ∈ K``, and every assigned pair is tight (unassigned columns have
+   ``P = 0``): a feasible dual whose value equals the union's, so the union is optimal. If ``σ``
+   does take clean columns, their owners join ``K`` (their columns' prices drop to 0) and the
+   block is solved again, for a few rounds. The proof only needs ``0 ≤ p ≤`` the owner's margin on
+   clean columns, so prices are computed lazily: 0 at first, then the margin for the clean columns
+   that attract rows of ``K`` (``O(m)`` each). No tolerance enters the certificates (the prices are
+   float64 differences of the matrix's entries, exact for float32 input). The block is only tried while it is
+   small (see ``_BLOCK_FRACTION``); otherwise, and when rounds run out, the whole matrix goes to
+   :func:`fastest_exact_solver`.
 
 Example:
   >>> import numpy as np
@@ -49,13 +58,14 @@ METHODS = ("auto", "scipy", "lapjv", "optax")
 """Accepted ``method`` names of :func:`solve`."""
 
 # The conflict block is tried while it holds at most this fraction of the rows (or _BLOCK_MIN rows),
-# for at most _BLOCK_ROUNDS rounds. Measured: blocks of conflicts that are local (near-ties between
-# a few coordinates) certify in one round; widespread conflicts (e.g. the raw signed score of a
-# gauge with many negative signs) keep pulling in clean rows, and there the whole-matrix solver
-# is faster, so the attempt is kept cheap: a k × m solve with k ≤ 5 % of n.
+# for at most _BLOCK_ROUNDS rounds. Measured (benchmarks/bench_assignment.py): conflicts of a
+# near-gauge matrix (a few weak coordinates) certify in one or two rounds; widespread conflicts
+# (e.g. the raw signed score of a gauge with many negative signs) exceed the size limit at once and
+# go to the whole-matrix solver, so a failed attempt costs at most one extra pass over the matrix.
 _BLOCK_FRACTION = 0.05
 _BLOCK_MIN = 8
-_BLOCK_ROUNDS = 2
+_BLOCK_ROUNDS = 8
+_PRICE_TOP = 16
 
 
 class Assignment(NamedTuple):
@@ -122,6 +132,13 @@ def _validate(score: Any) -> np.ndarray:
     return s
 
 
+def _check_finite(s: np.ndarray) -> None:
+    # One streaming pass without a temporary: the float64 sum is finite iff every entry is (NaN and
+    # ±inf propagate); only a float64 overflow needs the elementwise check.
+    if not np.isfinite(s.sum(dtype=np.float64)) and not np.isfinite(s).all():
+        raise ValueError("score has NaN or infinite entries")
+
+
 def _scipy(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.optimize import linear_sum_assignment
 
@@ -160,6 +177,28 @@ def _optax(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _FULL = {"scipy": _scipy, "lapjv": _lapjv, "optax": _optax}
 
 
+def _second_max(s: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """``max_{j ≠ cols[k]} s[rows[k], j]`` per k, in row chunks (no full copy)."""
+    n, m = s.shape
+    if m == 1:
+        return np.full(rows.size, -np.inf)
+    if rows.size > n // 8:  # many rows: stream contiguous chunks of the whole matrix (memcpy-speed)
+        excl = np.zeros(n, np.int64)
+        excl[rows] = cols
+        every = np.empty(n, np.float64)
+        for k0 in range(0, n, chunk):
+            block = s[k0:k0 + chunk].copy()
+            block[np.arange(block.shape[0]), excl[k0:k0 + chunk]] = -np.inf
+            every[k0:k0 + chunk] = block.max(axis=1)
+        return every[rows]
+    out = np.empty(rows.size, np.float64)
+    for k0 in range(0, rows.size, chunk):
+        block = s[rows[k0:k0 + chunk]]  # a small copy
+        block[np.arange(block.shape[0]), cols[k0:k0 + chunk]] = -np.inf
+        out[k0:k0 + chunk] = block.max(axis=1)
+    return out
+
+
 def _auto(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """The certified reduction for ``n <= m`` (see the module docstring)."""
     n, m = s.shape
@@ -172,22 +211,51 @@ def _auto(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     if clean.all():
         return np.arange(n), a.astype(np.int64), "argmax"
     K = np.flatnonzero(~clean)
-    if K.size <= max(_BLOCK_MIN, _BLOCK_FRACTION * n):
-        cols = a.astype(np.int64)
+    limit = max(_BLOCK_MIN, _BLOCK_FRACTION * n)
+    if K.size <= limit:
+        R = np.flatnonzero(clean)
         owner = np.full(m, -1, np.int64)
-        owner[a[clean]] = np.flatnonzero(clean)
-        for _ in range(_BLOCK_ROUNDS):
-            _, c = _scipy(s[K])  # all of K is assigned (k <= m)
+        owner[a[R]] = R
+        price = np.zeros(m, np.float64)  # 0 ≤ price ≤ owner's margin on clean columns, 0 elsewhere
+        priced = np.zeros(m, bool)
+        all_priced = False
+        for rnd in range(_BLOCK_ROUNDS):
+            block = s[K].astype(np.float64) - price
+            _, c = _scipy(block)  # every row of K is assigned (k <= m)
             taken = owner[c]
             hit = taken >= 0
             if not hit.any():
+                cols = a.astype(np.int64)
                 cols[K] = c
                 return np.arange(n), cols, f"argmax+block({K.size})"
-            displaced = taken[hit]
-            owner[cols[displaced]] = -1
+            # Price (lazily, at the owner's margin) the clean columns that can attract rows of K: the
+            # hit ones and each row's top t by current score, t growing 4× per round; past n/4 priced
+            # rows it is cheaper to price every clean column in one pass.
+            if not all_priced:
+                t = min(m, _PRICE_TOP * 4**rnd)
+                top = np.argpartition(-block, t - 1, axis=1)[:, :t] if t < m else np.arange(m)[None]
+                cand = np.zeros(m, bool)
+                cand[top.ravel()] = True
+                cand[c[hit]] = True
+                cand &= (owner >= 0) & ~priced
+                if cand.any():
+                    if priced.sum() + cand.sum() > n / 4:
+                        cc = np.flatnonzero(owner >= 0)
+                        all_priced = True
+                    else:
+                        cc = np.flatnonzero(cand)
+                    price[cc] = rowmax[owner[cc]].astype(np.float64) - _second_max(s, owner[cc], cc)
+                    priced[cc] = True
+                    continue
+            displaced = taken[hit]  # worth taking even at full price: their owners join K
+            cols_d = a[displaced]
+            owner[cols_d] = -1
+            price[cols_d] = 0.0
+            priced[cols_d] = False
             K = np.union1d(K, displaced)
-    if not np.isfinite(s).all():
-        raise ValueError("score has NaN or infinite entries")
+            if K.size > limit:
+                break
+    _check_finite(s)
     name = fastest_exact_solver()
     r, c = _FULL[name](s)
     return r, c, name
@@ -227,8 +295,7 @@ def solve(score: Any, *, maximize: bool = True, method: str = "auto") -> Assignm
     if method == "auto":
         r, c, name = _auto(work)
     else:
-        if not np.isfinite(work).all():
-            raise ValueError("score has NaN or infinite entries")
+        _check_finite(work)
         r, c = _FULL[method](work)
         name = method
     r = np.asarray(r, np.int64)

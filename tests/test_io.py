@@ -7,6 +7,7 @@ sharded output) uses the float32 parity tolerance of ``test_parity.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -26,8 +27,10 @@ from gaugejax.models import family_module, tiny_config
 KINDS = ["llama", "qwen2", "mistral", "gpt2", "neox"]
 
 
-def _model(kind: str, seed: int = 0, **overrides) -> gj.Model:
-    return gj.random_model(tiny_config(kind, **overrides), seed=seed)
+@functools.lru_cache(maxsize=None)
+def _model(kind: str, seed: int = 0) -> gj.Model:
+    """A tiny random model, built once per session (drawing parameters compiles per shape)."""
+    return gj.random_model(tiny_config(kind), seed=seed)
 
 
 def _gauge(model: gj.Model, seed: int = 7) -> gj.SignedPermutation:
@@ -114,7 +117,8 @@ def test_bfloat16_round_trip_is_bit_exact(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file as torch_load_file
 
-    m = gj.random_model(tiny_config("llama"), seed=1, dtype=jax.numpy.bfloat16)
+    f32 = _model("llama")
+    m = gj.Model(f32.config, jax.tree.map(lambda x: np.asarray(x).astype(jax.numpy.bfloat16), f32.params))
     d = save_model(m, tmp_path / "bf16")
     loaded = load_model(d)
     _assert_params_equal(loaded.params, m.params)

@@ -84,13 +84,17 @@ def test_variant_features_matter(checkpoints, kind, feature):
     assert rel_err(np.asarray(gj.forward(plain, toks)), ref_logits) > 1e-3
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "llama_tied", "gpt2", "neox_parallel", "neox_sequential"])
-def test_tied_and_biases_are_read(checkpoints, kind):
+@pytest.mark.parametrize("kind", ["qwen2", "qwen2_tied", "llama", "llama_tied", "gpt2", "neox_parallel",
+                                  "neox_sequential"])
+def test_tie_and_biases_are_read(checkpoints, kind):
     d, *_ = checkpoints[kind]
     model = load_model(d)
     cfg = json.loads((d / "config.json").read_text())
     assert model.config.tie_embeddings == bool(cfg.get("tie_word_embeddings", kind == "gpt2"))
     assert ("lm_head" in model.params) == (not model.config.tie_embeddings)
+    assert ("q_bias" in model.params["layers"]) == kind.startswith("qwen2")
+    if kind.startswith("neox"):
+        assert model.config.parallel_residual == (kind == "neox_parallel")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -1,0 +1,17 @@
+"""Executable theory of residual-stream gauges (see ``theory/README.md``).
+
+Each proposition is a function returning a :class:`theory.proof.Proof` whose steps are sympy
+assertions, exhaustive enumerations, or Monte Carlo runs of the library's own matcher:
+
+* :mod:`theory.norm_charts`: which elements of ``B_d`` each norm chart admits (exhaustive, d ≤ 4);
+* :mod:`theory.general_d`: the gauge groups for general ``d`` (derivations (a)-(d));
+* :mod:`theory.blocks`: SPEC §3 parameter rules through whole Llama / GPT-2 blocks;
+* :mod:`theory.optimizer`: AdamW covariance (signed ``mu``, permutation-only ``nu``);
+* :mod:`theory.ceiling`: the ceiling theorem of raw signed matching and its finite-SNR behaviour.
+
+Run everything with ``python -m theory`` (``--json`` for machine-readable output).
+"""
+
+from theory.proof import Proof, Step
+
+__all__ = ["Proof", "Step"]

@@ -67,7 +67,7 @@ def _print_report(res: dict, verbose: bool) -> None:
                 print(f"         {flag} {s['claim']}{extra}")
     mc = res.get("ceiling_mc")
     if mc:
-        print("\nCeiling Monte Carlo (reduced; `python -m theory ceiling` for the full table):")
+        print("\nCeiling Monte Carlo of this run (`python -m theory ceiling` writes the full table):")
         print(f"  {'d':>5} {'pos.frac':>8} {'signed':>8} {'perm':>8} {'perm±':>8} {'sign-marg':>10}")
         for r in mc["rows"]:
             print(f"  {r['d']:>5} {r['positive_fraction']:>8.2f} {r['signed']['perm']:>8.3f} "

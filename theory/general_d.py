@@ -13,8 +13,11 @@ give ``b' = Qb`` and ``diag(g') C Q = Q diag(g) C``.
 
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
 
+from gaugejax.gauge import SignedPermutation
+from theory.norm_charts import CHART_BY_NAME, decide
 from theory.proof import Proof, is_zero, resolve_ranges
 
 KD = sp.KroneckerDelta
@@ -116,7 +119,6 @@ def centering_commutation_and_layernorm_group() -> Proof:
     d = _dim()
     i, j, k = (sp.Idx(n, d) for n in ("i", "j", "k"))
     Q, u = sp.IndexedBase("Q"), sp.IndexedBase("u")
-    Cij = KD(i, j) - 1 / d
     # 1. C1 = 0 and Cu = u - mean(u)1
     c_one = resolve_ranges(sp.Sum(KD(i, k) - 1 / d, (k, 0, d - 1)).doit(), d)
     pf.check("(C1)_i = 0 for every d", is_zero(c_one))
@@ -167,10 +169,6 @@ def centering_commutation_and_layernorm_group() -> Proof:
     pf.check("for a signed permutation (Q1)_i = s_i, so Q1 = c1 means all signs equal c: "
              "Q ∈ S_d × {±1}", is_zero(q1 - sgn[i]))
     # 7. sufficiency for S_d × {±1} with g' = g[perm], b' = c·b[perm]
-    from theory.norm_charts import CHART_BY_NAME, decide
-    from gaugejax.gauge import SignedPermutation
-    import numpy as np
-
     ok = all(decide(CHART_BY_NAME["layernorm_affine"],
                     SignedPermutation(np.array(pm), np.full(3, cc))).equivariant
              for pm in ((0, 1, 2), (2, 0, 1), (1, 0, 2)) for cc in (1, -1))

@@ -180,7 +180,8 @@ def adamw_covariance(gauge: SignedPermutation | None = None, numeric: bool = Tru
     pf = Proof("AdamW covariance",
                "One AdamW step (bias correction, decoupled weight decay) commutes with a signed "
                "permutation when mu is transported signed and nu permutation-only; it does not when "
-               "mu is transported without signs (or nu with signs).")
+               "mu is transported without signs (or nu with signs).",
+               status="proved symbolically (+ optax numeric cross-check)")
     pf.check("gradients transport like parameters: ∇L_B(TW) = T∇L_A(W) (generic loss)",
              gradient_transport(gauge))
     pf.check("reading matrix W (2, d): step(T·state) = T·step(state) with mu signed, nu unsigned",

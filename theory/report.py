@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from gaugejax.gauge import SignedPermutation
 from theory.proof import Proof
 
 SECTIONS = ("charts", "general", "blocks", "optimizer", "ceiling")
@@ -36,7 +37,8 @@ def norm_chart_proposition(ds=(2, 3, 4)) -> tuple[Proof, dict]:
                status=f"exhaustive to d = {max(ds)}")
     counts: dict[str, dict[str, int]] = {}
     for chart in nc.CHARTS:
-        pf.check(f"{chart.name}: first-order lemma norm(0) = b, d/dt norm(tx)|0 = g⊙Cx/sqrt(eps), d = {', '.join(map(str, ds))}",
+        dims = ", ".join(map(str, ds))
+        pf.check(f"{chart.name}: first-order lemma norm(0) = b, d/dt norm(tx)|0 = g⊙Cx/sqrt(eps), d = {dims}",
                  all(nc.first_order_lemma(chart, d) for d in ds))
     for chart in nc.CHARTS:
         counts[chart.name] = {}
@@ -50,8 +52,8 @@ def norm_chart_proposition(ds=(2, 3, 4)) -> tuple[Proof, dict]:
                 ok &= c.all_global_sign
                 claim += ", all with one global sign"
             pf.check(claim + ", θ' = SPEC rule", ok, detail=str(c.stages))
-    mixed = nc.SignedPermutation(np.array([2, 0, 1]), np.array([1, -1, -1]))
-    glob = nc.SignedPermutation(np.array([2, 0, 1]), np.array([-1, -1, -1]))
+    mixed = SignedPermutation(np.array([2, 0, 1]), np.array([1, -1, -1]))
+    glob = SignedPermutation(np.array([2, 0, 1]), np.array([-1, -1, -1]))
     rms, ln = nc.CHART_BY_NAME["rmsnorm_generic"], nc.CHART_BY_NAME["layernorm_affine"]
     pf.check("(control) signed RMSNorm gain g[perm]*signs is rejected for a mixed-sign gauge",
              nc.rule_holds(rms, mixed, "spec") and not nc.rule_holds(rms, mixed, "signed_gain"))
@@ -123,7 +125,8 @@ def ceiling_mc_proposition(quick: bool = True) -> tuple[Proof, Proof, dict]:
     agree = ce.bracket_agreement(sweep)
     pf2 = Proof("finite SNR: accuracy ≈ ceiling × q(ρ·sqrt(n), d)",
                 "Below the transition τ* ≈ sqrt(2 log d) accuracy falls; the extreme-value and two-cycle "
-                "approximations bracket the Monte Carlo accuracy of all three matchers (within ±0.05).",
+                "models of the noise competition give a band that contains the Monte Carlo accuracy of "
+                "all three matchers (within ±0.05); accuracy depends on τ = ρ·sqrt(n) and d.",
                 status="Monte Carlo vs approximation")
     for r in sweep:
         pf2.check(f"d = {r['d']}, τ = {r['tau']}, {r['method']}: MC {r['mc']:.3f} in "

@@ -282,7 +282,7 @@ def gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte → printable character table (the byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):

@@ -105,8 +105,8 @@ def run(ctx: Context) -> Result:
     model, encode = load_smollm(ctx)
     d = model.d
     layer = model.config.n_layers // 2
-    n_train, n_match, n_eval, seq = ctx.size((48, 16, 16, 128), (256, 32, 48, 128))
-    k_mult, top_k, steps, batch = ctx.size((4, 32, 600, 512), (8, 32, 3000, 1024))
+    n_train, n_match, n_eval, seq = ctx.size((32, 8, 8, 128), (256, 32, 48, 128))
+    k_mult, top_k, steps, batch = ctx.size((2, 32, 400, 256), (4, 32, 1500, 512))
     k = k_mult * d
     train_tok = token_windows(ctx, encode, n_train, seq, split="probe", seed_name=NAME + "/train", key="smollm")
     match_tok = token_windows(ctx, encode, n_match, seq, split="base", seed_name=NAME + "/match", key="smollm")

@@ -1,0 +1,50 @@
+"""``gaugejax transport --gauge G --kind KIND IN -o OUT``: move a coordinate-indexed object."""
+
+from __future__ import annotations
+
+import argparse
+
+KIND_HELP = {
+    "steering": "steering vectors (.npy (d,) or (L, d), .npz, .safetensors, GGUF control vector)",
+    "probe": "linear-probe weights (..., d) (a tensor named *bias is left untouched)",
+    "sae": "sparse autoencoder: .safetensors/.npz with W_enc (d,k), b_enc, W_dec (k,d), b_dec, or a SAELens dir",
+    "neurons": "top-k neuron set / attribution list (.json or .csv/.tsv with index[, score] fields)",
+    "checkpoint": "a Hugging Face checkpoint directory (same as `gaugejax apply`)",
+}
+
+
+def register(sub) -> argparse.ArgumentParser:
+    kinds = "; ".join(f"{k}: {v}" for k, v in KIND_HELP.items())
+    p = sub.add_parser("transport", help="move a steering vector / SAE / neuron list / checkpoint into a new chart",
+                       description="Transport a coordinate-indexed object from the chart of model A to the chart of "
+                       "model B, given the gauge A→B, by its SPEC §3 rule. The output keeps the input's format and is "
+                       f"written atomically. Kinds: {kinds}.")
+    p.add_argument("input", metavar="IN", help="the object file (or directory)")
+    p.add_argument("--gauge", required=True, help="gauge file A→B (.npz)")
+    p.add_argument("--kind", required=True, choices=list(KIND_HELP), help="object kind")
+    p.add_argument("--group", default="B_d", choices=["B_d", "S_d"],
+                   help="B_d: the signed gauge (correct for RMSNorm); S_d: its permutation part only (comparison)")
+    p.add_argument("--inverse", action="store_true", help="transport B→A with the inverse gauge")
+    p.add_argument("-o", "--output", required=True, help="output path (same format as IN)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from gaugejax.cli.common import console
+    from gaugejax.gauge import SignedPermutation
+    from gaugejax.transport import transport_file
+
+    gauge = SignedPermutation.load(args.gauge)
+    if args.inverse:
+        gauge = gauge.inverse()
+    r = transport_file(args.kind, args.input, args.output, gauge, group=args.group)
+    c = console()
+    c.print(f"wrote {r.output} ({r.kind}, {r.format}, {r.items} item(s), group {r.group}, "
+            f"{r.flipped} sign flip(s))")
+    for note in r.notes:
+        c.print(f"note: {note}")
+    if args.group == "S_d" and (gauge.signs < 0).any():
+        c.print("note: S_d transport dropped the gauge's signs; for an RMSNorm model this is the wrong rule "
+                "(kept for comparison)")
+    return 0
