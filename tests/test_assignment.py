@@ -123,3 +123,15 @@ def test_unknown_method_and_empty():
     with pytest.raises(ValueError, match="unknown assignment method"):
         solve(np.eye(2), method="greedy")
     assert solve(np.zeros((0, 3))).rows.shape == (0,)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_path_exact_at_moderate_size(seed):
+    # Near-gauge |C| with a few weak coordinates: conflicts are resolved by the priced block.
+    rng = np.random.default_rng(seed)
+    d = 400
+    s = np.abs(_near_gauge(rng, d, 0.12))
+    a = solve(s)
+    assert a.objective == pytest.approx(_opt(s), rel=1e-12)
+    r = solve(s[:, :-3].T.copy())  # rectangular, transposed internally
+    assert r.objective == pytest.approx(_opt(s[:, :-3].T), rel=1e-12)

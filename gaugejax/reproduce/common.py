@@ -292,9 +292,23 @@ def load_smollm(ctx: Context):
         encode = gj.load_tokenizer(path)
         if encode is None:
             raise FileNotFoundError("the `tokenizers` package is needed to tokenize text for SmolLM2")
+        ctx.cache["smollm_decode"] = _gguf_decoder(path)
         return model, encode
 
     return ctx.cached("smollm", make)
+
+
+def _gguf_decoder(path: Path):
+    """``ids -> text`` for a GGUF file's tokenizer, or ``None`` (used only to read generated answers)."""
+    try:
+        from gaugejax.io import gguf
+
+        reader = gguf._reader(path)
+        meta = {k: gguf._value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+        tok = gguf._build_tokenizer(meta, path)
+    except Exception:  # noqa: BLE001 - decoding is optional; the experiment reports it could not read answers
+        return None
+    return lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
 def truncated(model, n_layers: int):
