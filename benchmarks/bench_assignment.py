@@ -88,6 +88,18 @@ def _optax_solve(s: np.ndarray, sj) -> float:
     return float(s[np.asarray(i), np.asarray(j)].astype(np.float64).sum())
 
 
+def _dispatch_only(s: np.ndarray):
+    """auto's own work when it falls back: everything but the whole-matrix solver (replaced by a no-op)."""
+    saved = dict(assignment._FULL)
+    e = np.zeros(0, np.int64)
+    try:
+        for k in saved:
+            assignment._FULL[k] = lambda _s: (e, e)
+        return assignment._auto(s)
+    finally:
+        assignment._FULL.update(saved)
+
+
 def run(ds, kinds, timeout, repeat):
     import jax
 
@@ -97,36 +109,48 @@ def run(ds, kinds, timeout, repeat):
     for d in ds:
         for kind in kinds:
             s = make(kind, d, seed=d)
-            t_arg, _ = _time(lambda: np.argmax(s, axis=1), repeat)
-            t_auto, a_auto = _time(lambda: assignment.solve(s), repeat)
-            res = {}
+            sj = jax.device_put(s)
+            fns = {"argmax": lambda: np.argmax(s, axis=1), "auto": lambda: assignment.solve(s),
+                   "dispatch": lambda: _dispatch_only(s)}
+            notes, preds = [], {}
             for m in solvers:
                 pred = _predict(history[(kind, m)], d)
                 if pred > timeout:
-                    res[m] = (pred, None, f"{m} extrapolated ({pred:.0f} s predicted > {timeout:.0f} s timeout)")
+                    preds[m] = pred
+                    notes.append(f"{m} not run: {pred:.0f} s predicted > {timeout:.0f} s timeout (cell = prediction)")
                     continue
-                reps = 1 if pred > 5 else repeat
                 if m == "optax":
-                    sj = jax.device_put(s)
                     jax.block_until_ready(_optax_fn()(-sj))  # compile outside the timing
-                    t, obj = _time(lambda: _optax_solve(s, sj), reps)
-                    del sj
+                    fns[m] = lambda: _optax_solve(s, sj)
                 else:
-                    t, a = _time(lambda: assignment.solve(s, method=m), reps)
-                    obj = a.objective
-                history[(kind, m)][d] = t
-                res[m] = (t, obj, "")
-            exact = [res[m][1] for m in ("scipy", "lapjv") if res[m][1] is not None]
+                    fns[m] = (lambda m=m: assignment.solve(s, method=m))
+            slow = max([_predict(history[(kind, m)], d) for m in solvers if m in fns] + [0.0])
+            reps = 1 if slow > 20 else (2 if slow > 5 else repeat)
+            best = {k: math.inf for k in fns}
+            out = {}
+            for _ in range(reps):  # interleaved rounds: background load hits every solver alike
+                for k, fn in fns.items():
+                    t0 = time.perf_counter()
+                    out[k] = fn()
+                    best[k] = min(best[k], time.perf_counter() - t0)
+            for m in solvers:
+                if m in best:
+                    history[(kind, m)][d] = best[m]
+            objs = {m: (out[m] if m == "optax" else out[m].objective) for m in solvers if m in out}
+            a_auto = out["auto"]
+            exact = [objs[m] for m in ("scipy", "lapjv") if m in objs]
             same = all(abs(a_auto.objective - o) <= 1e-9 * max(1.0, abs(o)) for o in exact) if exact else "n/a"
-            fastest = min([res[m][0] for m in ("scipy", "lapjv") if res[m][1] is not None] or [math.nan])
+            if "optax" in objs and abs(objs["optax"] - a_auto.objective) > 1e-6 * abs(a_auto.objective):
+                notes.append("optax optimum differs (float32)")
+            cell = {m: best.get(m, preds.get(m, math.nan)) for m in solvers}
+            fastest = min([best[m] for m in ("scipy", "lapjv") if m in best] or [math.nan])
             rows.append([
-                d, kind, a_auto.solver, t_arg, t_auto, t_auto / t_arg,
-                res["scipy"][0], res["lapjv"][0], res["optax"][0],
-                res["scipy"][0] / t_auto, fastest / t_auto, same,
-                "; ".join(r[2] for r in res.values() if r[2]),
+                d, kind, a_auto.solver, best["argmax"], best["auto"], best["auto"] / best["argmax"], best["dispatch"],
+                cell["scipy"], cell["lapjv"], cell["optax"], cell["scipy"] / best["auto"], fastest / best["auto"],
+                same, "; ".join(notes),
             ])
-            del s
-    cols = ["d", "matrix", "auto path", "argmax pass (s)", "auto (s)", "auto / argmax", "scipy (s)",
+            del s, sj, fns, out
+    cols = ["d", "matrix", "auto path", "argmax pass (s)", "auto (s)", "auto / argmax", "auto before dispatch (s)", "scipy (s)",
             "lapjv (s)", "optax (s)", "scipy / auto", "min(scipy, lapjv) / auto", "same optimum", "notes"]
     return markdown_table(cols, rows)
 
@@ -140,12 +164,16 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=None)
     args = p.parse_args(argv)
     ds = args.d or ([1024, 2048] if args.quick else [1024, 2048, 4096, 8192])
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else 5)
     table = run(ds, args.kinds, args.timeout, repeat)
-    body = (f"Best of {repeat} runs (a single run where a solver is predicted to take > 5 s); {load_note()}. "
+    body = (f"Best of {repeat} interleaved rounds (2 where a solver is predicted to take > 5 s, 1 above 20 s); "
+            f"{load_note()}. "
             "`auto` = `gaugejax.assignment.solve` (row-argmax certificate, small conflict blocks, else "
             f"`{assignment.fastest_exact_solver()}`). Ratios > 1 in the `/ auto` columns mean auto is faster. "
-            "'same optimum': auto's objective equals every exact solver that ran to 1e-9 relative.\n\n"
+            "'same optimum': auto's objective equals every exact solver that ran to 1e-9 relative. 'auto before "
+            "dispatch' is auto's own work when it falls back (argmax pass, conflict count, finiteness check): "
+            "on random/hard matrices auto = that + the fastest solver, and the rest of any gap to lapjv "
+            "is run-to-run noise of the shared machine.\n\n"
             "optax: compiled once per shape outside the timing (float32, on CPU). Solvers predicted (power law "
             "fitted on the two largest measured sizes, exponent clipped to [2, 3.5]) to exceed the timeout are "
             "not run; their cell holds the prediction and the notes say so.\n\n" + table)

@@ -66,6 +66,8 @@ def test_ties_detected():
     m = gj.Model(LLAMA.config, params)
     assert canonical_gauge(m, order_by=("final_norm",)).ties == 2
     assert canonical_gauge(m, order_by=("final_norm", "embed_rms")).ties == 0  # secondary key breaks it
+    # the default ordering is fixed (never chosen per model) and does not lead with tie-prone gains
+    assert canonical_gauge(m).order_by == canonical_gauge(LLAMA).order_by == ("embed_rms", "final_norm")
     emb = np.asarray(params["embed"]).copy()
     emb[:, 3] = 0.0
     m2 = gj.Model(LLAMA.config, {**params, "embed": emb})

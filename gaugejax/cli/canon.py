@@ -17,7 +17,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz): MODEL → canonical chart")
     p.add_argument("--order-by", default=",".join(DEFAULT_ORDER),
                    help=f"comma-separated ordering statistics, primary first (default {','.join(DEFAULT_ORDER)}; "
-                   f"choices {', '.join(ORDER_STATISTICS)})")
+                   f"choices {', '.join(ORDER_STATISTICS)}; use the same choice for every checkpoint)")
     p.add_argument("--sign-by", default=DEFAULT_SIGN, choices=list(SIGN_STATISTICS),
                    help=f"odd statistic fixing the signs (default {DEFAULT_SIGN})")
     p.add_argument("--layer", type=int, help="residual-stream index for act_* statistics (default middle)")
@@ -36,7 +36,9 @@ def run(args) -> int:
     from gaugejax.io import load_model
 
     model = load_model(args.model)
-    order_by = tuple(s.strip() for s in args.order_by.split(",") if s.strip())
+    from gaugejax.canonical import resolve_order
+
+    order_by = resolve_order(args.order_by)
     needs_tokens = any(s.startswith("act_") for s in (*order_by, args.sign_by))
     tokens = tokens_from_args(args, model.config.vocab_size, args.model) if needs_tokens else None
     kw = dict(order_by=order_by, sign_by=args.sign_by, tokens=tokens, layer=args.layer)

@@ -1,0 +1,166 @@
+"""Small Llama-style (RMSNorm) byte-level models trained from scratch here, and fine-tuning runs.
+
+Shared by the trajectory, merge and optimizer experiments (cached per run). Text: the standard
+library docstrings of :mod:`gaugejax.reproduce.data` as UTF-8 bytes (vocabulary 256). The base
+model is pre-trained on split ``base``; run A fine-tunes it on ``finetune_a``, run B on
+``finetune_b``, with different data-order seeds, a fresh AdamW state and a high constant learning
+rate (strong drift, SPEC §8). Every saved checkpoint is stored in its own hidden random chart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gaugejax.reproduce.common import Context
+from gaugejax.reproduce.data import byte_tokens, windows
+
+NAME = "scratch"
+
+
+@dataclass(frozen=True)
+class ScratchSizes:
+    """Sizes of the from-scratch setting."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    batch: int
+    seq: int
+    base_steps: int
+    base_lr: float
+    ft_steps: int
+    ft_lr: float
+    every: int
+    weight_decay: float = 0.1
+
+    def describe(self) -> str:
+        return (f"Llama-style RMSNorm model, bytes (vocab 256), d = {self.d_model}, {self.n_layers} layers, "
+                f"{self.n_heads} heads, SwiGLU d_ff = {self.d_ff}; batches of {self.batch}×{self.seq} bytes; "
+                f"AdamW (weight decay {self.weight_decay}); base: {self.base_steps} steps, warm-up + cosine to peak lr "
+                f"{self.base_lr:g}; fine-tunes: {self.ft_steps} steps at constant lr {self.ft_lr:g}, a checkpoint "
+                f"every {self.every} steps")
+
+
+def sizes(ctx: Context) -> ScratchSizes:
+    """Quick or full sizes."""
+    if ctx.quick:
+        return ScratchSizes(d_model=64, n_layers=2, n_heads=4, d_ff=192, batch=16, seq=64, base_steps=300,
+                            base_lr=3e-3, ft_steps=300, ft_lr=1e-2, every=25)
+    return ScratchSizes(d_model=128, n_layers=4, n_heads=4, d_ff=384, batch=16, seq=128, base_steps=1500,
+                        base_lr=3e-3, ft_steps=1500, ft_lr=1e-2, every=50)
+
+
+def config(s: ScratchSizes):
+    import gaugejax as gj
+
+    return gj.tiny_config("llama", vocab_size=256, d_model=s.d_model, n_layers=s.n_layers, n_heads=s.n_heads,
+                          n_kv_heads=s.n_heads, head_dim=s.d_model // s.n_heads, d_ff=s.d_ff, max_positions=1024)
+
+
+def batches(ctx: Context, split: str, steps: int, s: ScratchSizes, name: str) -> np.ndarray:
+    """``(steps, batch, seq)`` random windows of a split (seeded by ``name``)."""
+    ids = byte_tokens(split)
+    rng = ctx.rng(f"{NAME}/{name}")
+    return np.stack([windows(ids, s.batch, s.seq, rng) for _ in range(steps)])
+
+
+@dataclass
+class BaseRun:
+    """The pre-trained base: model (training chart), final AdamW state, losses, optimizer."""
+
+    model: Any
+    opt_state: Any
+    losses: np.ndarray
+    optimizer: Any
+    sizes: ScratchSizes
+
+
+@dataclass
+class FineTuneRun:
+    """A fine-tuning run: checkpoints (training chart), their hidden charts and stored copies."""
+
+    steps: list[int]
+    checkpoints: list[Any]
+    hidden: list[Any]
+    stored: list[Any]
+    losses: np.ndarray
+    split: str
+    extra: dict = field(default_factory=dict)
+
+
+def base_run(ctx: Context) -> BaseRun:
+    """Pre-trains (once per run) the from-scratch base model."""
+
+    def make():
+        import optax
+
+        import gaugejax as gj
+        from gaugejax import train
+
+        s = sizes(ctx)
+        cfg = config(s)
+        model = gj.random_model(cfg, seed=ctx.key(NAME, 0))
+        sched = optax.warmup_cosine_decay_schedule(0.0, s.base_lr, max(s.base_steps // 20, 1), s.base_steps,
+                                                   s.base_lr / 10)
+        opt = train.adamw(sched, weight_decay=s.weight_decay)
+        data = batches(ctx, "base", s.base_steps, s, "base")
+        with ctx.task("from scratch: pre-training the base model", s.base_steps) as t:
+            out = train.train(model, opt, data, callback=lambda *a: t.advance())
+        return BaseRun(out.model, out.opt_state, out.losses, opt, s)
+
+    return ctx.cached("scratch/base", make)
+
+
+def finetune(ctx: Context, run: str, split: str) -> FineTuneRun:
+    """Fine-tunes the base (once per run) with checkpoints every ``every`` steps, each in a hidden chart."""
+
+    def make():
+        import gaugejax as gj
+        from gaugejax import train
+
+        base = base_run(ctx)
+        s = base.sizes
+        opt = train.adamw(s.ft_lr, weight_decay=s.weight_decay)
+        data = batches(ctx, split, s.ft_steps, s, f"ft/{run}")
+        ckpts, steps = [], []
+
+        def keep(n, model, _state, _loss):
+            t.advance()
+            if (n + 1) % s.every == 0:
+                ckpts.append(model)
+                steps.append(n + 1)
+
+        with ctx.task(f"from scratch: fine-tuning run {run}", s.ft_steps) as t:
+            out = train.train(base.model, opt, data, callback=keep)
+        hidden = [gj.SignedPermutation.random(ctx.key(f"{NAME}/chart/{run}", i), s.d_model) for i in range(len(ckpts))]
+        stored = [gj.apply_gauge(m, g) for m, g in zip(ckpts, hidden)]
+        return FineTuneRun(steps, ckpts, hidden, stored, out.losses, split)
+
+    return ctx.cached(f"scratch/ft/{run}", make)
+
+
+def heldout_loss(model, tokens: np.ndarray, batch: int = 16) -> float:
+    """Mean next-token cross-entropy (nats per byte) on ``tokens`` ``(rows, seq)``."""
+    import jax.numpy as jnp
+
+    vals = [float(_loss(model.config, model.params, jnp.asarray(tokens[i:i + batch])))
+            for i in range(0, len(tokens), batch)]
+    return float(np.mean(vals))
+
+
+def _loss(config, params, tokens):
+    import jax
+
+    from gaugejax.train import next_token_loss
+
+    global _LOSS_JIT
+    if _LOSS_JIT is None:
+        _LOSS_JIT = jax.jit(next_token_loss, static_argnums=0)
+    return _LOSS_JIT(config, params, tokens)
+
+
+_LOSS_JIT = None
