@@ -30,21 +30,38 @@ from gaugejax.models import (
 )
 from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, AxisAction, Axes, apply_spec
 
+# Functions named like their modules are imported eagerly: a lazy attribute would be shadowed by
+# the submodule as soon as anything imports ``gaugejax.align`` (``.merge``, ``.audit``).
+from gaugejax.align import align, align_activations  # noqa: E402
+from gaugejax.audit import AuditResult, Claim, audit  # noqa: E402
+from gaugejax.merge import interpolate, merge, task_arithmetic  # noqa: E402
+
 __version__ = "0.1.0"
+
+
+_LAZY = {
+    "load_model": "gaugejax.io", "save_model": "gaugejax.io", "load_tokenizer": "gaugejax.io",
+    "apply_gauge_to_checkpoint": "gaugejax.io",
+    "match": "gaugejax.matching", "match_correlation": "gaugejax.matching", "match_stats": "gaugejax.matching",
+    "MatchResult": "gaugejax.matching", "AmbiguousMatchWarning": "gaugejax.matching",
+    "transport_vector": "gaugejax.transport", "transport_vectors": "gaugejax.transport",
+    "transport_sae": "gaugejax.transport", "transport_neurons": "gaugejax.transport",
+    "transport_file": "gaugejax.transport",
+    "transport_opt_state": "gaugejax.optim", "register_state_rule": "gaugejax.optim",
+    "align_path": "gaugejax.trajectory", "cross_run": "gaugejax.trajectory", "PathAlignment": "gaugejax.trajectory",
+    "canonical_gauge": "gaugejax.canonical", "CanonicalGauge": "gaugejax.canonical",
+    "forward_with_steering": "gaugejax.interventions",
+}
 
 
 def __getattr__(name):
     # Lazily imported parts (keep `import gaugejax` light: no scipy/safetensors at import time).
-    lazy = {
-        "load_model": ("gaugejax.io", "load_model"),
-        "save_model": ("gaugejax.io", "save_model"),
-        "load_tokenizer": ("gaugejax.io", "load_tokenizer"),
-        "match": ("gaugejax.matching", "match"),
-        "MatchResult": ("gaugejax.matching", "MatchResult"),
-    }
-    if name in lazy:
+    if name in _LAZY:
         import importlib
 
-        mod, attr = lazy[name]
-        return getattr(importlib.import_module(mod), attr)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'gaugejax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
