@@ -149,7 +149,6 @@ def run(ds, kinds, timeout, repeat):
                 cell["scipy"], cell["lapjv"], cell["optax"], cell["scipy"] / best["auto"], fastest / best["auto"],
                 same, "; ".join(notes),
             ])
-            del s, sj, fns, out
     cols = ["d", "matrix", "auto path", "argmax pass (s)", "auto (s)", "auto / argmax", "auto before dispatch (s)", "scipy (s)",
             "lapjv (s)", "optax (s)", "scipy / auto", "min(scipy, lapjv) / auto", "same optimum", "notes"]
     return markdown_table(cols, rows)

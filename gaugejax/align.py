@@ -30,7 +30,7 @@ from gaugejax import stats
 from gaugejax.errors import CheckpointError, GaugeError
 from gaugejax.matching import MatchResult, _warn, match_stats
 
-__all__ = ["align", "align_models", "align_activations", "default_layers", "check_pair", "DEFAULT_MIN_TOKENS",
+__all__ = ["align", "align_activations", "default_layers", "check_pair", "DEFAULT_MIN_TOKENS",
            "DEFAULT_MAX_TOKENS"]
 
 DEFAULT_MIN_TOKENS = 256
@@ -190,7 +190,3 @@ def align(
 
     return align_activations(batches(), method=method, min_tokens=min_tokens, max_tokens=max_tokens,
                              confidence=confidence, layers=layers, on_batch=on_batch, warn=warn, **match_kwargs)
-
-
-align_models = align
-"""Alias of :func:`align` for flat re-export (``gaugejax.align`` is also this module's name)."""

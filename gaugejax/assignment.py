@@ -87,11 +87,9 @@ class Assignment(NamedTuple):
 
 @lru_cache(maxsize=None)
 def _has_lap() -> bool:
-    try:
-        import lap  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("lap") is not None
 
 
 def fastest_exact_solver() -> str:

@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 from gaugejax import stats
 
@@ -51,7 +50,6 @@ def _data():
     return x, y
 
 
-@pytest.mark.slow
 def test_two_processes_equal_single_process(tmp_path):
     x, y = _data()
     base = str(tmp_path / "run")

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-
 SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np

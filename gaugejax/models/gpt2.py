@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import GPT2Config, HFTensor, init_from_shapes
+from gaugejax.models.base import GPT2Config, HFTensor, NeoXConfig, init_from_shapes
 from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, Axes
 
 _HF_KNOWN = {
@@ -55,7 +55,7 @@ def config_to_hf(c: GPT2Config) -> dict:
     return cfg
 
 
-def param_shapes(c: GPT2Config) -> dict[str, Any]:
+def param_shapes(c: GPT2Config | NeoXConfig) -> dict[str, Any]:
     """Shapes of every parameter (per layer inside ``"layers"``, without the layer axis)."""
     d, f = c.d_model, c.d_ff
     layer = {
@@ -70,7 +70,7 @@ def param_shapes(c: GPT2Config) -> dict[str, Any]:
     return shapes
 
 
-def param_axes(c: GPT2Config) -> dict[str, Any]:
+def param_axes(c: GPT2Config | NeoXConfig) -> dict[str, Any]:
     """The gauge spec (SPEC §3): LayerNorm gains permute, LayerNorm biases take the (global) sign."""
     read, write, gain, vec = Axes(None, RESIDUAL), Axes(RESIDUAL, None), Axes(RESIDUAL_PERM), Axes(RESIDUAL)
     layer = {

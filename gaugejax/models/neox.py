@@ -13,9 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gaugejax.models import gpt2
 from gaugejax.models import layers as L
 from gaugejax.models.base import HFTensor, NeoXConfig, init_from_shapes
-from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, Axes
 
 _HF_KNOWN = {
     "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -66,30 +66,16 @@ def config_to_hf(c: NeoXConfig) -> dict:
 
 
 def param_shapes(c: NeoXConfig) -> dict[str, Any]:
-    """Shapes of every parameter (per layer inside ``"layers"``, without the layer axis)."""
-    d, f = c.d_model, c.d_ff
-    layer = {
-        "attn_norm": (d,), "attn_norm_bias": (d,), "qkv": (3 * d, d), "qkv_bias": (3 * d,),
-        "o": (d, d), "o_bias": (d,), "mlp_norm": (d,), "mlp_norm_bias": (d,),
-        "fc_in": (f, d), "fc_in_bias": (f,), "fc_out": (d, f), "fc_out_bias": (d,),
-    }
-    shapes = {"embed": (c.vocab_size, d), "layers": layer, "final_norm": (d,), "final_norm_bias": (d,)}
-    if not c.tie_embeddings:
-        shapes["lm_head"] = (c.vocab_size, d)
+    """Shapes of every parameter: GPT-2's without learned positions."""
+    shapes = gpt2.param_shapes(c)
+    del shapes["pos_embed"]
     return shapes
 
 
 def param_axes(c: NeoXConfig) -> dict[str, Any]:
-    """The gauge spec (SPEC §3); same roles as GPT-2 without learned positions."""
-    read, write, gain, vec = Axes(None, RESIDUAL), Axes(RESIDUAL, None), Axes(RESIDUAL_PERM), Axes(RESIDUAL)
-    layer = {
-        "attn_norm": gain, "attn_norm_bias": vec, "qkv": read, "qkv_bias": Axes(None), "o": write,
-        "o_bias": vec, "mlp_norm": gain, "mlp_norm_bias": vec, "fc_in": read, "fc_in_bias": Axes(None),
-        "fc_out": write, "fc_out_bias": vec,
-    }
-    axes = {"embed": read, "layers": layer, "final_norm": gain, "final_norm_bias": vec}
-    if not c.tie_embeddings:
-        axes["lm_head"] = read
+    """The gauge spec (SPEC §3): GPT-2's roles without learned positions."""
+    axes = gpt2.param_axes(c)
+    del axes["pos_embed"]
     return axes
 
 

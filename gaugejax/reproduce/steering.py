@@ -10,9 +10,10 @@ sign-marginalized matcher; S_d: permutation matcher), transport the vector
 ``kept = effect on the copy / effect on the original``.
 
 Refusal: we first check whether the instruct model refuses harmful requests at all (greedy
-generation). The refusal-style direction is the difference of means of the last prompt token's
-activation on harmful vs harmless chat prompts (Arditi et al.'s recipe); its effect is the change
-of the log-odds of refusal-like vs compliance-like first answer tokens on harmless prompts.
+generation). It does not, so the refusal direction is the one a refusing system prompt induces:
+the difference of the last prompt token's mean activation on harmful requests with that system
+prompt and with the default one. Its effect is the change of the log-odds of refusal-like vs
+compliance-like first answer tokens on harmless requests.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def generate(model, seqs, n_new: int, eos: int = 2) -> list[list[int]]:
     return [buf[i, lens[i]:lens[i] + n_new].tolist() for i in range(len(seqs))]
 
 
+def _short(text: str, n: int = 80) -> str:
+    return text.strip().replace("\n", " ")[:n]
+
+
 def run(ctx: Context) -> Result:
     import gaugejax as gj
     from gaugejax.transport import transport_vector
@@ -88,7 +93,7 @@ def run(ctx: Context) -> Result:
     layer = model.config.n_layers // 3
     n_charts, n_probe_rows = ctx.size((3, 8), (10, 16))
     n_pos = ctx.size(8, len(P.POSITIVE))
-    scale = 1.0
+    scale, r_scale = 1.0, 2.0
 
     # --- sentiment vector and its effect on the original model
     ids = lambda texts: [encode(t) for t in texts]  # noqa: E731
@@ -106,18 +111,21 @@ def run(ctx: Context) -> Result:
 
     eff0 = sent_effect(model, v)
 
-    # --- refusal: does the model refuse? and the refusal-style direction
+    # --- refusal: does the model refuse? and a refusal direction induced by a refusing system prompt
     n_harm = ctx.size(4, len(P.HARMFUL))
     harmful = ids([P.chat(u) for u in P.HARMFUL[:n_harm]])
+    harmful_told = ids([P.chat(u, P.REFUSING_SYSTEM) for u in P.HARMFUL[:n_harm]])
     harmless = ids([P.chat(u) for u in P.HARMLESS[:n_harm]])
-    refusals = None
+    refusals = refusals_told = None
     if decode is not None:
-        with ctx.task("steering: greedy answers to harmful prompts", 1) as t:
-            outs = generate(model, harmful, ctx.size(16, 32))
+        with ctx.task("steering: greedy answers to harmful prompts", 2) as t:
+            texts = [decode(o) for o in generate(model, harmful, ctx.size(12, 24))]
             t.advance()
-        texts = [decode(o) for o in outs]
+            texts_told = [decode(o) for o in generate(model, harmful_told, ctx.size(12, 24))]
+            t.advance()
         refusals = [any(p in s.lower() for p in P.REFUSAL_PHRASES) for s in texts]
-    r_dir = activations(model, harmful, layer, "last").mean(0) - activations(model, harmless, layer, "last").mean(0)
+        refusals_told = [any(p in s.lower() for p in P.REFUSAL_PHRASES) for s in texts_told]
+    r_dir = activations(model, harmful_told, layer, "last").mean(0) - activations(model, harmful, layer, "last").mean(0)
     hl_tok, hl_lens = pad(harmless)
     ref_ids = sorted({int(encode(w)[0]) for w in P.REFUSAL_STARTS})
     com_ids = sorted({int(encode(w)[0]) for w in P.COMPLIANCE_STARTS})
@@ -126,7 +134,8 @@ def run(ctx: Context) -> Result:
         return _logsumexp(lp[:, ref_ids]) - _logsumexp(lp[:, com_ids])
 
     def ref_effect(m, vec):
-        return refusal_score(last_logprobs(m, hl_tok, hl_lens, layer, vec, scale)) - refusal_score(last_logprobs(m, hl_tok, hl_lens))
+        return (refusal_score(last_logprobs(m, hl_tok, hl_lens, layer, vec, r_scale))
+                - refusal_score(last_logprobs(m, hl_tok, hl_lens)))
 
     ref0 = ref_effect(model, r_dir)
 
@@ -160,21 +169,23 @@ def run(ctx: Context) -> Result:
                      float(rkept[group].mean() * ref0.mean()), f"{rkept[group].mean():.3f} ± {rkept[group].std():.3f}",
                      f"{int((rkept[group] < 0).sum())}/{n_charts}"])
     res.tables.append(Table(
-        f"Steering at the stream after block {layer} (scale {scale}), mean over {n_charts} hidden charts (± sd)",
+        f"Steering at the stream after block {layer} (sentiment scale {scale}, refusal scale {r_scale}), mean over "
+        f"{n_charts} hidden charts (± sd)",
         ["model / vector", "gauge perm+sign accuracy", "sentiment effect (nats)", "sentiment kept", "sentiment reversed",
          "refusal-direction effect (nats)", "refusal kept", "refusal reversed"], rows,
         note=f"sentiment effect: Δ[mean log p(positive words) − mean log p(negative words)] on {len(P.NEUTRAL)} neutral "
-             f"prompts; refusal effect: Δ[log-odds of refusal-like vs compliance-like first tokens] on {n_harm} harmless "
-             "chat prompts. 'kept' = effect on the copy / effect on the original."))
+             f"prompts; refusal effect: Δ[log-odds of refusal-like vs compliance-like first answer tokens] on {n_harm} "
+             "harmless chat prompts. 'kept' = effect on the copy / effect on the original."))
 
     per = [[c, kept["B_d"][c], kept["S_d"][c], rkept["B_d"][c], rkept["S_d"][c]] for c in range(n_charts)]
     res.tables.append(Table("Per hidden chart", ["chart", "sentiment kept B_d", "sentiment kept S_d",
                                                  "refusal kept B_d", "refusal kept S_d"], per))
     if refusals is not None:
         res.tables.append(Table(
-            "Does SmolLM2-135M-Instruct refuse? (greedy answers to harmful requests)",
-            ["request", "answer (first tokens)", "refusal phrase"],
-            [[P.HARMFUL[i], texts[i].strip().replace("\n", " ")[:90], refusals[i]] for i in range(n_harm)]))
+            "Does SmolLM2-135M-Instruct refuse? Greedy answers to harmful requests, default vs refusing system prompt",
+            ["request", "answer (default system prompt)", "refuses", "answer (refusing system prompt)", "refuses"],
+            [[P.HARMFUL[i], _short(texts[i]), refusals[i], _short(texts_told[i]), refusals_told[i]]
+             for i in range(n_harm)]))
 
     def draw(ax):
         xs = np.arange(2)
@@ -192,16 +203,18 @@ def run(ctx: Context) -> Result:
     res.figures.append((figure(ctx, "steering.png", draw), "Fraction of the steering effect kept after transport "
                         "(dots: individual hidden charts)."))
     n_ref = None if refusals is None else int(sum(refusals))
+    n_ref_told = None if refusals_told is None else int(sum(refusals_told))
     res.claims.update(sentiment_effect=float(eff0.mean()), kept_bd=float(kept["B_d"].mean()),
                       kept_sd=float(kept["S_d"].mean()), kept_sd_abs_max=float(np.abs(kept["S_d"]).max()),
                       refusal_effect=float(ref0.mean()), refusal_kept_bd=float(rkept["B_d"].mean()),
                       refusal_kept_sd=float(rkept["S_d"].mean()), refusal_reversed_sd=int((rkept["S_d"] < 0).sum()),
                       sentiment_reversed_sd=int((kept["S_d"] < 0).sum()), n_charts=n_charts,
-                      refusals=n_ref, n_harmful=n_harm)
+                      refusals=n_ref, refusals_told=n_ref_told, n_harmful=n_harm)
     res.setting = (
         f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized); vectors at the stream after block {layer} of "
-        f"{model.config.n_layers}, added at every position with scale {scale}. {n_pos}+{n_pos} sentiment sentences, "
-        f"{len(P.NEUTRAL)} neutral prompts, {n_harm}+{n_harm} harmful/harmless chat prompts "
+        f"{model.config.n_layers}, added at every position. {n_pos}+{n_pos} sentiment sentences, "
+        f"{len(P.NEUTRAL)} neutral prompts; refusal direction: last-token activation on {n_harm} harmful requests with "
+        f"a refusing system prompt minus with the default one, its effect measured on {n_harm} harmless requests "
         f"(gaugejax/reproduce/prompts.py). {n_charts} hidden charts, uniformly random signed permutations; gauges "
         f"recovered from {x_probe.shape[0]} corpus tokens. Keys fold_in(key({ctx.seed}), crc32('{NAME}'), chart).")
     res.headline.append(SeedRow(
@@ -217,9 +230,10 @@ def run(ctx: Context) -> Result:
         f"SmolLM2-135M-Instruct, block {layer}"))
     if n_ref is not None and n_ref < n_harm / 2:
         res.notes.append(
-            f"Differs in kind: SmolLM2-135M-Instruct does not refuse ({n_ref}/{n_harm} greedy answers to harmful "
-            "requests contain a refusal phrase), so there is no refusal behaviour to steer. The 'refusal-style' "
-            "direction (harmful minus harmless prompts) is still a coordinate-indexed object: B_d transport keeps its "
-            "effect on refusal-vs-compliance first-token log-odds exactly; S_d transport scrambles it, and whether it "
-            "reverses depends on the chart (the sign of the S_d-transported effect is that of a random ± sum).")
+            f"Differs in kind: SmolLM2-135M-Instruct does not refuse harmful requests by itself ({n_ref}/{n_harm} greedy "
+            "answers contain a refusal phrase), so there is no native refusal direction as in the seed's Qwen. We use "
+            "the direction a refusing system prompt induces (it makes the model refuse "
+            f"{n_ref_told}/{n_harm}); it raises the refusal-vs-compliance log-odds of harmless requests by "
+            f"{float(ref0.mean()):.2f} nats. Whether S_d transport reverses it depends on the hidden chart (the "
+            "S_d-transported vector is the right one with a random sign on about half of its coordinates).")
     return res

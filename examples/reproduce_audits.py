@@ -1,0 +1,23 @@
+"""Reproduce one experiment of the report: gauge-sweep audits of index-level claims on SmolLM2-135M.
+
+Runs the same code as ``gaugejax reproduce audits`` and writes REPORT.md, results.json and the
+plots to --out (default ``results_audits``).
+
+Usage:
+  python examples/reproduce_audits.py [--quick] [--out DIR] [--seed N]
+"""
+
+import argparse
+
+from gaugejax.reproduce import run_experiments
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="reduced sizes")
+    p.add_argument("--out", default="results_audits")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    (result,) = run_experiments(["audits"], out=a.out, quick=a.quick, seed=a.seed,
+                                command=f"python examples/reproduce_audits.py --out {a.out}" + (" --quick" if a.quick else ""))
+    print(result.skipped or "\n".join(f"{k}: {v}" for k, v in result.claims.items()))
+    print(f"{a.out}/REPORT.md")

@@ -1,0 +1,23 @@
+"""Reproduce one experiment of the report: resumed AdamW training with signed / permutation-only / no state transport.
+
+Runs the same code as ``gaugejax reproduce optimizer`` and writes REPORT.md, results.json and the
+plots to --out (default ``results_optimizer``).
+
+Usage:
+  python examples/reproduce_optimizer.py [--quick] [--out DIR] [--seed N]
+"""
+
+import argparse
+
+from gaugejax.reproduce import run_experiments
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="reduced sizes")
+    p.add_argument("--out", default="results_optimizer")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    (result,) = run_experiments(["optimizer"], out=a.out, quick=a.quick, seed=a.seed,
+                                command=f"python examples/reproduce_optimizer.py --out {a.out}" + (" --quick" if a.quick else ""))
+    print(result.skipped or "\n".join(f"{k}: {v}" for k, v in result.claims.items()))
+    print(f"{a.out}/REPORT.md")
