@@ -24,16 +24,29 @@ def timeit(fn: Callable[[], object], *, repeat: int = 3, warmup: int = 1) -> flo
     return min(ts)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], *, repeat: int = 3, warmup: int = 1) -> dict[str, float]:
-    """Best time of each function, measured in interleaved rounds (so background load hits all alike)."""
+PAUSE_S = 0.1
+"""Pause before every timed call: XLA's CPU thread pool keeps spinning briefly after a JAX call and
+would otherwise slow whatever runs next (measured: up to 2× on a following numpy/scipy call)."""
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, repeat: int = 3, warmup: int = 1,
+                seed: int = 0) -> dict[str, float]:
+    """Best time of each function over interleaved rounds in a shuffled order per round (background
+    load and thread-pool wind-down hit every contender alike), with a pause before each call."""
+    import random
+
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = {k: float("inf") for k in fns}
+    order = list(fns)
+    rng = random.Random(seed)
     for _ in range(repeat):
-        for k, fn in fns.items():
+        rng.shuffle(order)
+        for k in order:
+            time.sleep(PAUSE_S)
             t = time.perf_counter()
-            fn()
+            fns[k]()
             best[k] = min(best[k], time.perf_counter() - t)
     return best
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import load_note, markdown_table, write_result  # noqa: E402
+from _common import PAUSE_S, load_note, markdown_table, write_result  # noqa: E402
 from gaugejax import assignment  # noqa: E402
 
 
@@ -128,10 +129,13 @@ def run(ds, kinds, timeout, repeat):
             reps = 1 if slow > 20 else (2 if slow > 5 else repeat)
             best = {k: math.inf for k in fns}
             out = {}
-            for _ in range(reps):  # interleaved rounds: background load hits every solver alike
-                for k, fn in fns.items():
+            order = list(fns)
+            for rnd in range(reps):  # interleaved, shuffled rounds; see _common.interleaved
+                random.Random(rnd).shuffle(order)
+                for k in order:
+                    time.sleep(PAUSE_S)
                     t0 = time.perf_counter()
-                    out[k] = fn()
+                    out[k] = fns[k]()
                     best[k] = min(best[k], time.perf_counter() - t0)
             for m in solvers:
                 if m in best:
@@ -165,7 +169,8 @@ def main(argv=None) -> int:
     ds = args.d or ([1024, 2048] if args.quick else [1024, 2048, 4096, 8192])
     repeat = args.repeat or (1 if args.quick else 5)
     table = run(ds, args.kinds, args.timeout, repeat)
-    body = (f"Best of {repeat} interleaved rounds (2 where a solver is predicted to take > 5 s, 1 above 20 s); "
+    body = (f"Best of {repeat} interleaved rounds in shuffled order with a {PAUSE_S} s pause before each call "
+            "(2 rounds where a solver is predicted to take > 5 s, 1 above 20 s); "
             f"{load_note()}. "
             "`auto` = `gaugejax.assignment.solve` (row-argmax certificate, small conflict blocks, else "
             f"`{assignment.fastest_exact_solver()}`). Ratios > 1 in the `/ auto` columns mean auto is faster. "

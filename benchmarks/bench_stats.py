@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ds = args.d or ([1024, 2048] if args.quick else [1024, 2048, 4096])
     table = run(args.n, ds, [2048, 4096, args.n], repeat=2 if args.quick else 5)
     body = ("Streaming statistics (`gaugejax.stats.update`, jitted, donated state, float32) over n tokens vs a "
-            "plain `Xᵀ Y` of the same shapes. Best of interleaved repeats; "
+            "plain `Xᵀ Y` of the same shapes. Best of interleaved rounds (shuffled order, a pause before each call); "
             f"{load_note()}.\n\n" + table)
     print(body)
     path = write_result("stats", "Statistics throughput vs the GEMM floor", body)

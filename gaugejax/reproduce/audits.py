@@ -62,7 +62,7 @@ def run(ctx: Context) -> Result:
     model, encode = load_smollm(ctx)
     d = model.d
     layer = model.config.n_layers // 3
-    k_charts, n_sent = ctx.size((6, 8), (32, len(P.POSITIVE)))
+    k_charts, n_sent = ctx.size((8, 8), (32, len(P.POSITIVE)))
     tokens = token_windows(ctx, encode, 4, 64, split="probe", seed_name=NAME, key="smollm")
     claims = [sentiment_claim(layer, encode, n_sent, 1), sentiment_claim(layer, encode, n_sent, 5), massive_claim(layer)]
     results = []

@@ -1,10 +1,12 @@
 """Real text for the experiments, available offline: disjoint splits and token windows.
 
-The text is the docstrings of Python's own standard library (read with ``ast`` from the running
+The prose is the docstrings of Python's own standard library (read with ``ast`` from the running
 interpreter's ``stdlib`` folder, files in sorted order, test suites and IDLE left out): about
 1.5 MB of English technical prose shipped with every Python. Documents are dealt to named splits
 by a fixed rule (document index modulo 20), so the splits are disjoint and identical across runs
-on the same Python version.
+on the same Python version. The ``code`` split is different text of the same origin: the source
+code of the same files with every docstring removed (``ast.unparse``), for a fine-tuning run on
+other data.
 """
 
 from __future__ import annotations
@@ -26,34 +28,76 @@ SPLITS = {
 """split → residues of the document index modulo 20."""
 
 CORPUS_NAME = "docstrings of the Python standard library (ast, sorted files; tests and idlelib excluded)"
+CODE_CHARS = 2_000_000
+"""The ``code`` split is cut at this many characters."""
+
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _stdlib_files() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3"}
+    return [f for f in sorted(root.rglob("*.py")) if not skip.intersection(f.relative_to(root).parts)]
+
+
+def _parsed(f: Path):
+    try:
+        source = f.read_text(encoding="utf-8")
+        return source, ast.parse(source)
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return None, None
 
 
 @lru_cache(maxsize=1)
 def stdlib_docstrings() -> tuple[str, ...]:
     """Every docstring of 80+ characters in the standard library, in a fixed order."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3"}
     docs = []
-    for f in sorted(root.rglob("*.py")):
-        if skip.intersection(f.relative_to(root).parts):
-            continue
-        try:
-            tree = ast.parse(f.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    for f in _stdlib_files():
+        _, tree = _parsed(f)
+        if tree is None:
             continue
         for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(node, _DOCUMENTED):
                 d = ast.get_docstring(node)
                 if d and len(d) >= 80:
                     docs.append(d)
     return tuple(docs)
 
 
+def _without_docstrings(source: str, tree) -> str:
+    lines = source.splitlines()
+    drop = set()
+    for node in ast.walk(tree):
+        if isinstance(node, _DOCUMENTED) and node.body and ast.get_docstring(node, clean=False) is not None:
+            doc = node.body[0]
+            if isinstance(node, ast.Module) or doc.lineno > node.lineno:  # not a one-line `def f(): "doc"`
+                drop.update(range(doc.lineno - 1, doc.end_lineno))
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop)
+
+
+@lru_cache(maxsize=1)
+def stdlib_code() -> str:
+    """Standard-library source code (files in sorted order) with docstrings removed, cut at :data:`CODE_CHARS`."""
+    parts, total = [], 0
+    for f in _stdlib_files():
+        source, tree = _parsed(f)
+        if tree is None:
+            continue
+        text = _without_docstrings(source, tree)
+        parts.append(text)
+        total += len(text) + 2
+        if total >= CODE_CHARS:
+            break
+    return "\n\n".join(parts)[:CODE_CHARS]
+
+
 @lru_cache(maxsize=8)
 def split_text(split: str) -> str:
-    """All documents of one split joined by blank lines."""
+    """All documents of one split joined by blank lines (``code``: :func:`stdlib_code`)."""
+    if split == "code":
+        return stdlib_code()
     if split not in SPLITS:
-        raise KeyError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        raise KeyError(f"unknown split {split!r}; known: {', '.join(SPLITS)}, code")
     residues = set(SPLITS[split])
     return "\n\n".join(d for i, d in enumerate(stdlib_docstrings()) if i % 20 in residues)
 

@@ -36,9 +36,9 @@ def recovered_gauge(ctx: Context, index: int):
 
     base = scratch.base_run(ctx)
     run_a = scratch.finetune(ctx, "A", "finetune_a")
-    run_b = scratch.finetune(ctx, "B", "finetune_b")
+    run_b = scratch.finetune(ctx, "B", "code")
     n_tok = ctx.size(2048, 4096)
-    tokens = probe_tokens(ctx, n_tok // 128, 128)
+    tokens = probe_tokens(ctx, n_tok // base.sizes.seq, base.sizes.seq)
     layers = tuple(range(1, base.sizes.n_layers + 1))
     with ctx.task("merges: composing local gauges", 2 * (index + 1) + 3) as t:
         r = cross_run(run_a.stored[:index + 1], run_b.stored[:index + 1], base.model, tokens, layers=layers,
@@ -53,7 +53,7 @@ def run(ctx: Context) -> Result:
     base = scratch.base_run(ctx)
     s = base.sizes
     run_a = scratch.finetune(ctx, "A", "finetune_a")
-    run_b = scratch.finetune(ctx, "B", "finetune_b")
+    run_b = scratch.finetune(ctx, "B", "code")
     held = windows(byte_tokens("heldout"), ctx.size(32, 64), s.seq, ctx.rng(f"{NAME}/heldout"))
     idx = {"early": max(0, len(run_a.stored) // 10 - 1), "last": len(run_a.stored) - 1}
     alphas = np.linspace(0, 1, ctx.size(5, 11))

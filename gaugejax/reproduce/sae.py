@@ -15,8 +15,6 @@ and evaluation.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 
 from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure, load_smollm, stream_at

@@ -2,9 +2,11 @@
 
 Shared by the trajectory, merge and optimizer experiments (cached per run). Text: the standard
 library docstrings of :mod:`gaugejax.reproduce.data` as UTF-8 bytes (vocabulary 256). The base
-model is pre-trained on split ``base``; run A fine-tunes it on ``finetune_a``, run B on
-``finetune_b``, with different data-order seeds, a fresh AdamW state and a high constant learning
-rate (strong drift, SPEC §8). Every saved checkpoint is stored in its own hidden random chart.
+model is pre-trained on split ``base``; run A fine-tunes it on more docstrings (``finetune_a``),
+run B on standard-library source code without docstrings (``code``), with different data-order
+seeds, a fresh AdamW state, gradient clipping and a high constant learning rate after a short
+warm-up: the strong drift SPEC §8 says is needed. Every saved checkpoint is stored in its own hidden
+random chart.
 """
 
 from __future__ import annotations
@@ -35,23 +37,26 @@ class ScratchSizes:
     ft_steps: int
     ft_lr: float
     every: int
+    ft_warmup: int
     weight_decay: float = 0.1
+    clip: float = 1.0
 
     def describe(self) -> str:
         return (f"Llama-style RMSNorm model, bytes (vocab 256), d = {self.d_model}, {self.n_layers} layers, "
                 f"{self.n_heads} heads, SwiGLU d_ff = {self.d_ff}; batches of {self.batch}×{self.seq} bytes; "
                 f"AdamW (weight decay {self.weight_decay}); base: {self.base_steps} steps, warm-up + cosine to peak lr "
-                f"{self.base_lr:g}; fine-tunes: {self.ft_steps} steps at constant lr {self.ft_lr:g}, a checkpoint "
-                f"every {self.every} steps")
+                f"{self.base_lr:g}; fine-tunes: {self.ft_steps} steps, lr warm-up over {self.ft_warmup} steps to a "
+                f"constant {self.ft_lr:g}, gradient clipping at global norm {self.clip:g}, a checkpoint every "
+                f"{self.every} steps")
 
 
 def sizes(ctx: Context) -> ScratchSizes:
     """Quick or full sizes."""
     if ctx.quick:
         return ScratchSizes(d_model=64, n_layers=2, n_heads=4, d_ff=192, batch=16, seq=64, base_steps=300,
-                            base_lr=3e-3, ft_steps=300, ft_lr=1e-2, every=25)
-    return ScratchSizes(d_model=128, n_layers=4, n_heads=4, d_ff=384, batch=16, seq=128, base_steps=1500,
-                        base_lr=3e-3, ft_steps=1500, ft_lr=1e-2, every=50)
+                            base_lr=3e-3, ft_steps=500, ft_lr=3e-2, every=20, ft_warmup=50)
+    return ScratchSizes(d_model=128, n_layers=2, n_heads=4, d_ff=384, batch=16, seq=64, base_steps=600,
+                        base_lr=3e-3, ft_steps=3000, ft_lr=3e-2, every=50, ft_warmup=100)
 
 
 def config(s: ScratchSizes):
@@ -122,9 +127,13 @@ def finetune(ctx: Context, run: str, split: str) -> FineTuneRun:
         import gaugejax as gj
         from gaugejax import train
 
+        import optax
+
         base = base_run(ctx)
         s = base.sizes
-        opt = train.adamw(s.ft_lr, weight_decay=s.weight_decay)
+        sched = optax.join_schedules([optax.linear_schedule(0.0, s.ft_lr, s.ft_warmup), optax.constant_schedule(s.ft_lr)],
+                                     [s.ft_warmup])
+        opt = optax.chain(optax.clip_by_global_norm(s.clip), train.adamw(sched, weight_decay=s.weight_decay))
         data = batches(ctx, split, s.ft_steps, s, f"ft/{run}")
         ckpts, steps = [], []
 

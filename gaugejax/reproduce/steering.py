@@ -91,7 +91,7 @@ def run(ctx: Context) -> Result:
     decode = ctx.cache.get("smollm_decode")
     d = model.d
     layer = model.config.n_layers // 3
-    n_charts, n_probe_rows = ctx.size((3, 8), (10, 16))
+    n_charts, n_probe_rows = ctx.size((4, 8), (12, 16))
     n_pos = ctx.size(8, len(P.POSITIVE))
     scale, r_scale = 1.0, 2.0
 
@@ -119,9 +119,9 @@ def run(ctx: Context) -> Result:
     refusals = refusals_told = None
     if decode is not None:
         with ctx.task("steering: greedy answers to harmful prompts", 2) as t:
-            texts = [decode(o) for o in generate(model, harmful, ctx.size(12, 24))]
+            texts = [decode(o) for o in generate(model, harmful, ctx.size(12, 16))]
             t.advance()
-            texts_told = [decode(o) for o in generate(model, harmful_told, ctx.size(12, 24))]
+            texts_told = [decode(o) for o in generate(model, harmful_told, ctx.size(12, 16))]
             t.advance()
         refusals = [any(p in s.lower() for p in P.REFUSAL_PHRASES) for s in texts]
         refusals_told = [any(p in s.lower() for p in P.REFUSAL_PHRASES) for s in texts_told]
@@ -222,18 +222,21 @@ def run(ctx: Context) -> Result:
         f"{pct(kept['B_d'].mean())} vs {pct(kept['S_d'].mean())} (S_d: sd {pct(kept['S_d'].std())} over "
         f"{n_charts} charts, reversed in {int((kept['S_d'] < 0).sum())})",
         f"SmolLM2-135M-Instruct, block {layer}"))
-    refuses = "" if n_ref is None else f"the model refuses {n_ref}/{n_harm} harmful requests; "
+    refuses = "" if n_ref is None else f"the model refuses {n_ref}/{n_harm} harmful requests (so: a refusal-style direction); "
     res.headline.append(SeedRow(
         "refusal steering under S_d transport", "reverses sign (Qwen)",
-        f"{refuses}refusal-style direction kept {pct(rkept['B_d'].mean())} under B_d, {pct(rkept['S_d'].mean())} "
+        f"{refuses}kept {pct(rkept['B_d'].mean())} under B_d, {pct(rkept['S_d'].mean())} "
         f"under S_d (reversed in {int((rkept['S_d'] < 0).sum())}/{n_charts} charts)",
         f"SmolLM2-135M-Instruct, block {layer}"))
     if n_ref is not None and n_ref < n_harm / 2:
+        told = ("even a refusing system prompt does not make it refuse" if not n_ref_told else
+                f"a refusing system prompt makes it refuse {n_ref_told}/{n_harm}")
         res.notes.append(
-            f"Differs in kind: SmolLM2-135M-Instruct does not refuse harmful requests by itself ({n_ref}/{n_harm} greedy "
-            "answers contain a refusal phrase), so there is no native refusal direction as in the seed's Qwen. We use "
-            "the direction a refusing system prompt induces (it makes the model refuse "
-            f"{n_ref_told}/{n_harm}); it raises the refusal-vs-compliance log-odds of harmless requests by "
-            f"{float(ref0.mean()):.2f} nats. Whether S_d transport reverses it depends on the hidden chart (the "
-            "S_d-transported vector is the right one with a random sign on about half of its coordinates).")
+            f"Differs in kind: SmolLM2-135M-Instruct does not refuse harmful requests ({n_ref}/{n_harm} greedy answers "
+            f"contain a refusal phrase; {told}), so there is no native refusal direction as in the seed's Qwen. Our "
+            "refusal-style direction is the activation change a refusing system prompt induces; added to harmless "
+            f"requests it raises the log-odds of refusal-like vs compliance-like first answer tokens by "
+            f"{float(ref0.mean()):.2f} nats. That is the effect transported here; whether S_d transport reverses it "
+            "depends on the hidden chart (the S_d-transported vector is the right one with the sign of about half of "
+            "its coordinates flipped).")
     return res

@@ -1,7 +1,7 @@
 """Experiment 2: cross-run coordinate recovery along fine-tuning trajectories.
 
-A small RMSNorm model is pre-trained from scratch on real text, then fine-tuned twice (runs A and
-B: different text, different data order) with checkpoints every few steps, each stored in its own
+A small RMSNorm model is pre-trained from scratch on real text, then fine-tuned twice (run A on
+more prose, run B on source code; different data order) with checkpoints every few steps, each stored in its own
 hidden random chart (:mod:`gaugejax.reproduce.scratch`). Both runs start from one base in one
 training chart, so the true cross-run gauge ``A_k → B_k`` between stored checkpoints is
 ``H_Ak⁻¹ · H_Bk`` (the hidden charts). At several step counts ``k`` we recover it three ways
@@ -48,9 +48,9 @@ def run(ctx: Context) -> Result:
     base = scratch.base_run(ctx)
     s = base.sizes
     run_a = scratch.finetune(ctx, "A", "finetune_a")
-    run_b = scratch.finetune(ctx, "B", "finetune_b")
+    run_b = scratch.finetune(ctx, "B", "code")
     n_tok = ctx.size(2048, 4096)
-    tokens = probe_tokens(ctx, n_tok // 128, 128)
+    tokens = probe_tokens(ctx, n_tok // s.seq, s.seq)
     layers = tuple(range(1, s.n_layers + 1))
     kw = dict(layers=layers, min_tokens=n_tok, max_tokens=n_tok, batch_rows=8)
 
@@ -74,7 +74,11 @@ def run(ctx: Context) -> Result:
         composed_all[i], _ = compose_hops([_reverse(h) for h in reversed(hops["A"][:i + 1])] + hops["B"][:i + 1])
     ctx.cache["trajectories/gauges"] = composed_all
 
-    eval_idx = sorted({i for i in np.unique(np.geomspace(1, n_ck, ctx.size(5, 7)).round().astype(int) - 1)})
+    targets = ctx.size(None, (50, 100, 250, 500, 1000, 1500, 2000, 3000))
+    if targets is None:
+        eval_idx = sorted({int(i) for i in np.unique(np.geomspace(1, n_ck, 5).round().astype(int) - 1)})
+    else:
+        eval_idx = [i for i, st in enumerate(run_a.steps) if st in targets]
     rows, curves = [], {m: [] for m in METHODS}
     corr = []
     with ctx.task("trajectories: cross-run gauges", len(eval_idx)) as t:
@@ -122,16 +126,29 @@ def run(ctx: Context) -> Result:
     res.figures.append((figure(ctx, "trajectories.png", draw), "Recovery of the cross-run gauge vs fine-tuning "
                         "steps: composed local gauges vs endpoint matching vs routing through the base."))
     last = {m: curves[m][-1] for m in METHODS}
+    at = steps.index(1500) if 1500 in steps else None
     res.claims.update(steps=steps[-1], composed=last["composed"], via_base=last["via_base"], endpoint=last["endpoint"],
                       composed_min=min(curves["composed"]), endpoint_first=curves["endpoint"][0],
                       endpoint_corr_last=corr[-1])
     res.setting = (
-        f"{s.describe()}. Run A fine-tunes on split `finetune_a`, run B on `finetune_b` (disjoint docstrings), "
-        f"different data order; {len(run_a.stored)} checkpoints per run, each stored in a uniformly random signed "
+        f"{s.describe()}. Run A fine-tunes on split `finetune_a` (docstrings not seen in pre-training), run B on "
+        f"`code` (standard-library source without docstrings), different data order; {len(run_a.stored)} checkpoints per run, each stored in a uniformly random signed "
         f"permutation chart. Seeds: model init, data order and charts from fold_in(key({ctx.seed}), crc32(·)).")
+    res.notes.append(
+        f"What it took: residual charts are sticky. The effect needs a small model trained from scratch, fine-tunes "
+        f"at a high learning rate ({s.ft_lr:g} after warm-up, with gradient clipping) for thousands of steps, and "
+        f"the two runs on different kinds of text (prose vs source code). Adjacent checkpoints {s.every} steps apart "
+        f"stay easy to match (hop mean |corr| in the table), so the composed gauge stays exact while the endpoints "
+        f"decorrelate (endpoint mean |corr| falls to {corr[-1]:.2f}).")
+    res.notes.append(
+        "SmolLM2-135M with short fine-tunes is not run: one AdamW step of the 135M model costs several seconds on 2 CPU "
+        "cores, and SPEC §8 records that short fine-tunes of this pre-trained model leave its charts almost unchanged "
+        "(all three methods recover nearly every coordinate), i.e. there is no trajectory effect to show at that scale.")
     res.headline.append(SeedRow(
         f"cross-run coordinate recovery after {steps[-1]} fine-tuning steps: composed vs endpoint (vs via base)",
         "91.1 % vs 60.3 % at 1500 steps (via base: lower than composed)",
-        f"{pct(last['composed'])} vs {pct(last['endpoint'])} (via base {pct(last['via_base'])})",
+        (f"at 1500 steps: {pct(curves['composed'][at])} vs {pct(curves['endpoint'][at])} (via base "
+         f"{pct(curves['via_base'][at])}); at {steps[-1]}: " if at is not None and at != len(steps) - 1 else "")
+        + f"{pct(last['composed'])} vs {pct(last['endpoint'])} (via base {pct(last['via_base'])})",
         f"from-scratch d = {s.d_model}, {s.n_layers} layers, lr {s.ft_lr:g}, {steps[-1]} steps"))
     return res
