@@ -105,6 +105,11 @@ def run(ctx: Context) -> Result:
     res.setting = (
         f"{s.describe()}. Merges of the stored (hidden-chart) checkpoints of runs A and B after "
         f"{run_a.steps[idx['early']]} and {run_a.steps[idx['last']]} steps with gaugejax.merge.merge.")
+    if last["S_d-aligned"] > last["unaligned"]:
+        res.notes.append(
+            f"S_d alignment is worse than no alignment at all ({last['S_d-aligned']:.3f} vs {last['unaligned']:.3f} "
+            "nats/byte): it pairs every coordinate with its true partner, so the ~half whose sign flipped are averaged "
+            "with their own negation and cancel, while unaligned averaging mixes unrelated coordinates.")
     res.headline.append(SeedRow(
         "coordinate-preserving merges: B_d vs S_d vs unaligned", "behave like the transport results (B_d works, S_d breaks)",
         f"held-out loss of the α = 0.5 merge after {run_a.steps[idx['last']]} steps: B_d {last['B_d-aligned']:.3f}, "

@@ -120,36 +120,45 @@ def base_run(ctx: Context) -> BaseRun:
     return ctx.cached("scratch/base", make)
 
 
-def finetune(ctx: Context, run: str, split: str) -> FineTuneRun:
-    """Fine-tunes the base (once per run) with checkpoints every ``every`` steps, each in a hidden chart."""
+def finetune(ctx: Context, run: str, split: str, *, lr: float | None = None, steps: int | None = None,
+             warmup: int | None = None) -> FineTuneRun:
+    """Fine-tunes the base (once per run and setting) with checkpoints every ``every`` steps, each in a hidden chart.
+
+    Args:
+      run: run label (seeds the data order and the hidden charts).
+      split: text split (:mod:`gaugejax.reproduce.data`).
+      lr, steps, warmup: override the sizes' fine-tuning learning rate, length and warm-up.
+    """
+    s = base_run(ctx).sizes
+    lr = s.ft_lr if lr is None else lr
+    steps = s.ft_steps if steps is None else steps
+    warmup = s.ft_warmup if warmup is None else warmup
 
     def make():
+        import optax
+
         import gaugejax as gj
         from gaugejax import train
 
-        import optax
-
         base = base_run(ctx)
-        s = base.sizes
-        sched = optax.join_schedules([optax.linear_schedule(0.0, s.ft_lr, s.ft_warmup), optax.constant_schedule(s.ft_lr)],
-                                     [s.ft_warmup])
+        sched = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
         opt = optax.chain(optax.clip_by_global_norm(s.clip), train.adamw(sched, weight_decay=s.weight_decay))
-        data = batches(ctx, split, s.ft_steps, s, f"ft/{run}")
-        ckpts, steps = [], []
+        data = batches(ctx, split, steps, s, f"ft/{run}")
+        ckpts, saved = [], []
 
         def keep(n, model, _state, _loss):
             t.advance()
             if (n + 1) % s.every == 0:
                 ckpts.append(model)
-                steps.append(n + 1)
+                saved.append(n + 1)
 
-        with ctx.task(f"from scratch: fine-tuning run {run}", s.ft_steps) as t:
+        with ctx.task(f"from scratch: fine-tuning run {run}", steps) as t:
             out = train.train(base.model, opt, data, callback=keep)
         hidden = [gj.SignedPermutation.random(ctx.key(f"{NAME}/chart/{run}", i), s.d_model) for i in range(len(ckpts))]
         stored = [gj.apply_gauge(m, g) for m, g in zip(ckpts, hidden)]
-        return FineTuneRun(steps, ckpts, hidden, stored, out.losses, split)
+        return FineTuneRun(saved, ckpts, hidden, stored, out.losses, split, {"lr": lr, "steps": steps})
 
-    return ctx.cached(f"scratch/ft/{run}", make)
+    return ctx.cached(f"scratch/ft/{run}/{split}/{lr}/{steps}/{warmup}", make)
 
 
 def heldout_loss(model, tokens: np.ndarray, batch: int = 16) -> float:

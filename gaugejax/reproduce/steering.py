@@ -236,7 +236,8 @@ def run(ctx: Context) -> Result:
             f"contain a refusal phrase; {told}), so there is no native refusal direction as in the seed's Qwen. Our "
             "refusal-style direction is the activation change a refusing system prompt induces; added to harmless "
             f"requests it raises the log-odds of refusal-like vs compliance-like first answer tokens by "
-            f"{float(ref0.mean()):.2f} nats. That is the effect transported here; whether S_d transport reverses it "
-            "depends on the hidden chart (the S_d-transported vector is the right one with the sign of about half of "
-            "its coordinates flipped).")
+            f"{float(ref0.mean()):.2f} nats. That is the effect transported here. S_d transport reverses it in "
+            f"{int((rkept['S_d'] < 0).sum())} of {n_charts} hidden charts and keeps {pct(rkept['S_d'].mean())} on "
+            "average: the sign of what survives depends on the chart (the S_d-transported vector is the right one with "
+            "the sign of about half of its coordinates flipped), where the seed reports a reversal.")
     return res
