@@ -112,7 +112,8 @@ def run(ctx: Context) -> Result:
             "with their own negation and cancel, while unaligned averaging mixes unrelated coordinates.")
     res.headline.append(SeedRow(
         "coordinate-preserving merges: B_d vs S_d vs unaligned", "behave like the transport results (B_d works, S_d breaks)",
-        f"held-out loss of the α = 0.5 merge after {run_a.steps[idx['last']]} steps: B_d {last['B_d-aligned']:.3f}, "
-        f"S_d {last['S_d-aligned']:.3f}, unaligned {last['unaligned']:.3f} (endpoints {last['a']:.3f} / {last['b']:.3f})",
+        f"held-out loss of the α = 0.5 merge after {run_a.steps[idx['last']]} steps: B_d {last['B_d-aligned']:.3f} "
+        f"(training-chart merge {last['training chart (oracle)']:.3f}), S_d {last['S_d-aligned']:.3f}, unaligned "
+        f"{last['unaligned']:.3f} (endpoints {last['a']:.3f} / {last['b']:.3f})",
         f"from-scratch d = {s.d_model}, held-out docstrings"))
     return res

@@ -93,13 +93,14 @@ def run(ctx: Context) -> Result:
     def draw(axes):
         ax0, ax1 = axes
         x = np.arange(1, resume + 1)
-        ax0.plot(x, ref_losses, color="k", lw=2.5, alpha=0.35, label="reference")
         cols = {"signed": "C2", "permutation-only": "C0", "reset": "C1", "not moved": "C3"}
+        ax0.axhline(0, color="k", lw=0.6)
         for v in VARIANTS:
-            ax0.plot(x, curves[v][0], color=cols[v], lw=0.9, label=v)
+            ax0.plot(x, curves[v][0] - ref_losses, color=cols[v], lw=0.9, label=v)
             ax1.plot(x, np.maximum(dist[v], 1e-12), color=cols[v], label=v)
         ax0.set_xlabel("resumed step")
-        ax0.set_ylabel("training loss (nats/byte)")
+        ax0.set_ylabel("training loss − reference loss (nats/byte)")
+        ax0.set_title(f"reference loss {ref_losses[0]:.2f} → {ref_losses[-1]:.2f}", fontsize=9)
         ax0.legend(fontsize=8)
         ax1.set_yscale("log")
         ax1.set_xlabel("resumed step")

@@ -228,6 +228,11 @@ def run(ctx: Context) -> Result:
         f"{refuses}kept {pct(rkept['B_d'].mean())} under B_d, {pct(rkept['S_d'].mean())} "
         f"under S_d (reversed in {int((rkept['S_d'] < 0).sum())}/{n_charts} charts)",
         f"SmolLM2-135M-Instruct, block {layer}"))
+    if kept["S_d"].mean() < 0.1:
+        res.notes.append(
+            f"Under S_d the sentiment effect is gone rather than reduced: {pct(kept['S_d'].mean())} ± "
+            f"{pct(kept['S_d'].std())} across {n_charts} hidden charts (reversed in {int((kept['S_d'] < 0).sum())}), where "
+            "the seed reports 17.2 % kept for Qwen. Same conclusion (S_d transport breaks steering), smaller remainder.")
     if n_ref is not None and n_ref < n_harm / 2:
         told = ("even a refusing system prompt does not make it refuse" if not n_ref_told else
                 f"a refusing system prompt makes it refuse {n_ref_told}/{n_harm}")
