@@ -69,16 +69,9 @@ def _token_ids(args, vocab_size: int) -> tuple[np.ndarray, str]:
 
     need = args.max_tokens + args.seq_len
     if args.tokens:
-        path = Path(args.tokens)
-        if not path.is_file():
-            raise GaugeJaxError(f"--tokens {path} does not exist")
-        try:
-            ids = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({e})") from None
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
-        ids, source = ids.reshape(-1), f"tokens:{path.name}"
+        from gaugejax.cli.common import load_token_file
+
+        ids, source = load_token_file(args.tokens), f"tokens:{Path(args.tokens).name}"
     else:
         tok = load_tokenizer(args.src) or load_tokenizer(args.dst)
         if args.text:

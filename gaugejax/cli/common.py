@@ -63,22 +63,27 @@ def add_token_args(p: argparse.ArgumentParser, default_tokens: int = 1024) -> No
     g.add_argument("--seed", type=int, default=0, help="seed for random token ids (default 0)")
 
 
+def load_token_file(path: str | os.PathLike) -> np.ndarray:
+    """1-D integer token ids from a ``.npy`` file (no pickles), or a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise GaugeJaxError(f"--tokens {path} does not exist")
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({e})") from None
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
+    return ids.reshape(-1)
+
+
 def tokens_from_args(args: argparse.Namespace, vocab_size: int, checkpoint: str | None = None) -> np.ndarray:
     """Token ids ``(batch, seq)`` from ``--tokens``, ``--text``, or (last resort) seeded random ids."""
     n, seq = args.n_tokens, args.seq_len
     if n <= 0 or seq <= 0:
         raise GaugeJaxError("--n-tokens and --seq-len must be positive")
     if args.tokens:
-        path = Path(args.tokens)
-        if not path.is_file():
-            raise GaugeJaxError(f"--tokens {path} does not exist")
-        try:
-            ids = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({e})") from None
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
-        ids = ids.reshape(-1)
+        ids = load_token_file(args.tokens)
     elif args.text:
         from gaugejax.io import load_tokenizer
 
