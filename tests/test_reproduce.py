@@ -116,7 +116,8 @@ def test_quick_reproduction_run(tmp_path):
         c = ran["sae"]
         assert c["bd_gauge_exact"]
         assert abs(c["nmse_bd"] - c["nmse_original"]) < 1e-3 * c["nmse_original"] + 1e-6
-        assert c["nmse_sd"] > 10 * c["nmse_bd"] and c["nmse_sd"] > 0.5   # B_d NMSE << S_d NMSE
+        assert c["nmse_sd"] > 5 * c["nmse_bd"] and c["nmse_sd"] > 0.5    # B_d NMSE << S_d NMSE
+        assert c["ev_bd"] - c["ev_sd"] > 0.5
     if "steering" in ran:
         c = ran["steering"]
         assert abs(c["kept_bd"] - 1) < 0.02 and abs(c["refusal_kept_bd"] - 1) < 0.05

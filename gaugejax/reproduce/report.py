@@ -137,6 +137,8 @@ def write_report(results: Sequence[Result], out: str | Path, *, quick: bool, see
     }
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(_jsonable(data), indent=1, allow_nan=True))
+        os.chmod(tmp, 0o644)
     with atomic_path(out / "REPORT.md") as tmp:
         tmp.write_text(text)
+        os.chmod(tmp, 0o644)
     return out / "REPORT.md"
