@@ -92,6 +92,8 @@ def load_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray] | Non
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(tj))
+        tok.no_padding()  # some tokenizer.json files pad/truncate every input to a fixed length
+        tok.no_truncation()
         return lambda text: np.asarray(tok.encode(text).ids, np.int32)
     if p.suffix == ".gguf":
         from gaugejax.io.gguf import gguf_tokenizer

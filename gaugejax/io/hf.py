@@ -24,7 +24,8 @@ from gaugejax.models.base import HFTensor, Model, ModelConfig
 from gaugejax.spec import Axes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-_BUFFERS = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias", "attention.bias", "attention.masked_bias")
+_BUFFERS = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias", "attention.bias", "attention.masked_bias",
+            "position_ids")
 _INDEX = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 

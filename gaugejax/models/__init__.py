@@ -132,7 +132,7 @@ def _check_tokens(model: Model, tokens: Any) -> tuple[jax.Array, bool]:
         if t.size and (t.min() < 0 or t.max() >= model.config.vocab_size):
             raise GaugeError(f"token ids must lie in [0, {model.config.vocab_size}), got [{t.min()}, {t.max()}]")
     max_pos = getattr(model.config, "max_positions", None)
-    if model.config.family == "gpt2" and shape[-1] > max_pos:
+    if model.config.family in ("gpt2", "bert") and shape[-1] > max_pos:
         raise GaugeError(f"sequence length {shape[-1]} exceeds the model's {max_pos} learned positions")
     squeeze = len(shape) == 1
     tokens = jnp.asarray(tokens, jnp.int32)
