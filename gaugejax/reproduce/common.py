@@ -187,20 +187,7 @@ def pct(v: float, digits: int = 1) -> str:
 
 def figure(ctx: Context, filename: str, draw: Callable[[Any], None], *, size=(6.0, 3.8)) -> str:
     """Draws ``draw(ax)`` with matplotlib (Agg) and writes ``ctx.out/filename``; returns the filename."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=size)
-    try:
-        draw(ax)
-        fig.tight_layout()
-        ctx.out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(ctx.out / filename, dpi=110, metadata={"Software": None})
-    finally:
-        plt.close(fig)
-    return filename
+    return figure_grid(ctx, filename, 1, lambda axes: draw(axes[0]), size=size)
 
 
 def figure_grid(ctx: Context, filename: str, n: int, draw: Callable[[Any], None], *, size=(10.0, 3.6)) -> str:
