@@ -61,7 +61,11 @@ def main():
 
     if args.smollm:
         from gaugejax.corpus import corpus_tokens, to_rows
-        from gaugejax.reproduce.common import smollm_path, truncated
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ ships with the checkout only
+        from experiments.common import smollm_path, truncated
 
         path = smollm_path()
         if path is None:

@@ -81,7 +81,11 @@ def main():
     report_drift("... after relative parameter noise", m, [noisy(m, r) for r in rels], [f"noise {r:g}" for r in rels])
 
     if args.smollm:
-        from gaugejax.reproduce.common import smollm_path
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ ships with the checkout only
+        from experiments.common import smollm_path
 
         path = smollm_path()
         if path is None:

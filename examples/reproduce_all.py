@@ -7,8 +7,11 @@ The committed results/REPORT.md was written by ``gaugejax reproduce --out result
 """
 
 import argparse
+import sys
+from pathlib import Path
 
-from gaugejax.reproduce import run_experiments
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ is part of the checkout, not of the pip package
+from experiments import run_experiments  # noqa: E402
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -273,21 +273,21 @@ def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Seque
 
 
 def plot_audit(results: AuditResult | Sequence[AuditResult], path: str | os.PathLike) -> None:
-    """Bar chart of reproduction rates (PNG, matplotlib ``Agg``), written atomically.
+    """Bar chart of reproduction rates (PNG, drawn on a matplotlib Agg canvas), written atomically.
 
     One panel per claim; bars per group for the raw, ``S_d``-relative and ``B_d``-relative claim
     (index and sign).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     from gaugejax.atomic import atomic_path
 
     results = [results] if isinstance(results, AuditResult) else list(results)
     labels = ["raw", "raw ±", "S_d-rel", "S_d-rel ±", "B_d-rel", "B_d-rel ±"]
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(results), 3.6))  # no pyplot: the caller's backend and figures are untouched
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(results), squeeze=False)
     for ax, res in zip(axes[0], results):
         groups = list(res.rates)
         width = 0.8 / max(len(groups), 1)
@@ -303,4 +303,3 @@ def plot_audit(results: AuditResult | Sequence[AuditResult], path: str | os.Path
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

@@ -31,7 +31,7 @@ def _minilm_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def minilm():
-    from gaugejax.reproduce.common import load_minilm
+    from experiments.common import load_minilm
 
     d = _minilm_dir()
     model, encode = load_minilm(d)

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from gaugejax.reproduce import EXPERIMENTS, run_experiments
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, fmt, stable_int
-from gaugejax.reproduce.report import render, write_report
+from experiments import EXPERIMENTS, run_experiments
+from experiments.common import Context, Result, SeedRow, Table, fmt, stable_int
+from experiments.report import render, write_report
 
 
 def test_every_experiment_module_has_the_protocol():
-    from gaugejax.reproduce import experiment_module
+    from experiments import experiment_module
 
     for name in EXPERIMENTS:
         mod = experiment_module(name)
@@ -63,7 +63,7 @@ def test_cli_rejects_unknown_experiment(tmp_path, capsys):
 
 
 def test_data_splits_are_disjoint():
-    from gaugejax.reproduce.data import SPLITS
+    from experiments.data import SPLITS
 
     seen = set()
     for residues in SPLITS.values():
@@ -129,3 +129,31 @@ def test_quick_reproduction_run(tmp_path):
         c = ran["layernorm"]
         assert c["symmetry_max_rel_err"] < 1e-5 < 1e-3 < c["non_global_min_rel_err"]
         assert c["permutation_matcher_accuracy"] == 1.0
+
+
+def test_cli_outside_a_checkout_says_how_to_get_the_experiments(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from gaugejax.cli import main, reproduce
+
+    monkeypatch.setitem(sys.modules, "experiments", None)     # not importable ...
+    monkeypatch.setattr(reproduce, "_checkout_candidates", lambda: [tmp_path])  # ... and no checkout around
+    assert main(["reproduce", "ceiling", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "clone the gaugejax repository" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_only_the_library_is_packaged():
+    """``pip install .`` ships gaugejax alone: no experiments, no top-level ``theory`` in site-packages."""
+    import os
+    import tomllib
+
+    from setuptools import find_packages
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        find = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]
+    found = find_packages(root, include=find["include"], exclude=find.get("exclude", ()))
+    assert "gaugejax" in found and "gaugejax.cli" in found
+    assert all(p == "gaugejax" or p.startswith("gaugejax.") for p in found), found

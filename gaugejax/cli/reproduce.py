@@ -1,28 +1,59 @@
-"""``gaugejax reproduce [EXPERIMENT ...] --out results/``: rerun the seed's figures and write a report."""
+"""``gaugejax reproduce [EXPERIMENT ...] --out results/``: rerun the paper's experiments and write a report.
+
+The experiments are not part of the installed package: they live in the repository's top-level
+``experiments/`` package and need a checkout. This command finds it (already importable, in the
+current folder, or beside an editable install of ``gaugejax``) and imports it only when run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import shlex
 import sys
+from pathlib import Path
+
+NOT_INSTALLED = ("the experiments are a repository feature, not part of the pip package: clone the gaugejax "
+                 "repository and run `gaugejax reproduce` from its root")
 
 
 def register(sub) -> argparse.ArgumentParser:
-    from gaugejax.reproduce import EXPERIMENTS
-
     p = sub.add_parser(
-        "reproduce", help="rerun the seed's experiments and write REPORT.md with tables and plots",
-        description="Run the reproduction experiments (all by default) and write REPORT.md, results.json and PNG "
-        "plots to --out. Experiments: " + ", ".join(EXPERIMENTS) + ". Each is seeded and timed; --quick runs "
-        "reduced sizes (a few minutes on 2 CPU cores).")
+        "reproduce", help="rerun the paper's experiments (needs a repository checkout) and write REPORT.md",
+        description="Run the reproduction experiments of the repository's experiments/ package (all by default; "
+        "they need a checkout of the repository, not only the installed package) and write REPORT.md, "
+        "results.json and PNG plots to --out. Each experiment is seeded and timed; --quick runs reduced sizes "
+        "(a few minutes on 2 CPU cores). An unknown EXPERIMENT name lists the known ones.")
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="experiments to run (default: all)")
     p.add_argument("--out", "-o", default="results", help="output folder (default: results)")
     p.add_argument("--quick", action="store_true", help="reduced sizes (the CI run)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.set_defaults(func=run)
     return p
+
+
+def _checkout_candidates() -> list[Path]:
+    import gaugejax
+
+    return [Path.cwd(), Path(gaugejax.__file__).resolve().parents[1]]
+
+
+def load_experiments():
+    """The repository's ``experiments`` package, or a :class:`GaugeJaxError` saying how to get it."""
+    from gaugejax.errors import GaugeJaxError
+
+    try:
+        return importlib.import_module("experiments")
+    except ModuleNotFoundError as e:
+        if e.name != "experiments":
+            raise
+    for root in _checkout_candidates():
+        if (root / "experiments" / "__init__.py").is_file() and (root / "gaugejax").is_dir():
+            sys.path.insert(0, str(root))
+            return importlib.import_module("experiments")
+    raise GaugeJaxError(NOT_INSTALLED)
 
 
 @contextlib.contextmanager
@@ -40,11 +71,11 @@ def _progress(description: str, total: int | None):
 def run(args: argparse.Namespace) -> int:
     from gaugejax.cli.common import console
     from gaugejax.errors import GaugeJaxError
-    from gaugejax.reproduce import EXPERIMENTS, run_experiments
 
-    unknown = [e for e in args.experiments if e not in EXPERIMENTS]
+    exp = load_experiments()
+    unknown = [e for e in args.experiments if e not in exp.EXPERIMENTS]
     if unknown:
-        raise GaugeJaxError(f"unknown experiment {unknown[0]!r}; choose from {', '.join(EXPERIMENTS)}")
+        raise GaugeJaxError(f"unknown experiment {unknown[0]!r}; choose from {', '.join(exp.EXPERIMENTS)}")
     if args.seed < 0:
         raise GaugeJaxError("--seed must be non-negative")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -62,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         parts = ["gaugejax reproduce", *args.experiments, "--out", args.out]
         command = " ".join(parts + (["--quick"] if args.quick else []) + ([f"--seed {args.seed}"] if args.seed else []))
-    results = run_experiments(args.experiments or None, out=args.out, quick=args.quick, seed=args.seed,
-                              progress=_progress, on_result=on_result, command=command)
+    results = exp.run_experiments(args.experiments or None, out=args.out, quick=args.quick, seed=args.seed,
+                                  progress=_progress, on_result=on_result, command=command)
     print(os.path.join(args.out, "REPORT.md"))
     return 0 if results else 2

@@ -370,3 +370,21 @@ def gguf_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray]:
     meta = {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
     tok = _build_tokenizer(meta, p)
     return lambda text: np.asarray(tok.encode(text).ids, np.int32)
+
+
+def gguf_detokenizer(path: str | os.PathLike) -> Callable[[Any], str]:
+    """The inverse of :func:`gguf_tokenizer`: ``token ids -> text`` (special tokens are kept).
+
+    Example:
+      >>> decode = gguf_detokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")   # doctest: +SKIP
+      >>> decode(gguf_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")("Hello"))   # doctest: +SKIP
+      'Hello'
+
+    Raises:
+      CheckpointError: ``gguf`` or ``tokenizers`` missing, or a tokenizer model other than ``gpt2``.
+    """
+    p = Path(path)
+    reader = _reader(p)
+    meta = {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+    tok = _build_tokenizer(meta, p)
+    return lambda ids: tok.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=False)

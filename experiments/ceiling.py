@@ -1,13 +1,13 @@
 """Experiment 1: the signed-matching ceiling on synthetic decorrelated models.
 
-SPEC §4: with decorrelated coordinates and a true gauge with ``m`` negative signs among ``d``, at
+With decorrelated coordinates and a true gauge with ``m`` negative signs among ``d``, at
 high signal-to-noise raw signed-correlation matching recovers exactly the ``d - m`` positive
 coordinates when ``m ≥ 2`` (permutation accuracy = positive-sign fraction); the ``permutation``
 matcher finds the permutation but no sign; sign-marginalized matching recovers everything. At
 ``m = 1`` the truth ties with the ``d − 1`` transpositions of the negative coordinate (theory,
 part ii); sampling noise picks one of them, so the accuracy is usually ``(d − 2)/d``.
 
-Synthetic pair (``theory.ceiling.synthetic``): ``X`` has ``d`` independent standard-normal
+Synthetic pair (:func:`simulate`): ``X`` has ``d`` independent standard-normal
 coordinates, ``Y = ρ G(X) + √(1-ρ²) Z`` with independent noise ``Z``. For each number of negative signs we draw several gauges with exactly
 ``m`` negatives and run the three matchers of :func:`gaugejax.match`.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure, pct
+from experiments.common import Context, Result, SeedRow, Table, figure, pct
 
 NAME = "ceiling"
 TITLE = "Signed-matching ceiling on synthetic decorrelated models"
@@ -24,27 +24,21 @@ METHODS = ("signed", "permutation", "sign_marginalized")
 
 
 def simulate(seed: int, d: int, n: int, m: int, rho: float):
-    """One synthetic pair: ``(X, Y, truth)`` with ``m`` negative signs in the true gauge.
+    """One synthetic pair: ``(X, Y, truth)`` with exactly ``m`` negative signs in the true gauge.
 
-    Uses the theory package's simulator (``theory.ceiling.synthetic``) when it is importable, else
-    the same model drawn here.
+    The permutation is ``SignedPermutation.random(seed, d)``'s; the ``m`` negative coordinates, ``X``
+    and the noise come from ``numpy.random.default_rng([seed, d, n, m])`` (the same model and draws
+    as ``theory.ceiling.synthetic``).
     """
-    try:
-        from theory.ceiling import synthetic
-    except ImportError:  # theory needs sympy (the `theory` extra)
-        synthetic = None
-    if synthetic is not None:
-        truth, x, y = synthetic(d, n, rho, m, seed)
-        return x, y, truth
-    import jax
-
     import gaugejax as gj
 
-    kg, kx, ke = jax.random.split(jax.random.key(seed), 3)
-    truth = gj.SignedPermutation.random(kg, d, negative_fraction=m / d)
-    x = np.asarray(jax.random.normal(kx, (n, d)), np.float32)
-    e = np.asarray(jax.random.normal(ke, (n, d)), np.float32)
-    y = truth.apply(rho * x + np.sqrt(1 - rho**2) * e)
+    base = gj.SignedPermutation.random(seed, d)
+    rng = np.random.default_rng([seed, d, n, m])
+    signs = np.ones(d, np.int8)
+    signs[rng.permutation(d)[:m]] = -1
+    truth = gj.SignedPermutation(base.perm, signs)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    y = (rho * truth.apply(x) + np.sqrt(1 - rho**2) * rng.standard_normal((n, d))).astype(np.float32)
     return x, y, truth
 
 

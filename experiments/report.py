@@ -12,9 +12,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from gaugejax.atomic import atomic_path
-from gaugejax.reproduce.common import Result, Table, fmt
+from experiments.common import Result, Table, fmt
 
-# Headline rows, in SPEC §5 order, then the two controls.
+# Headline rows, in the order of the paper's claims, then the two controls.
 HEADLINE_ORDER = ("trajectories", "sae", "steering", "merges", "optimizer", "audits", "ceiling", "layernorm")
 
 SEED_ROWS = {
@@ -70,7 +70,7 @@ def render(results: Sequence[Result], *, quick: bool, seed: int, total_s: float,
     out += [f"Run: `{command or 'gaugejax reproduce'}` — {mode}, base seed {seed}, total wall time "
             f"{_minutes(total_s)} on {os.cpu_count()} CPU cores ({jax.default_backend()} backend), "
             f"Python {platform.python_version()}, JAX {jax.__version__}.", "",
-            "Every number below is computed by `gaugejax/reproduce/` from the stated seed; each experiment derives "
+            "Every number below is computed by `experiments/` from the stated seed; each experiment derives "
             "its keys from `fold_in(key(seed), crc32(name))`, so it reproduces on its own, alone or with the others. "
             "Rerunning on the same machine gives the same numbers (checked: two quick runs agree to 1e-6 relative); "
             "another CPU or library version may change float32 reduction order and with it the last digits. Wall "

@@ -1,6 +1,6 @@
 """Experiment 6: resuming AdamW training in a new chart, with and without optimizer-state transport.
 
-A from-scratch RMSNorm model (the pre-trained base of :mod:`gaugejax.reproduce.scratch`) is trained
+A from-scratch RMSNorm model (the pre-trained base of :mod:`experiments.scratch`) is trained
 on for a while with AdamW at a constant learning rate; then its parameters are moved to a random
 chart ``G`` (:func:`gaugejax.apply_gauge`) and training resumes on the same batches with the
 optimizer state
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce import scratch
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure_grid
+from experiments import scratch
+from experiments.common import Context, Result, SeedRow, Table, figure_grid
 
 NAME = "optimizer"
 TITLE = "AdamW state transport: resumed training in a new chart"

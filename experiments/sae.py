@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure, load_smollm, stream_at
-from gaugejax.reproduce.data import token_windows
+from experiments.common import Context, Result, SeedRow, Table, figure, load_smollm, stream_at
+from experiments.data import token_windows
 
 NAME = "sae"
 TITLE = "SAE transport on SmolLM2-135M"

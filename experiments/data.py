@@ -1,12 +1,12 @@
 """Real text for the experiments, available offline: disjoint splits and token windows.
 
-The prose is the docstrings of Python's own standard library (read with ``ast`` from the running
-interpreter's ``stdlib`` folder, files in sorted order, test suites and IDLE left out): about
-1.5 MB of English technical prose shipped with every Python. Documents are dealt to named splits
-by a fixed rule (document index modulo 20), so the splits are disjoint and identical across runs
-on the same Python version. The ``code`` split is different text of the same origin: the source
-code of the same files with every docstring removed (``ast.unparse``), for a fine-tuning run on
-other data.
+The prose is the library's built-in corpus (:func:`gaugejax.corpus.iter_texts`: docstrings of a
+curated list of standard-library modules and their public members, in a fixed order), the same
+text ``gaugejax align`` probes with by default. Documents are dealt to named splits by a fixed
+rule (document index modulo 20), so the splits are disjoint and identical across runs on the same
+Python version. The ``code`` split is text of another kind: the source code of the standard
+library's files (sorted, read with ``ast``, never imported) with every docstring removed, for a
+fine-tuning run on other data.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ SPLITS = {
 }
 """split → residues of the document index modulo 20."""
 
-CORPUS_NAME = "docstrings of the Python standard library (ast, sorted files; tests and idlelib excluded)"
 CODE_CHARS = 2_000_000
 """The ``code`` split is cut at this many characters."""
 
@@ -49,19 +48,11 @@ def _parsed(f: Path):
 
 
 @lru_cache(maxsize=1)
-def stdlib_docstrings() -> tuple[str, ...]:
-    """Every docstring of 80+ characters in the standard library, in a fixed order."""
-    docs = []
-    for f in _stdlib_files():
-        _, tree = _parsed(f)
-        if tree is None:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, _DOCUMENTED):
-                d = ast.get_docstring(node)
-                if d and len(d) >= 80:
-                    docs.append(d)
-    return tuple(docs)
+def documents() -> tuple[str, ...]:
+    """The prose documents in their fixed order (:func:`gaugejax.corpus.iter_texts`)."""
+    from gaugejax.corpus import iter_texts
+
+    return tuple(iter_texts())
 
 
 def _without_docstrings(source: str, tree) -> str:
@@ -99,7 +90,7 @@ def split_text(split: str) -> str:
     if split not in SPLITS:
         raise KeyError(f"unknown split {split!r}; known: {', '.join(SPLITS)}, code")
     residues = set(SPLITS[split])
-    return "\n\n".join(d for i, d in enumerate(stdlib_docstrings()) if i % 20 in residues)
+    return "\n\n".join(d for i, d in enumerate(documents()) if i % 20 in residues)
 
 
 def byte_tokens(split: str) -> np.ndarray:

@@ -186,25 +186,22 @@ def pct(v: float, digits: int = 1) -> str:
 
 
 def figure(ctx: Context, filename: str, draw: Callable[[Any], None], *, size=(6.0, 3.8)) -> str:
-    """Draws ``draw(ax)`` with matplotlib (Agg) and writes ``ctx.out/filename``; returns the filename."""
+    """Draws ``draw(ax)`` with matplotlib (an Agg canvas) and writes ``ctx.out/filename``; returns the filename."""
     return figure_grid(ctx, filename, 1, lambda axes: draw(axes[0]), size=size)
 
 
 def figure_grid(ctx: Context, filename: str, n: int, draw: Callable[[Any], None], *, size=(10.0, 3.6)) -> str:
     """Like :func:`figure` with ``n`` side-by-side axes: ``draw(axes)``."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=size)
-    try:
-        draw(list(np.atleast_1d(axes)))
-        fig.tight_layout()
-        ctx.out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(ctx.out / filename, dpi=110, metadata={"Software": None})
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=size)  # no pyplot: no global figure registry, no backend switch
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n)
+    draw(list(np.atleast_1d(axes)))
+    fig.tight_layout()
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(ctx.out / filename, dpi=110, metadata={"Software": None})
     return filename
 
 
@@ -287,15 +284,13 @@ def load_smollm(ctx: Context):
 
 def _gguf_decoder(path: Path):
     """``ids -> text`` for a GGUF file's tokenizer, or ``None`` (used only to read generated answers)."""
-    try:
-        from gaugejax.io import gguf
+    from gaugejax.errors import CheckpointError
+    from gaugejax.io.gguf import gguf_detokenizer
 
-        reader = gguf._reader(path)
-        meta = {k: gguf._value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-        tok = gguf._build_tokenizer(meta, path)
-    except Exception:  # noqa: BLE001 - decoding is optional; the experiment reports it could not read answers
+    try:
+        return gguf_detokenizer(path)
+    except CheckpointError:  # decoding is optional; the experiment reports it could not read answers
         return None
-    return lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
 def truncated(model, n_layers: int):

@@ -3,7 +3,7 @@
 Claims (made in the original chart, after block ``L``):
 
 * "coordinate i is *the* sentiment coordinate": the largest |difference of means| between the
-  positive and negative sentences of :mod:`gaugejax.reproduce.prompts` (with its sign);
+  positive and negative sentences of :mod:`experiments.prompts` (with its sign);
 * the top-5 such coordinates;
 * "coordinate i carries the massive activation": the largest |mean activation| on corpus text.
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce import prompts as P
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure_grid, load_smollm, pct, truncated
-from gaugejax.reproduce.data import token_windows
+from experiments import prompts as P
+from experiments.common import Context, Result, SeedRow, Table, figure_grid, load_smollm, pct, truncated
+from experiments.data import token_windows
 
 NAME = "audits"
 TITLE = "Gauge-sweep audits of index-level claims on SmolLM2-135M"
@@ -28,7 +28,7 @@ TITLE = "Gauge-sweep audits of index-level claims on SmolLM2-135M"
 def sentiment_claim(layer: int, encode, n: int, k: int):
     """Claim: the top-``k`` coordinates of the positive-minus-negative mean activation (with sign)."""
     from gaugejax.audit import Claim
-    from gaugejax.reproduce.steering import activations
+    from experiments.steering import activations
 
     pos = [encode(t) for t in P.POSITIVE[:n]]
     neg = [encode(t) for t in P.NEGATIVE[:n]]

@@ -1,6 +1,7 @@
-"""Reproduce the seed's figures (``gaugejax reproduce``): eight seeded experiments and a report.
+"""Reproduction experiments (``gaugejax reproduce``): eight seeded experiments and a report.
 
-Each experiment is a module with ``NAME``, ``TITLE`` and ``run(ctx) -> Result``:
+A repository feature, not part of the installed ``gaugejax`` package: it runs from a checkout
+(``gaugejax reproduce`` finds it there) and uses only the library's public API. Each experiment is a module with ``NAME``, ``TITLE`` and ``run(ctx) -> Result``:
 
 ==============  ==========================================================================
 ``ceiling``      signed-matching ceiling on synthetic decorrelated models (three matchers)
@@ -14,7 +15,7 @@ Each experiment is a module with ``NAME``, ``TITLE`` and ``run(ctx) -> Result``:
 ==============  ==========================================================================
 
 Example:
-  >>> from gaugejax.reproduce import run_experiments
+  >>> from experiments import run_experiments
   >>> results = run_experiments(["ceiling"], out="results", quick=True)   # doctest: +SKIP
 """
 
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table
+from experiments.common import Context, Result, SeedRow, Table
 
 EXPERIMENTS = ("ceiling", "trajectories", "sae", "steering", "merges", "optimizer", "audits", "layernorm")
 """Experiment names in report order."""
@@ -38,7 +39,7 @@ def experiment_module(name: str):
     """The module implementing experiment ``name``."""
     if name not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-    return importlib.import_module(f"gaugejax.reproduce.{name}")
+    return importlib.import_module(f"experiments.{name}")
 
 
 def run_experiment(name: str, ctx: Context) -> Result:
@@ -71,7 +72,7 @@ def run_experiments(names: Sequence[str] | None = None, *, out: str | Path = "re
       on_result: called with each result as it finishes.
       command: the command line, quoted in the report.
     """
-    from gaugejax.reproduce.report import write_report
+    from experiments.report import write_report
 
     names = list(EXPERIMENTS if not names else names)
     for n in names:

@@ -1,6 +1,6 @@
 """Experiment 5: merging two fine-tuned models that live in different charts.
 
-Runs A and B of :mod:`gaugejax.reproduce.scratch` (same base, different text) are stored in hidden
+Runs A and B of :mod:`experiments.scratch` (same base, different text) are stored in hidden
 random charts. We recover the gauge A→B (composed along the saved trajectories, as in the trajectory
 experiment) and merge with :func:`gaugejax.merge.merge` (B moved into A's chart, then
 ``(1 − α)·A + α·B``):
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce import scratch
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure
-from gaugejax.reproduce.data import byte_tokens, windows
+from experiments import scratch
+from experiments.common import Context, Result, SeedRow, Table, figure
+from experiments.data import byte_tokens, windows
 
 NAME = "merges"
 TITLE = "Merging fine-tuned models stored in different charts"
@@ -32,7 +32,7 @@ def recovered_gauge(ctx: Context, index: int):
         return cached
     from gaugejax.trajectory import cross_run
 
-    from gaugejax.reproduce.trajectories import probe_tokens
+    from experiments.trajectories import probe_tokens
 
     base = scratch.base_run(ctx)
     run_a = scratch.finetune(ctx, "A", "finetune_a")

@@ -1,6 +1,6 @@
 """Experiment 8: the LayerNorm control on the real all-MiniLM-L6-v2 (BERT, post-LN, d = 384).
 
-SPEC §2: the chart maps of a LayerNorm model are permutations with one *global* sign
+The chart maps of a LayerNorm model are permutations with one *global* sign
 (``S_d × {±1}``), not ``B_d``. On the real checkpoint we move every parameter by (a) a random
 permutation, (b) a permutation with the global sign -1, (c) a random signed permutation with half
 the signs negative and (d) a single flipped coordinate, and compare the re-gauged model's hidden
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, load_minilm, minilm_dir, pct
-from gaugejax.reproduce.data import token_windows
+from experiments.common import Context, Result, SeedRow, Table, load_minilm, minilm_dir, pct
+from experiments.data import token_windows
 
 NAME = "layernorm"
 TITLE = "LayerNorm control: all-MiniLM-L6-v2"

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce import prompts as P
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure, load_smollm, pct, truncated
-from gaugejax.reproduce.data import token_windows
+from experiments import prompts as P
+from experiments.common import Context, Result, SeedRow, Table, figure, load_smollm, pct, truncated
+from experiments.data import token_windows
 
 NAME = "steering"
 TITLE = "Steering vectors on SmolLM2-135M: sentiment and refusal"
@@ -141,7 +141,7 @@ def run(ctx: Context) -> Result:
 
     # --- hidden charts, recovered gauges, transported vectors
     probe = token_windows(ctx, encode, n_probe_rows, 128, split="probe", seed_name=NAME, key="smollm")
-    from gaugejax.reproduce.common import stream_at
+    from experiments.common import stream_at
 
     x_probe = stream_at(model, probe, layer)[:, 1:].reshape(-1, d)
     kept = {"B_d": [], "S_d": []}
@@ -215,7 +215,7 @@ def run(ctx: Context) -> Result:
         f"{model.config.n_layers}, added at every position. {n_pos}+{n_pos} sentiment sentences, "
         f"{len(P.NEUTRAL)} neutral prompts; refusal direction: last-token activation on {n_harm} harmful requests with "
         f"a refusing system prompt minus with the default one, its effect measured on {n_harm} harmless requests "
-        f"(gaugejax/reproduce/prompts.py). {n_charts} hidden charts, uniformly random signed permutations; gauges "
+        f"(experiments/prompts.py). {n_charts} hidden charts, uniformly random signed permutations; gauges "
         f"recovered from {x_probe.shape[0]} corpus tokens. Keys fold_in(key({ctx.seed}), crc32('{NAME}'), chart).")
     res.headline.append(SeedRow(
         "sentiment steering effect kept after transport, B_d vs S_d", "95.8 % vs 17.2 % (Qwen)",

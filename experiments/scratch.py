@@ -1,23 +1,23 @@
 """Small Llama-style (RMSNorm) byte-level models trained from scratch here, and fine-tuning runs.
 
-Shared by the trajectory, merge and optimizer experiments (cached per run). Text: the standard
-library docstrings of :mod:`gaugejax.reproduce.data` as UTF-8 bytes (vocabulary 256). The base
-model is pre-trained on split ``base``; run A fine-tunes it on more docstrings (``finetune_a``),
-run B on standard-library source code without docstrings (``code``), with different data-order
-seeds, a fresh AdamW state, gradient clipping and a high constant learning rate after a short
-warm-up: the strong drift SPEC §8 says is needed. Every saved checkpoint is stored in its own hidden
-random chart.
-"""
+Shared by the trajectory, merge and optimizer experiments (cached per run). Text: the prose
+splits of :mod:`experiments.data` as UTF-8 bytes (vocabulary 256). The base model is pre-trained
+on split ``base``; run A fine-tunes it on more docstrings (``finetune_a``), run B on
+standard-library source code without docstrings (``code``), with different data-order seeds, a
+fresh AdamW state, gradient clipping and a high constant learning rate after a short warm-up
+(residual charts barely move under short, gentle fine-tunes). Every saved checkpoint is stored in
+its own hidden random chart."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from gaugejax.reproduce.common import Context
-from gaugejax.reproduce.data import byte_tokens, windows
+from experiments.common import Context
+from experiments.data import byte_tokens, windows
 
 NAME = "scratch"
 
@@ -126,7 +126,7 @@ def finetune(ctx: Context, run: str, split: str, *, lr: float | None = None, ste
 
     Args:
       run: run label (seeds the data order and the hidden charts).
-      split: text split (:mod:`gaugejax.reproduce.data`).
+      split: text split (:mod:`experiments.data`).
       lr, steps, warmup: override the sizes' fine-tuning learning rate, length and warm-up.
     """
     s = base_run(ctx).sizes
@@ -165,20 +165,16 @@ def heldout_loss(model, tokens: np.ndarray, batch: int = 16) -> float:
     """Mean next-token cross-entropy (nats per byte) on ``tokens`` ``(rows, seq)``."""
     import jax.numpy as jnp
 
-    vals = [float(_loss(model.config, model.params, jnp.asarray(tokens[i:i + batch])))
+    vals = [float(_loss()(model.config, model.params, jnp.asarray(tokens[i:i + batch])))
             for i in range(0, len(tokens), batch)]
     return float(np.mean(vals))
 
 
-def _loss(config, params, tokens):
+@lru_cache(maxsize=1)
+def _loss():
+    """The jitted next-token loss (compiled once per config)."""
     import jax
 
     from gaugejax.train import next_token_loss
 
-    global _LOSS_JIT
-    if _LOSS_JIT is None:
-        _LOSS_JIT = jax.jit(next_token_loss, static_argnums=0)
-    return _LOSS_JIT(config, params, tokens)
-
-
-_LOSS_JIT = None
+    return jax.jit(next_token_loss, static_argnums=0)

@@ -2,7 +2,7 @@
 
 A small RMSNorm model is pre-trained from scratch on real text, then fine-tuned twice (run A on
 more prose, run B on source code; different data order) with checkpoints every few steps, each stored in its own
-hidden random chart (:mod:`gaugejax.reproduce.scratch`). Both runs start from one base in one
+hidden random chart (:mod:`experiments.scratch`). Both runs start from one base in one
 training chart, so the true cross-run gauge ``A_k → B_k`` between stored checkpoints is
 ``H_Ak⁻¹ · H_Bk`` (the hidden charts). At several step counts ``k`` we recover it three ways
 (:mod:`gaugejax.trajectory`, sign-marginalized matching pooled over every layer):
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gaugejax.reproduce import scratch
-from gaugejax.reproduce.common import Context, Result, SeedRow, Table, figure, pct
-from gaugejax.reproduce.data import byte_tokens, windows
+from experiments import scratch
+from experiments.common import Context, Result, SeedRow, Table, figure, pct
+from experiments.data import byte_tokens, windows
 
 NAME = "trajectories"
 TITLE = "Cross-run coordinate recovery along fine-tuning trajectories"
@@ -105,8 +105,8 @@ def smollm_short_finetunes(ctx: Context) -> dict | None:
     import gaugejax as gj
     from gaugejax import train
     from gaugejax.align import default_layers
-    from gaugejax.reproduce.common import load_smollm
-    from gaugejax.reproduce.data import token_windows
+    from experiments.common import load_smollm
+    from experiments.data import token_windows
 
     try:
         model, encode = load_smollm(ctx)
@@ -233,7 +233,7 @@ def run(ctx: Context) -> Result:
                 f"{pct(w['endpoint']['signed'])} after {w['steps']} steps (controls table)")
         if sm is not None:
             weak += (f"; on the pre-trained SmolLM2-135M, {sm['steps']} steps at lr {SMOLLM['lr']:g} leave endpoint "
-                     f"matching at {pct(sm['endpoint']['signed'])} (cf. SPEC §8), and there composing "
+                     f"matching at {pct(sm['endpoint']['signed'])}, and there composing "
                      f"{2 * len(range(SMOLLM['every'], SMOLLM['steps'] + 1, SMOLLM['every']))} hops gives "
                      f"{pct(sm['composed']['signed'])}: without strong drift, composition only adds the errors of its "
                      "hops")
