@@ -13,7 +13,7 @@ import pytest
 
 import gaugejax as gj
 from gaugejax.errors import GaugeError
-from gaugejax.models import bert
+from gaugejax.models import bert, family_module
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -112,9 +112,10 @@ def test_non_global_signs_break_layernorm():
 
 def test_gauge_spec_covers_every_parameter():
     c = gj.tiny_config("bert")
-    shapes, axes = bert.param_shapes(c), bert.param_axes(c)
+    fam = family_module(c)
+    shapes, axes = fam.param_shapes(c), fam.param_axes(c)
     assert set(shapes) == set(axes) and set(shapes["layers"]) == set(axes["layers"])
-    names = [t.name for t in bert.hf_tensors(c)]
+    names = [t.name for t in fam.hf_tensors(c)]
     assert len(names) == len(set(names)) == 5 + 16 * c.n_layers + 2
 
 

@@ -185,3 +185,50 @@ def test_one_plus_scale_gain_variant_permutes_scale():
     np.testing.assert_array_equal(np.asarray(moved.params["final_norm"]), np.asarray(m.params["final_norm"])[g.perm])
     tokens = np.arange(10)[None]
     assert _rel(gj.forward(moved, tokens), gj.forward(m, tokens)) < RTOL
+
+
+# ----------------------------------------------------------------------------- parameter tables
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2", "neox", "bert"])
+def test_table_derivations_agree(kind):
+    from gaugejax.models import family_module
+    from gaugejax.models.table import check_table
+
+    c = gj.tiny_config(kind, tie_embeddings=False) if kind != "bert" else gj.tiny_config(kind)
+    fam = family_module(c)
+    check_table(fam.params(c))
+    m = gj.random_model(c, seed=0)
+    shapes, spec, shards = fam.param_shapes(c), gj.gauge_spec(c), fam.shard_axes(c)
+    assert jax.tree.structure(m.params) == jax.tree.structure(spec, is_leaf=lambda a: isinstance(a, Axes))
+    for name, shape in shapes.items():
+        if name == "layers":
+            for k, s in shape.items():
+                assert m.params["layers"][k].shape == (c.n_layers, *s)
+                assert len(spec["layers"][k].actions) == len(s) + 1
+                assert shards["layers"][k] is None or 1 <= shards["layers"][k] <= len(s)
+        else:
+            assert m.params[name].shape == shape
+    names = [t.name for t in fam.hf_tensors(c)]
+    assert len(names) == len(set(names)) == len(fam.hf_axes(c))
+    assert shards["embed"] == 0  # the vocabulary axis may be split
+
+
+def test_fused_hf_tensor_splits_and_joins():
+    """Several params naming one HF key (Phi-3 ``qkv_proj``) are one fused tensor, split on read."""
+    from gaugejax.io.hf import _split_fused
+    from gaugejax.models.table import READ, WRITE, Param, check_table, hf_axes, hf_tensors
+
+    tbl = [Param("q", (4, 3), READ, "l.{i}.qkv.weight"), Param("k", (2, 3), READ, "l.{i}.qkv.weight"),
+           Param("o", (3, 4), WRITE, "l.{i}.o.weight")]
+    check_table(tbl)
+    ts = hf_tensors(tbl, 2)
+    assert [t.name for t in ts] == ["l.0.qkv.weight", "l.0.o.weight", "l.1.qkv.weight", "l.1.o.weight"]
+    assert ts[0].parts == (("q", 4), ("k", 2)) and ts[1].parts == ()
+    fused = np.arange(18.0).reshape(6, 3)
+    (kq, q), (kk, k) = _split_fused(ts[0], fused)
+    assert (kq, kk) == ("q", "k")
+    np.testing.assert_array_equal(np.concatenate([q, k]), fused)
+    with pytest.raises(gj.CheckpointError, match="fused tensor"):
+        _split_fused(ts[0], fused[:5])
+    with pytest.raises(ValueError, match="mixes gauge roles"):
+        hf_axes(tbl + [Param("x", (3, 3), WRITE, "l.{i}.qkv.weight")])

@@ -29,31 +29,14 @@ from typing import Any, Callable
 import numpy as np
 
 from gaugejax.errors import CheckpointError
-from gaugejax.models.base import HFTensor, LlamaConfig, Model
+from gaugejax.models.base import Model
+from gaugejax.models.llama import LlamaConfig
+from gaugejax.models.table import HFTensor
 
-__all__ = ["load_gguf", "gguf_tokenizer", "gguf_metadata", "reverse_permute", "GGUF_TENSOR_NAMES",
-           "SUPPORTED_ARCHITECTURES"]
+__all__ = ["load_gguf", "gguf_tokenizer", "gguf_metadata", "reverse_permute", "SUPPORTED_ARCHITECTURES"]
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
-GGUF_TENSOR_NAMES: dict[str, str] = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-"""Global Hugging Face tensor name → GGUF tensor name."""
-
-_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
 # Tensors llama.cpp may store that carry no weight of the Hugging Face model.
 _IGNORED = ("rope_freqs.weight",)
 
@@ -172,15 +155,6 @@ def _config(meta: dict[str, Any], tensors: dict[str, Any], path: Path) -> LlamaC
     )
 
 
-def _gguf_name(hf_name: str) -> str:
-    if hf_name in GGUF_TENSOR_NAMES:
-        return GGUF_TENSOR_NAMES[hf_name]
-    _, _, i, rest = hf_name.split(".", 3)  # model.layers.{i}.{rest}
-    if rest not in _LAYER_NAMES:
-        raise CheckpointError(f"no GGUF name for tensor {hf_name!r}")
-    return f"blk.{i}.{_LAYER_NAMES[rest]}"
-
-
 def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
     """Loads a Llama-architecture GGUF file into a :class:`Model`.
 
@@ -207,7 +181,11 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
     from gaugejax.io.hf import params_from_tensors
     from gaugejax.models import family_module
 
-    wanted = {_gguf_name(t.name) for t in family_module(config).hf_tensors(config)}
+    names = family_module(config).gguf_names(config)  # HF name → GGUF name, from the family's table
+    unnamed = [t.name for t in family_module(config).hf_tensors(config) if t.name not in names]
+    if unnamed:
+        raise CheckpointError(f"{p}: no GGUF name for tensor {unnamed[0]!r}")
+    wanted = set(names.values())
     missing = sorted(wanted - set(tensors))
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -218,7 +196,7 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
                               "(an architecture variant gaugejax does not support?)")
 
     def get(t: HFTensor) -> np.ndarray:
-        name = _gguf_name(t.name)
+        name = names[t.name]
         rt = tensors[name]
         shape = tuple(int(n) for n in reversed(rt.shape))  # numpy order: (out, in)
         try:

@@ -20,7 +20,8 @@ from gaugejax.atomic import atomic_path
 from gaugejax.errors import CheckpointError
 from gaugejax.io.safetensors_stream import SafetensorsFile, TensorInfo, write_safetensors
 from gaugejax.models import config_from_hf, family_module
-from gaugejax.models.base import HFTensor, Model, ModelConfig
+from gaugejax.models.base import Model, ModelConfig
+from gaugejax.models.table import HFTensor
 from gaugejax.spec import Axes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -134,14 +135,10 @@ def _ignorable(name: str, config: ModelConfig) -> bool:
 
 def hf_tensor_axes(config: ModelConfig, names: Any = None) -> dict[str, Axes]:
     """HF tensor name → gauge axes in the stored layout (``Conv1D`` tensors reversed)."""
-    mod = family_module(config)
-    axes = mod.param_axes(config)
-    out: dict[str, Axes] = {}
-    for t in mod.hf_tensors(config):
-        a = axes["layers"][t.key] if t.layer is not None else axes[t.key]
-        out[t.name] = a.reversed() if t.transpose else a
+    fam = family_module(config)
+    out = fam.hf_axes(config)
     if config.tie_embeddings:  # a tied head that is stored anyway reads the stream like the embedding
-        emb = out[mod.hf_tensors(config)[0].name]
+        emb = out[fam.hf_tensors(config)[0].name]
         for n in ("lm_head.weight", "embed_out.weight"):
             out[n] = emb
     for n in names or ():
@@ -152,22 +149,34 @@ def hf_tensor_axes(config: ModelConfig, names: Any = None) -> dict[str, Axes]:
 
 def params_from_tensors(config: ModelConfig, get: Callable[[HFTensor], np.ndarray], dtype=None) -> dict[str, Any]:
     """Builds the stacked params pytree from HF tensors fetched one at a time by ``get``."""
-    mod = family_module(config)
     glob: dict[str, Any] = {}
     per_layer: dict[str, list] = {}
-    for t in mod.hf_tensors(config):
+    for t in family_module(config).hf_tensors(config):
         arr = np.asarray(get(t))
         if t.transpose:
             arr = arr.T
         if dtype is not None:
             arr = arr.astype(dtype)
-        if t.layer is None:
-            glob[t.key] = jnp.asarray(arr)
-        else:
-            per_layer.setdefault(t.key, []).append(arr)
+        for key, part in _split_fused(t, arr):
+            if t.layer is None:
+                glob[key] = jnp.asarray(part)
+            else:
+                per_layer.setdefault(key, []).append(part)
     glob["layers"] = {k: jnp.asarray(np.stack(v)) for k, v in per_layer.items()}
     _check_shapes(config, glob)
     return glob
+
+
+def _split_fused(t: HFTensor, arr: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """``[(params key, array)]``: one entry, or the parts of a fused tensor (our layout)."""
+    if not t.parts:
+        return [(t.key, arr)]
+    sizes = [n for _, n in t.parts]
+    if arr.ndim <= t.fuse_axis or arr.shape[t.fuse_axis] != sum(sizes):
+        raise CheckpointError(f"fused tensor {t.name!r} has shape {arr.shape}, expected {sum(sizes)} along axis "
+                              f"{t.fuse_axis} for {', '.join(k for k, _ in t.parts)}")
+    pieces = np.split(arr, np.cumsum(sizes)[:-1], axis=t.fuse_axis)
+    return [(k, piece) for (k, _), piece in zip(t.parts, pieces)]
 
 
 def _check_shapes(config: ModelConfig, params: dict[str, Any]) -> None:
@@ -197,16 +206,20 @@ def load_hf(directory: str | os.PathLike, dtype=None) -> Model:
 def _param_tensors(model: Model, dtype=None) -> Iterator[tuple[TensorInfo, Callable[[], np.ndarray]]]:
     c = model.config
     for t in family_module(c).hf_tensors(c):
-        src = model.params["layers"][t.key] if t.layer is not None else model.params[t.key]
+        keys = [k for k, _ in t.parts] or [t.key]
+        srcs = [model.params["layers"][k] if t.layer is not None else model.params[k] for k in keys]
 
-        def produce(src=src, t=t):
-            a = np.asarray(src[t.layer] if t.layer is not None else src)
+        def produce(srcs=srcs, t=t):
+            parts = [np.asarray(s[t.layer] if t.layer is not None else s) for s in srcs]
+            a = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=t.fuse_axis)
             a = a.T if t.transpose else a
             return a if dtype is None else a.astype(dtype)
 
-        shape = tuple(src.shape[1:] if t.layer is not None else src.shape)
-        shape = shape[::-1] if t.transpose else shape
-        yield TensorInfo(t.name, np.dtype(dtype or src.dtype), shape), produce
+        shapes = [tuple(s.shape[1:] if t.layer is not None else s.shape) for s in srcs]
+        shape = list(shapes[0])
+        shape[t.fuse_axis] = sum(s[t.fuse_axis] for s in shapes)
+        shape = tuple(shape[::-1] if t.transpose else shape)
+        yield TensorInfo(t.name, np.dtype(dtype or srcs[0].dtype), shape), produce
 
 
 def _shards(items: list, max_bytes: int) -> list[list]:

@@ -7,7 +7,6 @@ float32 (float64 when given float64 weights with x64 enabled), whatever the stor
 
 from __future__ import annotations
 
-import types
 from functools import partial
 from typing import Any
 
@@ -17,41 +16,20 @@ import numpy as np
 
 from gaugejax.errors import CheckpointError, GaugeError
 from gaugejax.gauge import SignedPermutation
-from gaugejax.models import bert, gpt2, llama, neox
-from gaugejax.models.base import GPT2Config, LlamaConfig, Model, ModelConfig, NeoXConfig
-from gaugejax.spec import Axes, apply_spec
-
-FAMILIES: dict[str, types.ModuleType] = {"llama": llama, "gpt2": gpt2, "neox": neox, "bert": bert}
-"""family name → module with ``config_from_hf``, ``config_to_hf``, ``param_shapes``,
-``param_axes``, ``hf_tensors``, ``init_params``, ``hidden_states``, ``unembed``."""
-
-MODEL_TYPES: dict[str, str] = {
-    "llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2", "gpt_neox": "neox", "bert": "bert",
-}
-"""Hugging Face ``model_type`` → family."""
+from gaugejax.models import bert, runner
+from gaugejax.models.base import Model, ModelConfig
+from gaugejax.models.family import FAMILIES, MODEL_TYPES, Family, config_from_hf, family_module
+from gaugejax.models.gpt2 import GPT2Config
+from gaugejax.models.llama import LlamaConfig
+from gaugejax.models.neox import NeoXConfig
+from gaugejax.models.runner import Hook
+from gaugejax.spec import apply_spec
 
 __all__ = [
-    "FAMILIES", "MODEL_TYPES", "Model", "ModelConfig", "LlamaConfig", "GPT2Config", "NeoXConfig",
+    "FAMILIES", "MODEL_TYPES", "Family", "Model", "ModelConfig", "LlamaConfig", "GPT2Config", "NeoXConfig",
     "family_module", "config_from_hf", "tiny_config", "random_model", "forward", "residual_stream",
-    "gauge_spec", "apply_gauge",
+    "gauge_spec", "apply_gauge", "check_gauge_for",
 ]
-
-
-def family_module(config: ModelConfig) -> types.ModuleType:
-    """The module implementing ``config.family``."""
-    try:
-        return FAMILIES[config.family]
-    except KeyError:
-        raise CheckpointError(f"unknown model family {config.family!r} (known: {', '.join(FAMILIES)})") from None
-
-
-def config_from_hf(cfg: dict) -> ModelConfig:
-    """Config from a Hugging Face ``config.json`` dict; unknown architectures are refused."""
-    mt = cfg.get("model_type")
-    if mt not in MODEL_TYPES:
-        raise CheckpointError(
-            f"unsupported architecture model_type={mt!r}; supported: {', '.join(sorted(MODEL_TYPES))}")
-    return FAMILIES[MODEL_TYPES[mt]].config_from_hf(cfg)
 
 
 def tiny_config(kind: str = "llama", **overrides: Any) -> ModelConfig:
@@ -95,27 +73,16 @@ def random_model(config: ModelConfig | str = "llama", seed: int | jax.Array = 0,
     return Model(config, family_module(config).init_params(config, key, dtype))
 
 
-def _compute_dtype(params: Any):
-    leaves = jax.tree.leaves(params)
-    return jnp.float64 if any(x.dtype == jnp.float64 for x in leaves) else jnp.float32
+@partial(jax.jit, static_argnums=(0, 3))
+def _stream_and_final(config: ModelConfig, params: Any, tokens: jax.Array, hook: Hook | None = None):
+    return family_module(config).hidden_states(config, runner.upcast(params), tokens, hook=hook)
 
 
-def _upcast(params: Any) -> Any:
-    dt = _compute_dtype(params)
-    return jax.tree.map(lambda x: x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
-
-
-@partial(jax.jit, static_argnums=0)
-def _stream_and_final(config: ModelConfig, params: Any, tokens: jax.Array):
-    return family_module(config).hidden_states(config, _upcast(params), tokens)
-
-
-@partial(jax.jit, static_argnums=0)
-def _logits(config: ModelConfig, params: Any, tokens: jax.Array):
-    mod = family_module(config)
-    params = _upcast(params)
-    _, final = mod.hidden_states(config, params, tokens)
-    return mod.unembed(config, params, final)
+@partial(jax.jit, static_argnums=(0, 3))
+def _logits(config: ModelConfig, params: Any, tokens: jax.Array, hook: Hook | None = None):
+    params = runner.upcast(params)
+    _, final = family_module(config).hidden_states(config, params, tokens, hook=hook)
+    return runner.unembed(config, params, final)
 
 
 def _check_tokens(model: Model, tokens: Any) -> tuple[jax.Array, bool]:
@@ -131,9 +98,9 @@ def _check_tokens(model: Model, tokens: Any) -> tuple[jax.Array, bool]:
         t = np.asarray(tokens)
         if t.size and (t.min() < 0 or t.max() >= model.config.vocab_size):
             raise GaugeError(f"token ids must lie in [0, {model.config.vocab_size}), got [{t.min()}, {t.max()}]")
-    max_pos = getattr(model.config, "max_positions", None)
-    if model.config.family in ("gpt2", "bert") and shape[-1] > max_pos:
-        raise GaugeError(f"sequence length {shape[-1]} exceeds the model's {max_pos} learned positions")
+    learned = model.params.get("pos_embed") if isinstance(model.params, dict) else None
+    if learned is not None and shape[-1] > learned.shape[0]:
+        raise GaugeError(f"sequence length {shape[-1]} exceeds the model's {learned.shape[0]} learned positions")
     squeeze = len(shape) == 1
     tokens = jnp.asarray(tokens, jnp.int32)
     return (tokens[None] if squeeze else tokens), squeeze
@@ -188,7 +155,6 @@ def gauge_spec(config: ModelConfig | Model) -> dict[str, Any]:
     if isinstance(config, Model):
         config = config.config
     axes = family_module(config).param_axes(config)
-    axes = dict(axes)
     axes["layers"] = {k: a.prepend(1) for k, a in axes["layers"].items()}
     return axes
 

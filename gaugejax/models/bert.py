@@ -4,7 +4,7 @@ Embeddings ``x = LN(word + position + token_type)``; block (post-LN):
 ``x = LN(x + attn(x)); x = LN(x + mlp(x))`` with bidirectional attention (no causal mask).
 The residual stream at index 0 is the embeddings after the embedding LayerNorm, index i the output
 of block i, as ``transformers``' ``BertModel(output_hidden_states=True)`` reports them. There is no
-final norm (the last block already ends in one) and no LM head: :func:`unembed` returns the final
+final norm (the last block already ends in one) and no LM head: ``forward`` returns the final
 hidden states. Token types are all 0 and every sequence is unpadded (no attention mask).
 
 The gauge group is ``S_d × {±1}`` (SPEC §2): LayerNorm gains permute, LayerNorm biases and
@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import HFTensor, ModelConfig, init_from_shapes
-from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, Axes
+from gaugejax.models.base import ModelConfig
+from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
 
 _HF_KNOWN = {
     "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -90,96 +90,66 @@ def config_to_hf(c: BertConfig) -> dict:
     return cfg
 
 
-def param_shapes(c: BertConfig) -> dict[str, Any]:
-    """Shapes of every parameter (per layer inside ``"layers"``, without the layer axis)."""
+_E = "encoder.layer.{i}."
+
+
+def params(c: BertConfig) -> list[Param]:
+    """The parameter table of a ``BertModel`` checkpoint (keys without a ``bert.`` prefix)."""
     d, f = c.d_model, c.d_ff
-    layer = {
-        "q": (d, d), "q_bias": (d,), "k": (d, d), "k_bias": (d,), "v": (d, d), "v_bias": (d,),
-        "o": (d, d), "o_bias": (d,), "attn_norm": (d,), "attn_norm_bias": (d,),
-        "fc_in": (f, d), "fc_in_bias": (f,), "fc_out": (d, f), "fc_out_bias": (d,),
-        "mlp_norm": (d,), "mlp_norm_bias": (d,),
-    }
-    return {
-        "embed": (c.vocab_size, d), "pos_embed": (c.max_positions, d), "type_embed": (c.type_vocab_size, d),
-        "embed_norm": (d,), "embed_norm_bias": (d,), "layers": layer, "pooler": (d, d), "pooler_bias": (d,),
-    }
-
-
-def param_axes(c: BertConfig) -> dict[str, Any]:
-    """The gauge spec (SPEC §3): every embedding table writes rows into the stream; LN gains permute."""
-    read, write, gain, vec, none = Axes(None, RESIDUAL), Axes(RESIDUAL, None), Axes(RESIDUAL_PERM), Axes(RESIDUAL), Axes(None)
-    layer = {
-        "q": read, "q_bias": none, "k": read, "k_bias": none, "v": read, "v_bias": none,
-        "o": write, "o_bias": vec, "attn_norm": gain, "attn_norm_bias": vec,
-        "fc_in": read, "fc_in_bias": none, "fc_out": write, "fc_out_bias": vec,
-        "mlp_norm": gain, "mlp_norm_bias": vec,
-    }
-    return {
-        "embed": read, "pos_embed": read, "type_embed": read, "embed_norm": gain, "embed_norm_bias": vec,
-        "layers": layer, "pooler": read, "pooler_bias": none,
-    }
-
-
-_LAYER_NAMES = {
-    "q": "attention.self.query.weight", "q_bias": "attention.self.query.bias",
-    "k": "attention.self.key.weight", "k_bias": "attention.self.key.bias",
-    "v": "attention.self.value.weight", "v_bias": "attention.self.value.bias",
-    "o": "attention.output.dense.weight", "o_bias": "attention.output.dense.bias",
-    "attn_norm": "attention.output.LayerNorm.weight", "attn_norm_bias": "attention.output.LayerNorm.bias",
-    "fc_in": "intermediate.dense.weight", "fc_in_bias": "intermediate.dense.bias",
-    "fc_out": "output.dense.weight", "fc_out_bias": "output.dense.bias",
-    "mlp_norm": "output.LayerNorm.weight", "mlp_norm_bias": "output.LayerNorm.bias",
-}
-
-
-def hf_tensors(c: BertConfig) -> list[HFTensor]:
-    """Every safetensors key of a ``BertModel`` checkpoint (no ``bert.`` prefix) and where it lives."""
-    out = [
-        HFTensor("embeddings.word_embeddings.weight", "embed", None),
-        HFTensor("embeddings.position_embeddings.weight", "pos_embed", None),
-        HFTensor("embeddings.token_type_embeddings.weight", "type_embed", None),
-        HFTensor("embeddings.LayerNorm.weight", "embed_norm", None),
-        HFTensor("embeddings.LayerNorm.bias", "embed_norm_bias", None),
+    return [
+        Param("embed", (c.vocab_size, d), READ, "embeddings.word_embeddings.weight", shard=0),
+        Param("pos_embed", (c.max_positions, d), READ, "embeddings.position_embeddings.weight"),
+        Param("type_embed", (c.type_vocab_size, d), READ, "embeddings.token_type_embeddings.weight"),
+        Param("embed_norm", (d,), GAIN, "embeddings.LayerNorm.weight"),
+        Param("embed_norm_bias", (d,), VECTOR, "embeddings.LayerNorm.bias"),
+        Param("q", (d, d), READ, _E + "attention.self.query.weight", shard=0),
+        Param("q_bias", (d,), NONE, _E + "attention.self.query.bias", shard=0),
+        Param("k", (d, d), READ, _E + "attention.self.key.weight", shard=0),
+        Param("k_bias", (d,), NONE, _E + "attention.self.key.bias", shard=0),
+        Param("v", (d, d), READ, _E + "attention.self.value.weight", shard=0),
+        Param("v_bias", (d,), NONE, _E + "attention.self.value.bias", shard=0),
+        Param("o", (d, d), WRITE, _E + "attention.output.dense.weight", shard=1),
+        Param("o_bias", (d,), VECTOR, _E + "attention.output.dense.bias"),
+        Param("attn_norm", (d,), GAIN, _E + "attention.output.LayerNorm.weight"),
+        Param("attn_norm_bias", (d,), VECTOR, _E + "attention.output.LayerNorm.bias"),
+        Param("fc_in", (f, d), READ, _E + "intermediate.dense.weight", shard=0),
+        Param("fc_in_bias", (f,), NONE, _E + "intermediate.dense.bias", shard=0),
+        Param("fc_out", (d, f), WRITE, _E + "output.dense.weight", shard=1),
+        Param("fc_out_bias", (d,), VECTOR, _E + "output.dense.bias"),
+        Param("mlp_norm", (d,), GAIN, _E + "output.LayerNorm.weight"),
+        Param("mlp_norm_bias", (d,), VECTOR, _E + "output.LayerNorm.bias"),
+        Param("pooler", (d, d), READ, "pooler.dense.weight"),
+        Param("pooler_bias", (d,), NONE, "pooler.dense.bias"),
     ]
-    for i in range(c.n_layers):
-        out += [HFTensor(f"encoder.layer.{i}.{n}", k, i) for k, n in _LAYER_NAMES.items()]
-    out += [HFTensor("pooler.dense.weight", "pooler", None), HFTensor("pooler.dense.bias", "pooler_bias", None)]
-    return out
 
 
-def init_params(c: BertConfig, key: jax.Array, dtype=jnp.float32) -> dict[str, Any]:
-    """Random parameters with generic gains (see :func:`~gaugejax.models.base.init_from_shapes`)."""
-    return init_from_shapes(param_shapes(c), c.n_layers, key, dtype)
+def context(c: BertConfig, t: int) -> dict[str, jax.Array]:
+    """Bidirectional attention: every query sees every key (unpadded input)."""
+    return {"mask": jnp.ones((t, t), bool)}
 
 
-def _block(c: BertConfig, x: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
+def embed(c: BertConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
+    """``LN(word + position + token_type 0)`` ``(B, T, D)``: residual index 0."""
+    x = p["embed"][tokens] + p["pos_embed"][jnp.arange(tokens.shape[1])][None] + p["type_embed"][0]
+    return L.layer_norm(x, p["embed_norm"], p["embed_norm_bias"], c.norm_eps)
+
+
+def block(c: BertConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
+    """Post-LN: ``x = LN(x + attn(x)); x = LN(x + mlp(x))``."""
     b, t, d = x.shape
     q = L.linear(x, p["q"], p["q_bias"]).reshape(b, t, c.n_heads, c.head_dim)
     k = L.linear(x, p["k"], p["k_bias"]).reshape(b, t, c.n_heads, c.head_dim)
     v = L.linear(x, p["v"], p["v_bias"]).reshape(b, t, c.n_heads, c.head_dim)
-    a = L.attention(q, k, v, jnp.ones((t, t), bool)).reshape(b, t, d)  # bidirectional
+    a = L.attention(q, k, v, ctx["mask"]).reshape(b, t, d)
     x = L.layer_norm(x + L.linear(a, p["o"], p["o_bias"]), p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
     act = L.activation(c.activation)
     h = L.linear(act(L.linear(x, p["fc_in"], p["fc_in_bias"])), p["fc_out"], p["fc_out_bias"])
     return L.layer_norm(x + h, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps)
 
 
-def hidden_states(c: BertConfig, params: dict[str, Any], tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The residual stream ``(n_layers + 1, B, T, D)`` and the final hidden states ``(B, T, D)``.
-
-    Index 0 is the embeddings after the embedding LayerNorm, index i the output of block i; the
-    final hidden states are the last entry (post-LN BERT has no separate final norm).
-    """
-    t = tokens.shape[1]
-    x = params["embed"][tokens] + params["pos_embed"][jnp.arange(t)][None] + params["type_embed"][0]
-    x = L.layer_norm(x, params["embed_norm"], params["embed_norm_bias"], c.norm_eps)
-    stream, x_last = L.run_blocks(lambda x, p: _block(c, x, p), x, params["layers"])
-    return stream, x_last
-
-
-def unembed(c: BertConfig, params: dict[str, Any], final: jax.Array) -> jax.Array:
-    """BERT encoders have no LM head here: returns the final hidden states ``(B, T, D)`` unchanged."""
-    return final
+def final_norm(c: BertConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
+    """Post-LN BERT has no separate final norm: the last block already ends in one."""
+    return x
 
 
 def pooled(c: BertConfig, params: dict[str, Any], final: jax.Array) -> jax.Array:

@@ -6,14 +6,49 @@ Block: ``x = x + attn(rms(x)); x = x + mlp(rms(x))``; logits ``= rms(x) @ lm_hea
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import HFTensor, LlamaConfig, init_from_shapes
-from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, Axes
+from gaugejax.models.base import ModelConfig
+from gaugejax.models.table import GAIN, NONE, READ, WRITE, Param
+
+
+@dataclass(frozen=True)
+class LlamaConfig(ModelConfig):
+    """Llama-family config (RMSNorm, RoPE, GQA, SwiGLU).
+
+    Attributes:
+      n_kv_heads: key/value heads (GQA when fewer than ``n_heads``).
+      head_dim: per-head size (default ``d_model // n_heads``).
+      rope_theta: RoPE base.
+      rope_scaling: HF ``rope_scaling`` as JSON text (``linear``, ``dynamic``, ``llama3``) or ``None``.
+      qkv_bias: q/k/v projections have biases (Qwen2).
+      norm_offset: 1.0 for ``(1 + scale)`` gains (Gemma-style), else 0.0.
+      sliding_window: attention window (Mistral), or ``None``.
+      max_positions: HF ``max_position_embeddings``.
+    """
+
+    n_kv_heads: int = 4
+    head_dim: int = 16
+    rope_theta: float = 10000.0
+    rope_scaling: str | None = None
+    qkv_bias: bool = False
+    norm_offset: float = 0.0
+    sliding_window: int | None = None
+    max_positions: int = 2048
+
+    @property
+    def norm(self) -> str:
+        return "rmsnorm"
+
+    @property
+    def rope_scaling_dict(self) -> dict | None:
+        return None if self.rope_scaling is None else json.loads(self.rope_scaling)
+
 
 _HF_KNOWN = {
     "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -97,92 +132,61 @@ def config_to_hf(c: LlamaConfig) -> dict:
     return cfg
 
 
-def param_shapes(c: LlamaConfig) -> dict[str, Any]:
-    """Shapes of every parameter (per layer inside ``"layers"``, without the layer axis)."""
-    d, f, q, kv = c.d_model, c.d_ff, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-    layer = {
-        "attn_norm": (d,), "q": (q, d), "k": (kv, d), "v": (kv, d), "o": (d, q),
-        "mlp_norm": (d,), "gate": (f, d), "up": (f, d), "down": (d, f),
-    }
+_L = "model.layers.{i}."
+_B = "blk.{i}."
+
+
+def params(c: LlamaConfig) -> list[Param]:
+    """The parameter table (shapes, gauge roles, HF keys, GGUF names, shardable axes)."""
+    d, f, q, kv, v = c.d_model, c.d_ff, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.vocab_size
+    table = [
+        Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0, gguf="token_embd.weight"),
+        Param("attn_norm", (d,), GAIN, _L + "input_layernorm.weight", gguf=_B + "attn_norm.weight"),
+        Param("q", (q, d), READ, _L + "self_attn.q_proj.weight", shard=0, gguf=_B + "attn_q.weight"),
+        Param("k", (kv, d), READ, _L + "self_attn.k_proj.weight", shard=0, gguf=_B + "attn_k.weight"),
+        Param("v", (kv, d), READ, _L + "self_attn.v_proj.weight", shard=0, gguf=_B + "attn_v.weight"),
+        Param("o", (d, q), WRITE, _L + "self_attn.o_proj.weight", shard=1, gguf=_B + "attn_output.weight"),
+        Param("mlp_norm", (d,), GAIN, _L + "post_attention_layernorm.weight", gguf=_B + "ffn_norm.weight"),
+        Param("gate", (f, d), READ, _L + "mlp.gate_proj.weight", shard=0, gguf=_B + "ffn_gate.weight"),
+        Param("up", (f, d), READ, _L + "mlp.up_proj.weight", shard=0, gguf=_B + "ffn_up.weight"),
+        Param("down", (d, f), WRITE, _L + "mlp.down_proj.weight", shard=1, gguf=_B + "ffn_down.weight"),
+    ]
     if c.qkv_bias:
-        layer.update(q_bias=(q,), k_bias=(kv,), v_bias=(kv,))
-    shapes = {"embed": (c.vocab_size, d), "layers": layer, "final_norm": (d,)}
+        table += [Param("q_bias", (q,), NONE, _L + "self_attn.q_proj.bias", shard=0, gguf=_B + "attn_q.bias"),
+                  Param("k_bias", (kv,), NONE, _L + "self_attn.k_proj.bias", shard=0, gguf=_B + "attn_k.bias"),
+                  Param("v_bias", (kv,), NONE, _L + "self_attn.v_proj.bias", shard=0, gguf=_B + "attn_v.bias")]
+    table.append(Param("final_norm", (d,), GAIN, "model.norm.weight", gguf="output_norm.weight"))
     if not c.tie_embeddings:
-        shapes["lm_head"] = (c.vocab_size, d)
-    return shapes
+        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0, gguf="output.weight"))
+    return table
 
 
-def param_axes(c: LlamaConfig) -> dict[str, Any]:
-    """The gauge spec (SPEC §3), per layer inside ``"layers"`` without the layer axis."""
-    read, write, gain = Axes(None, RESIDUAL), Axes(RESIDUAL, None), Axes(RESIDUAL_PERM)
-    layer = {
-        "attn_norm": gain, "q": read, "k": read, "v": read, "o": write,
-        "mlp_norm": gain, "gate": read, "up": read, "down": write,
-    }
-    if c.qkv_bias:
-        layer.update(q_bias=Axes(None), k_bias=Axes(None), v_bias=Axes(None))
-    axes = {"embed": read, "layers": layer, "final_norm": gain}
-    if not c.tie_embeddings:
-        axes["lm_head"] = read
-    return axes
+def context(c: LlamaConfig, t: int) -> dict[str, jax.Array]:
+    """RoPE ``cos``/``sin`` and the causal (sliding-window) mask for ``t`` positions."""
+    cos, sin = L.rope_cos_sin(jnp.arange(t), c.head_dim, c.rope_theta, c.rope_scaling_dict)
+    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t, c.sliding_window)}
 
 
-def hf_tensors(c: LlamaConfig) -> list[HFTensor]:
-    """Every safetensors key of the HF checkpoint and where it lives in ``params``."""
-    out = [HFTensor("model.embed_tokens.weight", "embed", None)]
-    names = {
-        "attn_norm": "input_layernorm.weight", "q": "self_attn.q_proj.weight",
-        "k": "self_attn.k_proj.weight", "v": "self_attn.v_proj.weight", "o": "self_attn.o_proj.weight",
-        "mlp_norm": "post_attention_layernorm.weight", "gate": "mlp.gate_proj.weight",
-        "up": "mlp.up_proj.weight", "down": "mlp.down_proj.weight",
-    }
-    if c.qkv_bias:
-        names.update(q_bias="self_attn.q_proj.bias", k_bias="self_attn.k_proj.bias", v_bias="self_attn.v_proj.bias")
-    for i in range(c.n_layers):
-        out += [HFTensor(f"model.layers.{i}.{n}", k, i) for k, n in names.items()]
-    out.append(HFTensor("model.norm.weight", "final_norm", None))
-    if not c.tie_embeddings:
-        out.append(HFTensor("lm_head.weight", "lm_head", None))
-    return out
+def embed(c: LlamaConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
+    """Token embeddings ``(B, T, D)``."""
+    return p["embed"][tokens]
 
 
-def init_params(c: LlamaConfig, key: jax.Array, dtype=jnp.float32) -> dict[str, Any]:
-    """Random parameters with generic (pairwise distinct) norm gains (see :func:`init_from_shapes`)."""
-    return init_from_shapes(param_shapes(c), c.n_layers, key, dtype, gain_offset=c.norm_offset)
-
-
-def _block(c: LlamaConfig, x: jax.Array, p: dict[str, jax.Array], cos, sin, mask) -> jax.Array:
+def block(c: LlamaConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
+    """``x = x + attn(rms(x)); x = x + mlp(rms(x))``."""
     b, t, _ = x.shape
     h = L.rms_norm(x, p["attn_norm"], c.norm_eps, c.norm_offset)
     q = L.linear(h, p["q"], p.get("q_bias")).reshape(b, t, c.n_heads, c.head_dim)
     k = L.linear(h, p["k"], p.get("k_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
     v = L.linear(h, p["v"], p.get("v_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
-    q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
-    a = L.attention(q, k, v, mask).reshape(b, t, c.n_heads * c.head_dim)
+    q, k = L.apply_rope(q, ctx["cos"], ctx["sin"]), L.apply_rope(k, ctx["cos"], ctx["sin"])
+    a = L.attention(q, k, v, ctx["mask"]).reshape(b, t, c.n_heads * c.head_dim)
     x = x + L.linear(a, p["o"])
     h = L.rms_norm(x, p["mlp_norm"], c.norm_eps, c.norm_offset)
     act = L.activation(c.activation)
-    x = x + L.linear(act(L.linear(h, p["gate"])) * L.linear(h, p["up"]), p["down"])
-    return x
+    return x + L.linear(act(L.linear(h, p["gate"])) * L.linear(h, p["up"]), p["down"])
 
 
-def hidden_states(c: LlamaConfig, params: dict[str, Any], tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Residual stream before each block and after the last one, and the final-normed stream.
-
-    Returns:
-      ``stream`` (n_layers + 1, B, T, D) with index 0 the embeddings, index i after block i (pre
-      final norm), and ``final`` (B, T, D) after the final norm.
-    """
-    t = tokens.shape[1]
-    x = params["embed"][tokens]
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.head_dim, c.rope_theta, c.rope_scaling_dict)
-    mask = L.causal_mask(t, c.sliding_window)
-    stream, x_last = L.run_blocks(lambda x, p: _block(c, x, p, cos, sin, mask), x, params["layers"])
-    final = L.rms_norm(x_last, params["final_norm"], c.norm_eps, c.norm_offset)
-    return stream, final
-
-
-def unembed(c: LlamaConfig, params: dict[str, Any], final: jax.Array) -> jax.Array:
-    """Logits ``(B, T, V)`` from the final-normed stream."""
-    head = params["embed"] if c.tie_embeddings else params["lm_head"]
-    return jnp.einsum("btd,vd->btv", final, head)
+def final_norm(c: LlamaConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
+    """The final RMSNorm."""
+    return L.rms_norm(x, p["final_norm"], c.norm_eps, c.norm_offset)

@@ -8,14 +8,41 @@ Parallel block: ``x = x + attn(ln1(x)) + mlp(ln2(x))``; sequential:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from gaugejax.models import gpt2
 from gaugejax.models import layers as L
-from gaugejax.models.base import HFTensor, NeoXConfig, init_from_shapes
+from gaugejax.models.base import ModelConfig
+from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+
+
+@dataclass(frozen=True)
+class NeoXConfig(ModelConfig):
+    """GPT-NeoX config (LayerNorm, partial rotary, optional parallel residual)."""
+
+    family: str = "neox"
+    model_type: str = "gpt_neox"
+    rotary_pct: float = 0.25
+    rope_theta: float = 10000.0
+    parallel_residual: bool = True
+    max_positions: int = 2048
+    activation: str = "gelu"
+
+    @property
+    def norm(self) -> str:
+        return "layernorm"
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
 
 _HF_KNOWN = {
     "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -65,53 +92,54 @@ def config_to_hf(c: NeoXConfig) -> dict:
     return cfg
 
 
-def param_shapes(c: NeoXConfig) -> dict[str, Any]:
-    """Shapes of every parameter: GPT-2's without learned positions."""
-    shapes = gpt2.param_shapes(c)
-    del shapes["pos_embed"]
-    return shapes
+_G = "gpt_neox.layers.{i}."
 
 
-def param_axes(c: NeoXConfig) -> dict[str, Any]:
-    """The gauge spec (SPEC §3): GPT-2's roles without learned positions."""
-    axes = gpt2.param_axes(c)
-    del axes["pos_embed"]
-    return axes
-
-
-def hf_tensors(c: NeoXConfig) -> list[HFTensor]:
-    """Every safetensors key of the HF checkpoint and where it lives in ``params``."""
-    out = [HFTensor("gpt_neox.embed_in.weight", "embed", None)]
-    names = {
-        "attn_norm": "input_layernorm.weight", "attn_norm_bias": "input_layernorm.bias",
-        "qkv": "attention.query_key_value.weight", "qkv_bias": "attention.query_key_value.bias",
-        "o": "attention.dense.weight", "o_bias": "attention.dense.bias",
-        "mlp_norm": "post_attention_layernorm.weight", "mlp_norm_bias": "post_attention_layernorm.bias",
-        "fc_in": "mlp.dense_h_to_4h.weight", "fc_in_bias": "mlp.dense_h_to_4h.bias",
-        "fc_out": "mlp.dense_4h_to_h.weight", "fc_out_bias": "mlp.dense_4h_to_h.bias",
-    }
-    for i in range(c.n_layers):
-        out += [HFTensor(f"gpt_neox.layers.{i}.{n}", k, i) for k, n in names.items()]
-    out += [HFTensor("gpt_neox.final_layer_norm.weight", "final_norm", None),
-            HFTensor("gpt_neox.final_layer_norm.bias", "final_norm_bias", None)]
+def params(c: NeoXConfig) -> list[Param]:
+    """The parameter table."""
+    d, f = c.d_model, c.d_ff
+    table = [
+        Param("embed", (c.vocab_size, d), READ, "gpt_neox.embed_in.weight", shard=0),
+        Param("attn_norm", (d,), GAIN, _G + "input_layernorm.weight"),
+        Param("attn_norm_bias", (d,), VECTOR, _G + "input_layernorm.bias"),
+        Param("qkv", (3 * d, d), READ, _G + "attention.query_key_value.weight", shard=0),
+        Param("qkv_bias", (3 * d,), NONE, _G + "attention.query_key_value.bias", shard=0),
+        Param("o", (d, d), WRITE, _G + "attention.dense.weight", shard=1),
+        Param("o_bias", (d,), VECTOR, _G + "attention.dense.bias"),
+        Param("mlp_norm", (d,), GAIN, _G + "post_attention_layernorm.weight"),
+        Param("mlp_norm_bias", (d,), VECTOR, _G + "post_attention_layernorm.bias"),
+        Param("fc_in", (f, d), READ, _G + "mlp.dense_h_to_4h.weight", shard=0),
+        Param("fc_in_bias", (f,), NONE, _G + "mlp.dense_h_to_4h.bias", shard=0),
+        Param("fc_out", (d, f), WRITE, _G + "mlp.dense_4h_to_h.weight", shard=1),
+        Param("fc_out_bias", (d,), VECTOR, _G + "mlp.dense_4h_to_h.bias"),
+        Param("final_norm", (d,), GAIN, "gpt_neox.final_layer_norm.weight"),
+        Param("final_norm_bias", (d,), VECTOR, "gpt_neox.final_layer_norm.bias"),
+    ]
     if not c.tie_embeddings:
-        out.append(HFTensor("embed_out.weight", "lm_head", None))
-    return out
+        table.append(Param("lm_head", (c.vocab_size, d), READ, "embed_out.weight", shard=0))
+    return table
 
 
-def init_params(c: NeoXConfig, key: jax.Array, dtype=jnp.float32) -> dict[str, Any]:
-    """Random parameters with generic gains (see :func:`init_from_shapes`)."""
-    return init_from_shapes(param_shapes(c), c.n_layers, key, dtype)
+def context(c: NeoXConfig, t: int) -> dict[str, jax.Array]:
+    """Partial-rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
+    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, c.rope_theta, None)
+    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
 
 
-def _block(c: NeoXConfig, x: jax.Array, p: dict[str, jax.Array], cos, sin, mask) -> jax.Array:
+def embed(c: NeoXConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
+    """Token embeddings ``(B, T, D)``."""
+    return p["embed"][tokens]
+
+
+def block(c: NeoXConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
+    """Parallel ``x + attn(ln1(x)) + mlp(ln2(x))`` or sequential residual."""
     b, t, d = x.shape
     hd = c.head_dim
     h = L.layer_norm(x, p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
     qkv = L.linear(h, p["qkv"], p["qkv_bias"]).reshape(b, t, c.n_heads, 3, hd)
     q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
-    q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
-    attn = L.linear(L.attention(q, k, v, mask).reshape(b, t, d), p["o"], p["o_bias"])
+    q, k = L.apply_rope(q, ctx["cos"], ctx["sin"]), L.apply_rope(k, ctx["cos"], ctx["sin"])
+    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, d), p["o"], p["o_bias"])
     act = L.activation(c.activation)
 
     def mlp(z):
@@ -124,18 +152,6 @@ def _block(c: NeoXConfig, x: jax.Array, p: dict[str, jax.Array], cos, sin, mask)
     return x + mlp(x)
 
 
-def hidden_states(c: NeoXConfig, params: dict[str, Any], tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """See :func:`gaugejax.models.llama.hidden_states`."""
-    t = tokens.shape[1]
-    x = params["embed"][tokens]
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, c.rope_theta, None)
-    mask = L.causal_mask(t)
-    stream, x_last = L.run_blocks(lambda x, p: _block(c, x, p, cos, sin, mask), x, params["layers"])
-    final = L.layer_norm(x_last, params["final_norm"], params["final_norm_bias"], c.norm_eps)
-    return stream, final
-
-
-def unembed(c: NeoXConfig, params: dict[str, Any], final: jax.Array) -> jax.Array:
-    """Logits ``(B, T, V)`` from the final-normed stream."""
-    head = params["embed"] if c.tie_embeddings else params["lm_head"]
-    return jnp.einsum("btd,vd->btv", final, head)
+def final_norm(c: NeoXConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
+    """The final LayerNorm."""
+    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps)

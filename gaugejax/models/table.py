@@ -1,0 +1,235 @@
+"""Parameter tables: every parameter of a family declared once; shapes, specs and I/O derived.
+
+A family module lists its parameters as :class:`Param` rows (``params(config) -> list[Param]``).
+Each row says the parameter's name, shape, gauge :class:`Role`, Hugging Face key, GGUF name and
+the axis a model-parallel mesh may split. Everything else is derived here, once, for every family:
+the shape pytree, the gauge spec, the list of HF tensors (with fused and transposed layouts), the
+GGUF names, the sharding axes and random initial values.
+
+Per-layer parameters have ``{i}`` in their HF key; they are stacked on a leading layer axis under
+``params["layers"]`` (the shapes declared here never include that axis).
+
+Example:
+  >>> t = [Param("embed", (10, 4), Role.READ, "wte.weight"),
+  ...      Param("norm", (4,), Role.GAIN, "h.{i}.ln.weight")]
+  >>> param_shapes(t)
+  {'embed': (10, 4), 'layers': {'norm': (4,)}}
+  >>> param_axes(t)["layers"]["norm"]
+  Axes(residual:perm)
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, Axes
+
+
+class Role(enum.Enum):
+    """How the residual gauge ``(perm, signs)`` acts on a parameter (conventions in docs/conventions.md).
+
+    * ``READ``: a matrix reading the stream ``(out, d)``, or rows written into it (embeddings
+      ``(n, d)``): ``W[:, perm] * signs``.
+    * ``WRITE``: a matrix writing the stream ``(d, in)``: ``W[perm, :] * signs[:, None]``.
+    * ``VECTOR``: a ``(d,)`` vector added to the stream (bias of a writing matrix, LayerNorm
+      bias): ``b[perm] * signs``.
+    * ``GAIN``: a norm gain ``(d,)`` (also the ``scale`` of a ``(1 + scale)`` gain): ``g[perm]``,
+      never signed.
+    * ``NONE``: untouched (biases of reading matrices, heads-only tensors).
+    """
+
+    READ = "read"
+    WRITE = "write"
+    VECTOR = "vector"
+    GAIN = "gain"
+    NONE = "none"
+
+    def axes(self, ndim: int) -> Axes:
+        """The :class:`~gaugejax.spec.Axes` of a parameter of this role with ``ndim`` axes."""
+        if self is Role.READ:
+            return Axes(*(None,) * (ndim - 1), RESIDUAL)
+        if self is Role.WRITE:
+            return Axes(RESIDUAL, *(None,) * (ndim - 1))
+        if self is Role.VECTOR:
+            return Axes(RESIDUAL)
+        if self is Role.GAIN:
+            return Axes(RESIDUAL_PERM)
+        return Axes(*(None,) * ndim)
+
+
+READ, WRITE, VECTOR, GAIN, NONE = Role.READ, Role.WRITE, Role.VECTOR, Role.GAIN, Role.NONE
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a family, declared once.
+
+    Attributes:
+      name: key in ``params`` (in ``params["layers"]`` when per-layer).
+      shape: shape in PyTorch ``nn.Linear`` layout ``(out, in)``, without the layer axis.
+      role: how the gauge acts on it.
+      hf: Hugging Face safetensors key; ``{i}`` stands for the layer index and marks the parameter
+        as per-layer. Several params naming the same key are *fused* in that tensor: concatenated
+        along ``fuse_axis`` (of our layout) in declaration order (e.g. Phi-3 ``qkv_proj``).
+      transpose: HF stores the tensor transposed, ``(in, out)`` (GPT-2 ``Conv1D``).
+      shard: the axis of ``shape`` a ``model`` mesh axis may split (heads, MLP width or vocab);
+        ``None`` replicates.
+      gguf: llama.cpp tensor name (``{i}`` = layer), or ``None`` when GGUF has no such tensor.
+      fuse_axis: concatenation axis for fused HF tensors.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: Role
+    hf: str
+    transpose: bool = False
+    shard: int | None = None
+    gguf: str | None = None
+    fuse_axis: int = 0
+
+    @property
+    def per_layer(self) -> bool:
+        """True when the parameter exists once per block (its HF key has ``{i}``)."""
+        return "{i}" in self.hf
+
+    @property
+    def axes(self) -> Axes:
+        """Gauge axes in our layout, without the layer axis."""
+        return self.role.axes(len(self.shape))
+
+
+class HFTensor(NamedTuple):
+    """Where one Hugging Face tensor lives in our params.
+
+    Attributes:
+      name: the safetensors key, e.g. ``model.layers.3.self_attn.q_proj.weight``.
+      key: the key in ``params`` (``params["layers"][key]`` when ``layer`` is not None); for a
+        fused tensor, its first part.
+      layer: the layer index, or None for global tensors.
+      transpose: the HF tensor is stored ``(in, out)`` (GPT-2 ``Conv1D``).
+      parts: for a fused tensor, every ``(key, size along fuse_axis)`` in order; else empty.
+      fuse_axis: the concatenation axis of a fused tensor, in our layout.
+    """
+
+    name: str
+    key: str
+    layer: int | None
+    transpose: bool = False
+    parts: tuple[tuple[str, int], ...] = ()
+    fuse_axis: int = 0
+
+
+def _nest(table: Iterable[Param], value) -> dict[str, Any]:
+    """``{name: value(p)}`` for global params and ``{"layers": {...}}`` for per-layer ones, in table order."""
+    out: dict[str, Any] = {}
+    for p in table:
+        if p.per_layer:
+            out.setdefault("layers", {})[p.name] = value(p)
+        else:
+            out[p.name] = value(p)
+    return out
+
+
+def param_shapes(table: Iterable[Param]) -> dict[str, Any]:
+    """Shape of every parameter (per-layer ones under ``"layers"``, without the layer axis)."""
+    return _nest(table, lambda p: tuple(p.shape))
+
+
+def param_axes(table: Iterable[Param]) -> dict[str, Any]:
+    """The gauge spec, per-layer entries without the leading layer axis."""
+    return _nest(table, lambda p: p.axes)
+
+
+def shard_axes(table: Iterable[Param]) -> dict[str, Any]:
+    """The axis a ``model`` mesh axis may split, per parameter, counted in the stored arrays
+    (per-layer arrays have the layer axis first); ``None`` replicates."""
+    return _nest(table, lambda p: None if p.shard is None else p.shard + p.per_layer)
+
+
+def hf_tensors(table: Iterable[Param], n_layers: int) -> list[HFTensor]:
+    """Every safetensors key of the HF checkpoint and where it lives in ``params``.
+
+    Order: the table's order, with all per-layer tensors layer by layer (layer 0's, then layer
+    1's, ...) where the first per-layer parameter stands.
+    """
+    groups: dict[str, list[Param]] = {}
+    for p in table:
+        groups.setdefault(p.hf, []).append(p)
+
+    def entry(ps: list[Param], i: int | None) -> HFTensor:
+        parts = tuple((p.name, p.shape[p.fuse_axis]) for p in ps) if len(ps) > 1 else ()
+        return HFTensor(ps[0].hf.format(i=i), ps[0].name, i, ps[0].transpose, parts, ps[0].fuse_axis)
+
+    out: list[HFTensor] = []
+    layered = [ps for ps in groups.values() if ps[0].per_layer]
+    for ps in groups.values():
+        if not ps[0].per_layer:
+            out.append(entry(ps, None))
+        elif ps is layered[0]:
+            out += [entry(q, i) for i in range(n_layers) for q in layered]
+    return out
+
+
+def hf_axes(table: Iterable[Param]) -> dict[str, Axes]:
+    """HF key template → gauge axes in the stored layout (reversed for transposed tensors)."""
+    out: dict[str, Axes] = {}
+    for p in table:
+        a = p.axes.reversed() if p.transpose else p.axes
+        if out.setdefault(p.hf, a) != a:
+            raise ValueError(f"fused tensor {p.hf!r} mixes gauge roles")
+    return out
+
+
+def gguf_names(table: Iterable[Param], n_layers: int) -> dict[str, str]:
+    """HF tensor name → llama.cpp GGUF tensor name, for every parameter GGUF stores."""
+    out = {}
+    for p in table:
+        if p.gguf is None:
+            continue
+        for i in (range(n_layers) if p.per_layer else [None]):
+            out[p.hf.format(i=i)] = p.gguf.format(i=i)
+    return out
+
+
+def init_params(table: Iterable[Param], n_layers: int, key: jax.Array, dtype=jnp.float32, *,
+                gain_offset: float = 0.0) -> dict[str, Any]:
+    """Random parameters for a table.
+
+    Gains are ``U(0.5, 1.5) - gain_offset`` so that no two coincide (with tied gains the symmetry
+    group is larger than ``B_d`` and equivariance tests would say nothing about the rule); other
+    vectors (biases) are ``0.1·N(0, 1)``; matrices are ``N(0, 1/fan_in)``. Keys are split over the
+    global params first, then the per-layer ones, in table order.
+    """
+    table = list(table)
+    ordered = [p for p in table if not p.per_layer] + [p for p in table if p.per_layer]
+    keys = jax.random.split(key, len(ordered))
+
+    def make(p: Param, k: jax.Array) -> jax.Array:
+        shape = (n_layers, *p.shape) if p.per_layer else tuple(p.shape)
+        if p.role is Role.GAIN:
+            return jax.random.uniform(k, shape, dtype, 0.5, 1.5) - gain_offset
+        if len(p.shape) == 1:
+            return 0.1 * jax.random.normal(k, shape, dtype)
+        return jax.random.normal(k, shape, dtype) / jnp.sqrt(jnp.asarray(p.shape[-1], dtype))
+
+    made = {p.name: make(p, k) for p, k in zip(ordered, keys)}
+    return _nest(table, lambda p: made[p.name])
+
+
+def check_table(table: Iterable[Param]) -> None:
+    """Raises ``ValueError`` on a malformed table (duplicate names, bad roles, bad fusions)."""
+    seen = set()
+    for p in table:
+        if p.name in seen or p.name == "layers":
+            raise ValueError(f"parameter name {p.name!r} repeated or reserved")
+        seen.add(p.name)
+        if p.role in (Role.VECTOR, Role.GAIN) and len(p.shape) != 1:
+            raise ValueError(f"{p.name}: a {p.role.value} parameter must be 1-D, got shape {p.shape}")
+        if p.shard is not None and not 0 <= p.shard < len(p.shape):
+            raise ValueError(f"{p.name}: shard axis {p.shard} out of range for shape {p.shape}")
+    hf_axes(table)
