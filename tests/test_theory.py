@@ -1,5 +1,5 @@
-"""Tests of the executable theory (``theory/``): each proposition passes, and the same machinery
-rejects deliberately wrong rules."""
+"""Tests of the executable theory (``theory/``): each proposition passes, the same machinery rejects
+deliberately wrong rules, and a wrong rule in the library's own gauge spec fails the proof."""
 
 import json
 import os
@@ -111,28 +111,128 @@ def test_proof_records_failures():
     assert not pf.passed and pf.failed_steps() == ["false"]
 
 
-# --------------------------------------------------------------------------- blocks
-@pytest.mark.parametrize("arch,gauge", [("llama", MIXED), ("llama", GLOBAL), ("gpt2", GLOBAL)])
-def test_spec_rules_pass_through_blocks(arch, gauge):
-    r = blocks.check_model(arch, gauge)
-    assert r.passed, r.stages
+# --------------------------------------------------------------------------- blocks (the library's spec)
+from theory import families  # noqa: E402
+
+CONFIGS = [cfg for fam_configs in families.CONFIGS.values() for cfg in fam_configs]
 
 
-@pytest.mark.parametrize("arch,gauge,wrong,stage", [
-    ("llama", MIXED, "signed_rms_gain", "attn norm"),
-    ("llama", MIXED, "unsigned_reader", "attention scores"),
-    ("llama", MIXED, "unsigned_writer", "attention output"),
-    ("gpt2", GLOBAL, "unsigned_ln_bias", "attn norm"),
-    ("gpt2", GLOBAL, "signed_ln_gain", "attn norm"),
+@pytest.mark.parametrize("label,kind,overrides", CONFIGS, ids=[c[0].split(":")[0] + "-" + str(i) for i, c in
+                                                               enumerate(CONFIGS)])
+def test_library_spec_carries_the_gauge_through_every_family(label, kind, overrides):
+    r = blocks.check_config(label, kind, overrides)
+    assert r.passed, r.failures()
+    assert r.generated == blocks.group_order(r.norm) and not r.uncovered
+    assert {"embedding", "attention norm"} <= set(r.stages) or {"embedding sum", "attention norm"} <= set(r.stages)
+
+
+def test_every_library_family_has_a_symbolic_model():
+    assert set(blocks.library_families()) <= set(families.FAMILIES) & set(families.CONFIGS)
+
+
+def _mutate_library(monkeypatch, path, new_axes):
+    """Replaces the library's own ``gauge_spec`` by one with a wrong rule at ``path``."""
+    import gaugejax
+    import gaugejax.models
+
+    original = gaugejax.models.gauge_spec
+
+    def wrong_spec(config):
+        spec = original(config)
+        node = spec
+        for k in path[:-1]:
+            node = node[k]
+        if path[-1] in node:
+            node[path[-1]] = new_axes(node[path[-1]])
+        return spec
+
+    monkeypatch.setattr(gaugejax.models, "gauge_spec", wrong_spec)
+    monkeypatch.setattr(gaugejax, "gauge_spec", wrong_spec)
+    return wrong_spec
+
+
+def _with_signs(axes, signed):
+    from gaugejax.spec import Axes, AxisAction
+
+    return Axes(*(None if a is None else AxisAction(a.group, signed) for a in axes.actions))
+
+
+@pytest.mark.parametrize("path,signed,stage", [
+    (("layers", "attn_norm"), True, "attention norm"),   # the RMSNorm gain signed
+    (("layers", "down"), False, "mlp"),                   # a writing matrix without its sign
+    (("layers", "attn_norm_bias"), False, "attention norm"),  # a LayerNorm bias without its sign
 ])
-def test_wrong_rules_rejected_in_blocks(arch, gauge, wrong, stage):
-    r = blocks.check_model(arch, gauge, wrong=wrong)
-    assert not r.passed and not r.stages[stage], r.stages
+def test_a_wrong_rule_in_the_library_fails_the_proof(monkeypatch, path, signed, stage):
+    _mutate_library(monkeypatch, path, lambda a: _with_signs(a, signed))
+    kind = "gpt2" if "bias" in path[-1] else "llama"
+    label, tiny_kind, overrides = families.CONFIGS[kind][0]
+    r = blocks.check_config(label, tiny_kind, overrides)      # the library's (now wrong) spec
+    assert not r.passed and f"{stage} under sign flip" in r.failures()
+    assert r.equivariant is False and not r.uncovered   # the wrong rule, not a coverage gap, is what fails
 
 
-def test_layernorm_block_rejects_nonglobal_signs():
-    r = blocks.check_model("gpt2", MIXED)
-    assert not r.passed and not r.stages["attention scores"]
+def test_python_m_theory_fails_on_a_signed_rmsnorm_gain(monkeypatch, capsys):
+    from theory.__main__ import main
+
+    _mutate_library(monkeypatch, ("layers", "attn_norm"), lambda a: _with_signs(a, True))
+    assert main(["--only", "blocks"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL]" in out and "attention norm under sign flip" in out and "0 of 1 propositions pass" in out
+
+
+def test_a_wrong_role_in_the_parameter_tables_fails_the_proof(monkeypatch):
+    """Deeper than ``gauge_spec``: sign every norm gain in the table every family derives its spec from."""
+    table = pytest.importorskip("gaugejax.models.table")
+    if not hasattr(table, "Role"):
+        pytest.skip("no parameter tables")
+    from gaugejax.spec import RESIDUAL, Axes
+
+    original = table.Role.axes
+    monkeypatch.setattr(table.Role, "axes", lambda self, ndim: Axes(RESIDUAL) if self is table.Role.GAIN
+                        else original(self, ndim))
+    checks, _ = blocks.check_library()
+    rms = [c for c in checks if c.norm == "rmsnorm"]
+    assert rms and not any(c.passed for c in rms)
+    assert all("attention norm under sign flip" in c.failures() for c in rms)
+
+
+def test_a_parameter_the_symbolic_model_ignores_is_reported(monkeypatch):
+    original = blocks.symbolic_params
+
+    def with_extra(config):
+        p = original(config)
+        from theory.symbolic import syms
+
+        p["layers"]["new_gate"] = syms("new_gate", (1, 3))
+        return p
+
+    import gaugejax
+
+    spec_orig = gaugejax.models.gauge_spec
+
+    def spec_fn(config):
+        from gaugejax.spec import RESIDUAL, Axes
+
+        spec = spec_orig(config)
+        spec["layers"]["new_gate"] = Axes(None, RESIDUAL)
+        return spec
+
+    monkeypatch.setattr(blocks, "symbolic_params", with_extra)
+    label, kind, ov = families.CONFIGS["llama"][0]
+    r = blocks.check_config(label, kind, ov, spec_fn=spec_fn)
+    assert not r.passed and r.uncovered == ["layers.new_gate"]
+
+
+def test_a_family_without_symbolic_model_fails(monkeypatch):
+    monkeypatch.setattr(blocks, "library_families", lambda: ("llama", "gpt2", "neox", "bert", "newfamily"))
+    pf = __import__("theory.report", fromlist=["x"]).blocks_proposition()
+    assert not pf.passed and any("symbolic model" in s for s in pf.failed_steps())
+
+
+def test_layernorm_models_reject_a_single_sign_flip():
+    label, kind, ov = families.CONFIGS["gpt2"][0]
+    r = blocks.check_config(label, kind, ov)
+    assert r.control and not r.control["attention norm"] and r.control["logits"]
 
 
 def test_certificate_never_fails_a_true_identity():
@@ -141,6 +241,13 @@ def test_certificate_never_fails_a_true_identity():
     x = sp.Symbol("x", real=True)
     assert not blocks._certainly_nonzero(np.array([sp.sqrt(x**2 + 1) ** 2 - x**2 - 1], dtype=object))
     assert blocks._certainly_nonzero(np.array([x], dtype=object))
+    assert blocks.is_zero(np.array([(x + 1) ** 2 * sp.exp(x + 1) - (x**2 + 2 * x + 1) * sp.exp(1 + x)], dtype=object))
+
+
+def test_generators_generate_the_groups():
+    assert len(blocks.closure(blocks.generators("rmsnorm").values())) == 48
+    els = blocks.closure(blocks.generators("layernorm").values())
+    assert len(els) == 12 and all(g.is_global_sign for g in els)
 
 
 # --------------------------------------------------------------------------- optimizer

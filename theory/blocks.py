@@ -1,341 +1,342 @@
-"""Whole transformer blocks, symbolically: the SPEC §3 rules carry the residual gauge through.
+"""Whole models, symbolically, with every parameter moved by the library's own gauge spec.
 
-Tiny symbolic models (``d = 3`` residual channels, sequence length 2, every weight a free sympy
-symbol, ``eps`` symbolic) are written as plain functions on numpy object arrays. Parameters move
-from chart A to chart B by *rules* (SPEC §3) applied with the library's own
-:meth:`gaugejax.gauge.SignedPermutation.apply`. A model is gauge-covariant under a rule set when,
-for residual input ``h`` in A and ``h_B = h[..., perm] * signs`` in B,
+For each model family the library registers, a tiny config (``d = 3``, one block, two tokens) is
+built with ``gaugejax.tiny_config``; its parameters become free sympy symbols with the library's
+shapes; chart B's parameters are ``gaugejax.apply_spec(params, gaugejax.models.gauge_spec(config),
+gauge)``, i.e. exactly what ``apply_gauge`` does. Nothing here says how a parameter moves, so a
+wrong rule in the library makes this check fail. The forward pass is the family's list of
+:class:`theory.families.Stage` (embedding, one block, head). For a gauge ``G`` each stage must map
+``G``-moved inputs to the ``G``-moved output (or to the same output, for logits and the pooler):
 
-* every residual sub-layer satisfies ``f_B(h_B) = f_A(h)[..., perm] * signs`` (exact identity),
-* embeddings satisfy ``E_B[tok] = E_A[tok][perm] * signs``, and the head gives equal logits.
+    stage_B(G x, G n, ...) = G stage_A(x, n, ...)    as an exact identity in every symbol.
 
-Attention is checked in two stages: the pre-softmax scores of A and B must be identical
-polynomials (after expansion), and then the rest of the sub-layer (softmax as ``exp(s)/Σexp``,
-causal mask, values, output projection, residual add) is a function of those scores; it is
-expanded with the scores as shared symbols. Non-linearities (SiLU, GELU) are undefined sympy
-functions, so the check covers any element-wise activation.
+Every stage holds ⇒ the residual stream of B is ``G`` of A's at every layer (each layer has the
+same stages with its own parameters) and the outputs agree.
 
-Architectures: ``llama`` (RMSNorm, RoPE, grouped-query attention with 2 query heads sharing 1 KV
-head, SwiGLU MLP, untied head) and ``gpt2`` (LayerNorm with bias, learned positions, biased
-projections, GELU MLP).
+*The whole group from its generators.* The stages are proved for the generators of the family's
+group (``B_3``: a 3-cycle, a transposition, one sign flip; ``S_3 × {±1}``: the same with the
+global flip). The parameter action is a group action, checked exactly for every element ``w`` and
+generator ``s``: ``apply_spec(apply_spec(θ, w), s) = apply_spec(θ, w.then(s))``, and the same for
+streams. Then ``w`` and ``s`` equivariant imply ``w.then(s)`` equivariant, and the generators are
+checked to generate the whole group (closure of 48, resp. 12, elements).
+
+*Deciding an identity.* A numeric witness first: every symbol at a random rational point in
+(0, 1), undefined activations replaced by concrete ones, evaluated to 30 digits; ``|value| >
+1e-10`` certifies a failure. Otherwise the difference is expanded and must be exactly 0 (a pass
+is a proof; nothing passes without expanding to 0).
+
+*Coverage.* Every parameter of the library's pytree must be read by some stage; a parameter the
+symbolic model ignores (a new one in the library) fails the check.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from math import factorial
+from typing import Any, Callable
 
+import jax
 import numpy as np
 import sympy as sp
 
+import gaugejax
+from gaugejax.errors import GaugeError
 from gaugejax.gauge import SignedPermutation
+from theory import families as fam
+from theory.symbolic import ACT, expand, syms
 
-D, T, VOCAB = 3, 2, 2  # residual width, sequence length, vocabulary
-N_HEADS, N_KV, HEAD_DIM, HIDDEN = 2, 1, 2, 2
-EPS = sp.Symbol("epsilon", positive=True)
-OMEGA = sp.Symbol("omega", real=True)  # RoPE angle per position step
-
-Rule = Callable[[SignedPermutation, np.ndarray], np.ndarray]
-
-#: SPEC §3, by parameter kind.
-SPEC_RULES: dict[str, Rule] = {
-    "embed": lambda g, a: g.apply(a, axis=-1),                   # rows written into the stream
-    "read": lambda g, a: g.apply(a, axis=1),                     # W (out, d): W[:, perm] * signs
-    "write": lambda g, a: g.apply(a, axis=0),                    # W (d, in): W[perm] * signs[:, None]
-    "write_bias": lambda g, a: g.apply(a, axis=0),               # b[perm] * signs
-    "rms_gain": lambda g, a: g.apply(a, axis=0, signed=False),   # g[perm], never signed
-    "ln_gain": lambda g, a: g.apply(a, axis=0, signed=False),    # g[perm]
-    "ln_bias": lambda g, a: g.apply(a, axis=0),                  # b[perm] * signs
-    "inner": lambda g, a: a,                                     # head / hidden space: untouched
-}
-
-#: Deliberately wrong rule sets (each must be rejected for a gauge with mixed signs).
-WRONG_RULES: dict[str, dict[str, Rule]] = {
-    "signed_rms_gain": {"rms_gain": lambda g, a: g.apply(a, axis=0)},
-    "unsigned_reader": {"read": lambda g, a: g.apply(a, axis=1, signed=False)},
-    "unsigned_writer": {"write": lambda g, a: g.apply(a, axis=0, signed=False)},
-    "unsigned_ln_bias": {"ln_bias": lambda g, a: g.apply(a, axis=0, signed=False)},
-    "signed_ln_gain": {"ln_gain": lambda g, a: g.apply(a, axis=0)},
-}
+D = 3  # residual width of every symbolic config
 
 
-# --------------------------------------------------------------------------- symbolic arrays
-def _syms(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    flat = sp.symbols(f"{name}_0:{int(np.prod(shape))}", real=True)
-    return np.array(flat, dtype=object).reshape(shape)
+# ---------------------------------------------------------------------------------------- params
+def library_spec(config) -> Any:
+    """The gauge spec the library applies (looked up at call time, so a patched library is seen)."""
+    return gaugejax.models.gauge_spec(config)
 
 
-def _expand(a: np.ndarray) -> np.ndarray:
-    return np.vectorize(sp.expand, otypes=[object])(a)
+def library_families() -> tuple[str, ...]:
+    """Model families the library registers."""
+    return tuple(getattr(gaugejax.models, "FAMILIES", {"llama": None, "gpt2": None, "neox": None, "bert": None}))
 
 
-def _rms(h: np.ndarray, g: np.ndarray) -> np.ndarray:
-    ms = [sp.expand(sum(v**2 for v in row) / len(row)) for row in h]
-    return np.array([[g[i] * row[i] / sp.sqrt(m + EPS) for i in range(len(row))]
-                     for row, m in zip(h, ms)], dtype=object)
+def symbolic_params(config) -> Any:
+    """The library's parameter pytree for ``config`` with every entry a free real symbol."""
+    shapes = jax.eval_shape(lambda: gaugejax.random_model(config, seed=0).params)
+
+    def leaf(path, x):
+        name = "_".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        return syms(name, tuple(x.shape))
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
-def _layernorm(h: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = []
-    for row in h:
-        mu = sum(row) / len(row)
-        c = [v - mu for v in row]
-        var = sp.expand(sum(v**2 for v in c) / len(row))
-        out.append([g[i] * c[i] / sp.sqrt(var + EPS) + b[i] for i in range(len(row))])
-    return np.array(out, dtype=object)
+class _Seen(dict):
+    """A dict that records which keys were read."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.seen: set[str] = set()
+
+    def __getitem__(self, key):
+        self.seen.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        return default
 
 
-def _rope(x: np.ndarray, pos: int) -> np.ndarray:
-    """Half-split (``rotate_half``) RoPE on the last axis (head dim), angle ``pos·ω``."""
-    half = x.shape[-1] // 2
-    c, s = sp.cos(pos * OMEGA), sp.sin(pos * OMEGA)
-    rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * c + rot * s
+def _split(params: dict) -> tuple[_Seen, _Seen]:
+    g = _Seen({k: v for k, v in params.items() if k != "layers"})
+    l = _Seen({k: v[0] for k, v in params.get("layers", {}).items()})  # the single block
+    return g, l
 
 
-def _softmax(scores: list) -> list:
-    e = [sp.exp(s) for s in scores]
-    z = sum(e)
-    return [v / z for v in e]
-
-
-# --------------------------------------------------------------------------- architectures
-@dataclass
-class Arch:
-    """A tiny symbolic architecture: parameter kinds and its sub-layers."""
-
-    name: str
-    kinds: dict[str, str]
-    shapes: dict[str, tuple[int, ...]]
-    norm: Callable
-    attn_bias: bool
-    rope: bool
-    mlp: str
-    extra: dict = field(default_factory=dict)
-
-
-LLAMA = Arch(
-    "llama",
-    kinds={"embed": "embed", "attn_norm": "rms_gain", "q": "read", "k": "read", "v": "read",
-           "o": "write", "mlp_norm": "rms_gain", "gate": "read", "up": "read", "down": "write",
-           "final_norm": "rms_gain", "lm_head": "read"},
-    shapes={"embed": (VOCAB, D), "attn_norm": (D,), "q": (N_HEADS * HEAD_DIM, D),
-            "k": (N_KV * HEAD_DIM, D), "v": (N_KV * HEAD_DIM, D), "o": (D, N_HEADS * HEAD_DIM),
-            "mlp_norm": (D,), "gate": (HIDDEN, D), "up": (HIDDEN, D), "down": (D, HIDDEN),
-            "final_norm": (D,), "lm_head": (VOCAB, D)},
-    norm=lambda p, h, which: _rms(h, p[which]),
-    attn_bias=False, rope=True, mlp="swiglu")
-
-GPT2 = Arch(
-    "gpt2",
-    kinds={"embed": "embed", "pos": "embed", "ln1_g": "ln_gain", "ln1_b": "ln_bias",
-           "q": "read", "k": "read", "v": "read", "q_b": "inner", "k_b": "inner", "v_b": "inner",
-           "o": "write", "o_b": "write_bias", "ln2_g": "ln_gain", "ln2_b": "ln_bias",
-           "fc_in": "read", "fc_in_b": "inner", "fc_out": "write", "fc_out_b": "write_bias",
-           "lnf_g": "ln_gain", "lnf_b": "ln_bias", "lm_head": "read"},
-    shapes={"embed": (VOCAB, D), "pos": (T, D), "ln1_g": (D,), "ln1_b": (D,),
-            "q": (N_HEADS * HEAD_DIM, D), "k": (N_HEADS * HEAD_DIM, D), "v": (N_HEADS * HEAD_DIM, D),
-            "q_b": (N_HEADS * HEAD_DIM,), "k_b": (N_HEADS * HEAD_DIM,), "v_b": (N_HEADS * HEAD_DIM,),
-            "o": (D, N_HEADS * HEAD_DIM), "o_b": (D,), "ln2_g": (D,), "ln2_b": (D,),
-            "fc_in": (HIDDEN, D), "fc_in_b": (HIDDEN,), "fc_out": (D, HIDDEN), "fc_out_b": (D,),
-            "lnf_g": (D,), "lnf_b": (D,), "lm_head": (VOCAB, D)},
-    norm=lambda p, h, which: _layernorm(h, p[which + "_g"], p[which + "_b"]),
-    attn_bias=True, rope=False, mlp="gelu", extra={"n_kv": N_HEADS})
-
-ARCHS = {"llama": LLAMA, "gpt2": GPT2}
-
-
-def symbolic_params(arch: Arch) -> dict[str, np.ndarray]:
-    """Every parameter of ``arch`` as an array of free real symbols."""
-    return {name: _syms(name, shape) for name, shape in arch.shapes.items()}
-
-
-def transport(arch: Arch, params: dict, gauge: SignedPermutation, rules: dict[str, Rule]) -> dict:
-    """Moves ``params`` from chart A to chart B with ``rules`` (kind → function)."""
-    return {name: rules[arch.kinds[name]](gauge, a) for name, a in params.items()}
-
-
-def _norm_name(arch: Arch, which: str) -> str:
-    names = {"llama": {"attn": "attn_norm", "mlp": "mlp_norm", "final": "final_norm"},
-             "gpt2": {"attn": "ln1", "mlp": "ln2", "final": "lnf"}}
-    return names[arch.name][which]
-
-
-def sublayer_norm(arch: Arch, p: dict, h: np.ndarray, which: str) -> np.ndarray:
-    """The norm in front of sub-layer ``which`` (``"attn"``, ``"mlp"``, ``"final"``)."""
-    return arch.norm(p, h, _norm_name(arch, which))
-
-
-def _qkv(arch: Arch, p: dict, n: np.ndarray):
-    n_kv = arch.extra.get("n_kv", N_KV)
-    q = n.dot(p["q"].T)
-    k = n.dot(p["k"].T)
-    v = n.dot(p["v"].T)
-    if arch.attn_bias:
-        q, k, v = q + p["q_b"], k + p["k_b"], v + p["v_b"]
-    q = q.reshape(T, N_HEADS, HEAD_DIM)
-    k = k.reshape(T, n_kv, HEAD_DIM)
-    v = v.reshape(T, n_kv, HEAD_DIM)
-    if arch.rope:
-        q = np.stack([_rope(q[t], t) for t in range(T)])
-        k = np.stack([_rope(k[t], t) for t in range(T)])
-    return q, k, v, N_HEADS // n_kv
-
-
-def attention_scores(arch: Arch, p: dict, n: np.ndarray) -> dict:
-    """Causal pre-softmax scores ``{(head, t, s): q_t·k_s/sqrt(H)}`` for ``s ≤ t`` (GQA-aware),
-    from the normalised input ``n``."""
-    q, k, _, rep = _qkv(arch, p, n)
-    return {(hd, t, s): q[t, hd].dot(k[s, hd // rep]) / sp.sqrt(HEAD_DIM)
-            for hd in range(N_HEADS) for t in range(T) for s in range(t + 1)}
-
-
-def attention_sublayer(arch: Arch, p: dict, h: np.ndarray, n: np.ndarray, scores: dict) -> np.ndarray:
-    """``h + o(softmax(scores) · v(n))`` with the given score expressions."""
-    _, _, v, rep = _qkv(arch, p, n)
-    heads = np.empty((T, N_HEADS, HEAD_DIM), dtype=object)
-    for hd in range(N_HEADS):
-        for t in range(T):
-            probs = _softmax([scores[(hd, t, s)] for s in range(t + 1)])
-            heads[t, hd] = sum(pr * v[s, hd // rep] for s, pr in enumerate(probs))
-    out = heads.reshape(T, N_HEADS * HEAD_DIM).dot(p["o"].T)
-    if arch.attn_bias:
-        out = out + p["o_b"]
-    return h + out
-
-
-def mlp_sublayer(arch: Arch, p: dict, h: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``h + MLP(n)``: SwiGLU (``down(silu(gate n) * up n)``) or GELU with biases."""
-    if arch.mlp == "swiglu":
-        silu = sp.Function("silu")
-        act = np.vectorize(silu, otypes=[object])(n.dot(p["gate"].T)) * n.dot(p["up"].T)
-        return h + act.dot(p["down"].T)
-    gelu = sp.Function("gelu")
-    act = np.vectorize(gelu, otypes=[object])(n.dot(p["fc_in"].T) + p["fc_in_b"])
-    return h + act.dot(p["fc_out"].T) + p["fc_out_b"]
-
-
-def embed(arch: Arch, p: dict, tokens) -> np.ndarray:
-    """Residual stream at index 0: token rows (plus learned positions)."""
-    h = p["embed"][np.asarray(tokens)]
-    if "pos" in p:
-        h = h + p["pos"][: len(tokens)]
-    return h
-
-
-def head(arch: Arch, p: dict, n: np.ndarray) -> np.ndarray:
-    """Logits ``lm_head(n)`` from the final-normed stream ``n``."""
-    return n.dot(p["lm_head"].T)
-
-
-# --------------------------------------------------------------------------- checks
-@dataclass
-class BlockCheck:
-    """Result of :func:`check_model`.
-
-    Attributes:
-      arch: architecture name.
-      gauge: the gauge used (``perm``, ``signs`` lists).
-      passed: every stage held exactly.
-      stages: stage name → bool (``embedding``, ``attention scores``, ``attention output``,
-        ``mlp``, ``logits``). A failed scores stage skips the attention-output stage.
-    """
-
-    arch: str
-    gauge: dict
-    passed: bool
-    stages: dict
-
-
-_CONCRETE = {"silu": lambda z: z / (1 + sp.exp(-z)), "gelu": lambda z: z * (1 + sp.tanh(z)) / 2}
+# ---------------------------------------------------------------------------------------- decide
+_CONCRETE = {ACT: lambda z: z / (1 + sp.exp(-z))}
 
 
 def _certainly_nonzero(a: np.ndarray, seed: int = 0) -> bool:
-    """A quick certificate of *failure*: some entry is far from 0 at a random rational point.
+    """A numeric certificate of *failure*: some entry is far from 0 at a random rational point.
 
-    Undefined activations are replaced by concrete ones first (an identity that fails for one
-    activation is not an identity for all). Evaluated with 30 significant digits; only
-    ``|value| > 1e-10`` counts, so rounding never produces a false failure.
+    Undefined activations are replaced by a concrete one first (an identity that fails for one
+    activation is not an identity for all). 30 significant digits; only ``|value| > 1e-10`` counts,
+    so rounding never produces a false failure.
     """
+    entries = [sp.sympify(v) for v in np.asarray(a, dtype=object).ravel()]
+    free = sorted(set().union(*(v.free_symbols for v in entries)), key=str)
     rng = np.random.default_rng(seed)
-    free = set().union(*(sp.sympify(v).free_symbols for v in a.ravel()))
-    point = {s: sp.Rational(int(rng.integers(5, 20)), int(rng.integers(7, 11))) for s in free}
-    for v in a.ravel():
-        v = sp.sympify(v)
-        for name, fn in _CONCRETE.items():
-            v = v.replace(sp.Function(name), fn)
+    point = {s: sp.Rational(int(rng.integers(1, 10)), int(rng.integers(10, 14))) for s in free}
+    for v in entries:
+        for f, concrete in _CONCRETE.items():
+            v = v.replace(f, concrete)
         if abs(sp.N(v.xreplace(point), 30)) > 1e-10:
             return True
     return False
 
 
-def _zero(a: np.ndarray) -> bool:
-    """Exact decision: every entry expands to 0 (a numeric witness short-cuts a failure)."""
+def is_zero(a: np.ndarray) -> bool:
+    """True iff every entry of ``a`` expands to exactly 0.
+
+    ``True`` is a proof. ``False`` is certified by a numeric witness when it has one; otherwise it
+    only says that expansion did not show the identity (never a false pass).
+    """
     if _certainly_nonzero(a):
         return False
-    return all(v == 0 for v in _expand(a).ravel())
+    return all(v == 0 for v in expand(np.asarray(a, dtype=object)).ravel())
 
 
-def check_model(arch_name: str, gauge: SignedPermutation, rules: dict[str, Rule] | None = None,
-                wrong: str | None = None) -> BlockCheck:
-    """Checks, symbolically, that ``rules`` carry ``gauge`` through every part of a tiny model.
+# ---------------------------------------------------------------------------------------- group
+def generators(norm: str, d: int = D) -> dict[str, SignedPermutation]:
+    """Generators of the family's gauge group: ``B_d`` (RMSNorm) or ``S_d × {±1}`` (LayerNorm)."""
+    ident = np.arange(d)
+    flip = np.ones(d, np.int8)
+    flip[0] = -1
+    return {
+        "3-cycle": SignedPermutation(np.roll(ident, -1)),
+        "transposition": SignedPermutation(np.r_[1, 0, ident[2:]]),
+        "sign flip": SignedPermutation(ident, flip) if norm == "rmsnorm" else
+        SignedPermutation(ident, -np.ones(d, np.int8)),
+    }
 
-    Each norm is checked first (``norm_B(h_B) = norm_A(h)[..., perm] * signs``); when it holds, what
-    follows is computed from free symbols ``m`` for the normalised stream (``m`` in A,
-    ``m[..., perm] * signs`` in B), which is exact and much cheaper. When a norm stage fails the
-    following stages are computed from the actual norm outputs instead, so every stage is always
-    decided honestly.
+
+def group_order(norm: str, d: int = D) -> int:
+    """``|B_d| = 2^d d!`` or ``|S_d × {±1}| = 2 d!``."""
+    return (2**d if norm == "rmsnorm" else 2) * factorial(d)
+
+
+def closure(gens) -> list[SignedPermutation]:
+    """Every element generated by ``gens`` (breadth-first words ``w.then(s)``)."""
+    gens = list(gens)
+    start = SignedPermutation.identity(gens[0].d)
+    seen, out, todo = {start}, [start], deque([start])
+    while todo:
+        w = todo.popleft()
+        for s in gens:
+            ws = w.then(s)
+            if ws not in seen:
+                seen.add(ws)
+                out.append(ws)
+                todo.append(ws)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(x.shape == y.shape and bool(np.all(x == y)) for x, y in zip(la, lb))
+
+
+def action_law(params: Any, spec: Any, elements, gens) -> bool:
+    """``ρ(w.then(s)) = ρ(s)∘ρ(w)`` on the parameters and on a stream, for every ``w`` and generator ``s``."""
+    h = syms("h", (2, D))
+    for w in elements:
+        pw = gaugejax.apply_spec(params, spec, w)
+        for s in gens:
+            ws = w.then(s)
+            if not _same(gaugejax.apply_spec(pw, spec, s), gaugejax.apply_spec(params, spec, ws)):
+                return False
+            if not _same(s.apply(w.apply(h)), ws.apply(h)):
+                return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------- checks
+@dataclass
+class ConfigCheck:
+    """The symbolic check of one config.
+
+    Attributes:
+      label, family: what was checked.
+      stages: stage name → {gauge name → identity holds}.
+      uncovered: parameters of the library's pytree no stage reads.
+      action_law: the parameter action composes as the group does.
+      generated: the generators generate the whole group (its order).
+      control: for LayerNorm families, stage name → holds under a single sign flip (must fail somewhere).
+    """
+
+    label: str
+    family: str
+    norm: str
+    stages: dict[str, dict[str, bool]] = field(default_factory=dict)
+    uncovered: list[str] = field(default_factory=list)
+    action_law: bool = False
+    generated: int = 0
+    control: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def equivariant(self) -> bool:
+        """Every stage holds for every generator."""
+        return bool(self.stages) and all(all(v.values()) for v in self.stages.values())
+
+    @property
+    def passed(self) -> bool:
+        """Equivariant, fully covered, a group action over the whole group, and the control rejected."""
+        ok = self.equivariant and not self.uncovered and self.action_law
+        ok &= self.generated == group_order(self.norm)
+        if self.norm == "layernorm":
+            ok &= bool(self.control) and not all(self.control.values())
+        return ok
+
+    def failures(self) -> list[str]:
+        """Readable list of what failed."""
+        out = [f"{st} under {g}" for st, by in self.stages.items() for g, ok in by.items() if not ok]
+        out += [f"parameter {p} not used by the symbolic model" for p in self.uncovered]
+        if not self.action_law:
+            out.append("parameter action is not a group action")
+        if self.generated != group_order(self.norm):
+            out.append(f"generators give {self.generated} elements, not {group_order(self.norm)}")
+        if self.norm == "layernorm" and self.control and all(self.control.values()):
+            out.append("a single sign flip passed every stage of a LayerNorm model")
+        return out
+
+
+def check_stages(stages: list[fam.Stage], config, pa: Any, pb: Any, gauge: SignedPermutation,
+                 seen: tuple[set, set] | None = None) -> dict[str, bool]:
+    """Each stage's identity under ``gauge`` (``pa`` in chart A, ``pb`` its move to chart B)."""
+    ga, la = _split(pa)
+    gb, lb = _split(pb)
+    out = {}
+    for st in stages:
+        ins_a = {n: syms(f"in_{n}", (len(fam.TOKENS), config.d_model)) for n in st.inputs}
+        ins_b = {n: gauge.apply(v) for n, v in ins_a.items()}
+        try:
+            ya = np.asarray(st.fn(config, ga, la, **ins_a), dtype=object)
+            yb = np.asarray(st.fn(config, gb, lb, **ins_b), dtype=object)
+        except KeyError as e:  # the symbolic model names a parameter the library does not have
+            out[f"{st.name} (missing parameter {e})"] = False
+            continue
+        want = gauge.apply(ya) if st.output is not None else ya
+        out[st.name] = yb.shape == want.shape and is_zero(yb - want)
+    if seen is not None:
+        seen[0].update(ga.seen)
+        seen[1].update(la.seen)
+    return out
+
+
+def check_config(label: str, kind: str, overrides: dict, *, spec_fn: Callable | None = None) -> ConfigCheck:
+    """The symbolic check of one tiny config (see the module docstring).
 
     Args:
-      arch_name: ``"llama"`` or ``"gpt2"``.
-      gauge: a residual gauge with ``d = 3``.
-      rules: parameter rules by kind (default SPEC §3).
-      wrong: name of a rule override from :data:`WRONG_RULES` applied on top of ``rules``.
-
-    Returns:
-      A :class:`BlockCheck`; ``passed`` is True iff every identity expands to exactly 0.
+      label: description for the report.
+      kind: ``gaugejax.tiny_config`` kind (``llama``, ``qwen2``, ``gpt2``, ``neox``, ``bert``, ...).
+      overrides: config fields (sizes: ``d_model = 3``, one layer).
+      spec_fn: ``config -> spec`` (default: the library's, :func:`library_spec`); tests pass a
+        mutated one.
     """
-    arch = ARCHS[arch_name]
-    rules = dict(SPEC_RULES if rules is None else rules)
-    if wrong is not None:
-        rules.update(WRONG_RULES[wrong])
-    pa = symbolic_params(arch)
-    pb = transport(arch, pa, gauge, rules)
-    stages = {}
-    # embeddings (and positions) are written into the stream
-    stages["embedding"] = _zero(embed(arch, pb, [0, 1]) - gauge.apply(embed(arch, pa, [0, 1])))
-    h = _syms("h", (T, D))
-    hb = gauge.apply(h)
-
-    def normed(which):
-        na, nb = sublayer_norm(arch, pa, h, which), sublayer_norm(arch, pb, hb, which)
-        ok = _zero(nb - gauge.apply(na))
-        stages[f"{which} norm"] = ok
-        if ok:
-            m = _syms(f"m_{which}", (T, D))
-            return m, gauge.apply(m)
-        return na, nb
-
-    # attention: identical scores, then identical outputs as functions of the scores
-    na, nb = normed("attn")
-    sa = attention_scores(arch, pa, na)
-    sb = attention_scores(arch, pb, nb)
-    diff = np.array([sa[k] - sb[k] for k in sa], dtype=object)
-    stages["attention scores"] = _zero(diff)
-    if stages["attention scores"]:
-        shared = {k: sp.Symbol(f"s_{k[0]}{k[1]}{k[2]}", real=True) for k in sa}
-        out_a = attention_sublayer(arch, pa, h, na, shared)
-        out_b = attention_sublayer(arch, pb, hb, nb, shared)
-        stages["attention output"] = _zero(out_b - gauge.apply(out_a))
-    na, nb = normed("mlp")
-    stages["mlp output"] = _zero(mlp_sublayer(arch, pb, hb, nb) - gauge.apply(mlp_sublayer(arch, pa, h, na)))
-    na, nb = normed("final")
-    stages["logits"] = _zero(head(arch, pb, nb) - head(arch, pa, na))
-    return BlockCheck(arch_name, {"perm": gauge.perm.tolist(), "signs": gauge.signs.tolist()},
-                      all(stages.values()), stages)
+    config = gaugejax.tiny_config(kind, **overrides)
+    spec = (spec_fn or library_spec)(config)
+    norm = config.norm
+    res = ConfigCheck(label, config.family, norm)
+    stage_fn = fam.FAMILIES.get(config.family)
+    if stage_fn is None:
+        res.stages["symbolic model"] = {"-": False}
+        return res
+    stages = stage_fn(config)
+    pa = symbolic_params(config)
+    gens = generators(norm, config.d_model)
+    seen: tuple[set, set] = (set(), set())
+    for gname, g in gens.items():
+        try:
+            pb = gaugejax.apply_spec(pa, spec, g)
+        except GaugeError as e:  # the spec does not even fit the parameters
+            res.stages.setdefault(f"moving the parameters ({e})", {})[gname] = False
+            continue
+        for st, ok in check_stages(stages, config, pa, pb, g, seen).items():
+            res.stages.setdefault(st, {})[gname] = ok
+    if any(k.startswith("moving the parameters") for k in res.stages):
+        return res
+    res.uncovered = [k for k in pa if k != "layers" and k not in seen[0]]
+    res.uncovered += [f"layers.{k}" for k in pa.get("layers", {}) if k not in seen[1]]
+    elements = closure(gens.values())
+    res.generated = len(elements)
+    res.action_law = action_law(pa, spec, elements, list(gens.values()))
+    if norm == "layernorm":
+        flip = np.ones(config.d_model, np.int8)
+        flip[0] = -1
+        bad = SignedPermutation(np.arange(config.d_model), flip)
+        res.control = check_stages(stages, config, pa, gaugejax.apply_spec(pa, spec, bad), bad)
+    return res
 
 
-#: Gauges used by the report: a mixed-sign gauge (B_3 but not a LayerNorm symmetry) and a
-#: global-sign gauge (S_3 × {±1}).
-MIXED = SignedPermutation(np.array([2, 0, 1]), np.array([1, -1, -1]))
-GLOBAL = SignedPermutation(np.array([1, 2, 0]), np.array([-1, -1, -1]))
+def check_library(*, spec_fn: Callable | None = None) -> tuple[list[ConfigCheck], list[str]]:
+    """Checks every config of :data:`theory.families.CONFIGS`; returns the checks and the library
+    families that have no symbolic model (each is a failure of the proposition)."""
+    checks = [check_config(label, kind, ov, spec_fn=spec_fn)
+              for family in fam.CONFIGS for label, kind, ov in fam.CONFIGS[family]]
+    missing = [f for f in library_families() if f not in fam.FAMILIES or f not in fam.CONFIGS]
+    return checks, missing
+
+
+MUTATIONS: tuple[tuple[str, str, tuple[str, ...], Callable], ...] = (
+    ("signed RMSNorm gain (attention norm)", "llama", ("layers", "attn_norm"), lambda a: _signed(a, True)),
+    ("writing matrix o_proj moved without its sign", "llama", ("layers", "o"), lambda a: _signed(a, False)),
+    ("LayerNorm bias moved without its sign", "gpt2", ("layers", "attn_norm_bias"), lambda a: _signed(a, False)),
+    ("lm_head left unmoved", "llama", ("lm_head",), lambda a: gaugejax.Axes(*(None,) * len(a.actions))),
+)
+"""Deliberately wrong rules ``(what, family, spec path, old axes -> new axes)``: each must be rejected."""
+
+
+def _signed(axes, signed: bool):
+    return gaugejax.Axes(*(None if a is None else type(a)(a.group, signed) for a in axes.actions))
+
+
+def mutated_spec(path: tuple[str, ...], axes) -> Callable:
+    """A ``spec_fn`` that returns the library's spec with the entry at ``path`` replaced by ``axes``
+    (``axes`` may be a function of the old entry); entries that do not exist are left alone."""
+
+    def spec_fn(config):
+        spec = library_spec(config)
+        spec = jax.tree.map(lambda a: a, spec, is_leaf=lambda a: isinstance(a, gaugejax.Axes))  # a copy
+        node = spec
+        for k in path[:-1]:
+            if k not in node:
+                return spec
+            node = node[k]
+        if path[-1] in node:
+            node[path[-1]] = axes(node[path[-1]]) if callable(axes) else axes
+        return spec
+
+    return spec_fn
+

@@ -4,7 +4,7 @@ Each function returns a :class:`theory.proof.Proof` whose steps are sympy assert
 steps use ``sympy.Idx`` indices over a symbolic dimension ``d`` (so they hold for every ``d``);
 a few steps are finite cross-checks and say so in their claim.
 
-Setting (SPEC §2): a chart map ``Q`` (orthogonal, ``d × d``) keeps a norm layer in its parametric
+Setting (docs/conventions.md §2): a chart map ``Q`` (orthogonal, ``d × d``) keeps a norm layer in its parametric
 form if ``norm(Qx; θ') = Q norm(x; θ)`` for all ``x``. For
 ``norm(x) = g ⊙ Cx / sqrt(|Cx|²/d + eps) + b`` (``C = I`` RMSNorm, ``C = I - 11ᵀ/d`` LayerNorm)
 the constant and first-order terms in ``x`` (see :func:`theory.norm_charts.first_order_lemma`)
@@ -74,7 +74,7 @@ def gain_commutation_is_signed_permutation() -> Proof:
              "orthogonality; so π is a permutation",
              all((inner.subs(p2, p).subs({a[i]: s1, a[i2]: s2}) != 0)
                  for s1 in (1, -1) for s2 in (1, -1)))
-    # 5. the action is the SPEC convention
+    # 5. the action is the fixed convention (docs/conventions.md §1)
     act = resolve_ranges(sp.Sum(a[i] * KD(k, p) * x[k], (k, 0, d - 1)).doit(), d)
     pf.check("(Qx)_i = a_i x_{π(i)}: Q is the gauge (perm = π, signs = a); "
              "and step 2 gives g'_i = g_{π(i)} = g[perm]_i, independent of a_i",

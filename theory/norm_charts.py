@@ -221,7 +221,7 @@ def decide(chart: Chart, gauge: SignedPermutation, verify: bool = True) -> Decis
 
 
 def spec_rule_params(chart: Chart, gauge: SignedPermutation) -> dict:
-    """The SPEC §3 parameter rules, as sympy vectors, for comparison with :func:`decide`.
+    """The documented parameter rules (docs/conventions.md §3), as sympy vectors, for comparison with :func:`decide`.
 
     RMSNorm gain ``g[perm]`` (never signed); LayerNorm ``g[perm]``, ``b[perm] * signs``.
     """
@@ -241,7 +241,7 @@ RULES = ("spec", "signed_gain", "unsigned_bias")
 def rule_params(chart: Chart, gauge: SignedPermutation, rule: str = "spec") -> dict:
     """Parameters ``θ'`` produced by a named rule.
 
-    ``"spec"``: SPEC §3 (:func:`spec_rule_params`). ``"signed_gain"`` (wrong): the gain is moved
+    ``"spec"``: the documented rule (:func:`spec_rule_params`). ``"signed_gain"`` (wrong): the gain is moved
     like a vector of the stream, ``g[perm] * signs``. ``"unsigned_bias"`` (wrong): the bias only
     permuted, ``b[perm]``.
     """
@@ -287,7 +287,7 @@ class ChartCensus:
       count: number of equivariant elements of ``B_d``.
       group_size: ``2^d · d!``.
       all_global_sign: every equivariant element has all signs equal.
-      rules_match_spec: every solved ``θ'`` equals the SPEC §3 rule.
+      rules_match_spec: every solved ``θ'`` equals the documented rule.
       stages: how many elements were decided at each stage.
     """
 

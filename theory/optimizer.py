@@ -1,4 +1,6 @@
-"""Optimizer covariance: one AdamW step commutes with the gauge under the SPEC §3 state rules.
+"""Optimizer covariance: one AdamW step commutes with the gauge under the documented state rules.
+
+The rules are those of ``docs/conventions.md`` §3: ``mu`` like its parameter, ``nu`` permuted only.
 
 AdamW (Loshchilov & Hutter; ``optax.adamw``, ``torch.optim.AdamW``), element-wise, step ``t``::
 
