@@ -5,7 +5,7 @@ Cases, each against the original checkpoint A:
 * ``gauged copy``: A moved by a hidden random ``B_d`` gauge (exact copy in another chart);
 * ``perturbed copy``: A's weight matrices plus Gaussian noise of ``--noise`` × their std, then gauged
   (a stand-in for a drifted fine-tune);
-* the raw ``signed`` matcher on the gauged copy (fixed 1024 tokens), for the SPEC §4 ceiling.
+* the raw ``signed`` matcher on the gauged copy (fixed 1024 tokens), for the ceiling of docs/conventions.md §5.
 
 Reported: tokens used by the token budget (stop when every coordinate is certified at 99 %),
 recovered fraction (perm and signs), ambiguous coordinates, wall time, and the share of the time

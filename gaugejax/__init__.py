@@ -3,7 +3,7 @@
 RMSNorm models (Llama, Qwen2, Mistral, SmolLM, ...) have the signed-permutation gauge group
 ``B_d``; LayerNorm models (GPT-2, GPT-NeoX, BERT) have ``S_d × {±1}``. gaugejax recovers the gauge
 between two checkpoints, applies it exactly, and transports coordinate-indexed objects by their
-correct rule. Convention (SPEC §3): a gauge A→B means ``h_B = h_A[..., perm] * signs``.
+correct rule. Convention (fixed; docs/conventions.md): a gauge A→B means ``h_B = h_A[..., perm] * signs``.
 
 Example:
   >>> import gaugejax as gj

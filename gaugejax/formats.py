@@ -11,7 +11,7 @@
   ``neurons``/``features``/...) and CSV/TSV with a header (``index`` column, optional ``score``).
 
 Every writer is atomic (:func:`gaugejax.atomic.atomic_path`) and writes arrays C-contiguous
-(SPEC §8). Readers refuse what they do not understand with a one-line :class:`TransportError`.
+(a Fortran-ordered array would be saved scrambled). Readers refuse what they do not understand with a one-line :class:`TransportError`.
 Neuron-list writers keep everything but the moved index and the (exactly) negated score as it was:
 other fields, column order, the textual form of CSV numbers.
 

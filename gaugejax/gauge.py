@@ -1,6 +1,6 @@
 """The gauge group: signed permutations ``B_d = S_d ⋉ {±1}^d`` and its subgroups.
 
-Convention (SPEC §3, fixed): a gauge ``G = (perm, signs)`` from model A to model B means that, for
+Convention (fixed; docs/conventions.md): a gauge ``G = (perm, signs)`` from model A to model B means that, for
 the same input, ``h_B = h_A[..., perm] * signs``, i.e. ``h_B[j] = signs[j] * h_A[perm[j]]``.
 
 Group laws are exact integer arithmetic: ``G1.then(G2)`` maps A→C when ``G1`` maps A→B and ``G2``

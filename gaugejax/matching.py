@@ -1,4 +1,4 @@
-"""Recovering a gauge from activations (SPEC §4).
+"""Recovering a gauge from activations (docs/conventions.md §4).
 
 Given residual activations ``X`` (model A) and ``Y`` (model B) on the same tokens, let
 ``C[i, j] = corr(X[:, i], Y[:, j])``. The gauge A→B ``(perm, signs)`` pairs B's coordinate ``j``
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 METHODS = ("sign_marginalized", "signed", "permutation")
-"""Matching methods (SPEC §4)."""
+"""Matching methods (docs/conventions.md §4)."""
 
 GROUPS = ("B_d", "S_d", "S_d x ±1")
 """Gauge groups a result can live in."""
@@ -463,7 +463,7 @@ def match_stats(
 
 def match(X: Any, Y: Any, method: str = "sign_marginalized", *, layers: Sequence[int] | None = None,
           **kwargs: Any) -> MatchResult:
-    """Recovers the gauge A→B from activations of both models on the same tokens (SPEC §4).
+    """Recovers the gauge A→B from activations of both models on the same tokens (docs/conventions.md §4).
 
     Args:
       X: ``(n, d)`` or ``(L, n, d)`` activations of A.

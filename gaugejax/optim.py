@@ -1,4 +1,4 @@
-"""Transport of optax optimizer states into a new residual chart (SPEC §3), field by field.
+"""Transport of optax optimizer states into a new residual chart (docs/conventions.md §3), field by field.
 
 An optimizer state is a tree of ``NamedTuple`` states (tuples for ``optax.chain``). Each state type
 has a rule per field:

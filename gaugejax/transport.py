@@ -1,4 +1,4 @@
-"""Transport of coordinate-indexed objects between residual charts (SPEC §3).
+"""Transport of coordinate-indexed objects between residual charts (docs/conventions.md §3).
 
 Each object kind is a small pure function of the object and a gauge ``G`` (A→B, ``h_B =
 h_A[..., perm] * signs``) that returns the object as it must be written in B's chart:

@@ -8,7 +8,7 @@ Import only after ``pytest.importorskip("torch")`` and ``pytest.importorskip("tr
 
 Every norm gain and bias is randomised (``gain ~ 1 + 0.3·N(0,1)``, ``bias ~ 0.3·N(0,1)``) so
 that gains are pairwise distinct (the generic case in which the RMSNorm gauge group is exactly
-B_d, SPEC §2) and biases are not zero (a zero bias would hide a sign bug in its rule).
+B_d, docs/conventions.md §2) and biases are not zero (a zero bias would hide a sign bug in its rule).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Tolerances: weights are compared bit for bit (both sides dequantize with ``gguf.
 reshape rows). Logits and hidden states are float32 computations in a different summation order
 (XLA vs torch), so they agree to float32 rounding, which grows with depth and width: measured
 ~3e-7 relative to the logit scale on the tiny models, ~3e-6 on SmolLM2 (30 layers, d=576). We
-allow 1e-4 relative to the reference's max |value| (SPEC §8); a layout bug (e.g. Q/K rows left
+allow 1e-4 relative to the reference's max |value|; a layout bug (e.g. Q/K rows left
 permuted) moves logits by tens of percent.
 """
 

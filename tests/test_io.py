@@ -81,7 +81,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_transported_model_round_trip_is_bit_exact(tmp_path, kind):
-    """SPEC §8: column-permuted (Fortran-ordered) tensors must not be saved scrambled."""
+    """Column-permuted (Fortran-ordered) tensors must not be saved scrambled."""
     m = _model(kind)
     g = _gauge(m)
     moved = gj.apply_gauge(m, g)

@@ -1,4 +1,4 @@
-"""Matching (SPEC §4): the three methods, the LayerNorm group, diagnostics and certificates."""
+"""Matching (docs/conventions.md §4): the three methods, the LayerNorm group, diagnostics and certificates."""
 
 import warnings
 
@@ -31,7 +31,7 @@ def test_exact_copy_recovered_by_sign_marginalized(seed, neg):
 
 @given(seed=st.integers(0, 2**31 - 1), m=st.integers(2, 24))
 def test_signed_recovers_exactly_the_positive_fraction(seed, m):
-    # SPEC §4 ceiling: with m >= 2 negative signs the raw signed matcher deranges the negative block.
+    # the ceiling (docs/conventions.md §5): with m >= 2 negative signs the raw signed matcher deranges the negative block.
     d = 32
     x = _acts(512, d, seed % 1000)
     g = SignedPermutation.random(seed, d, negative_fraction=m / d)

@@ -1,4 +1,4 @@
-"""Optimizer-state transport (SPEC §3): AdamW mu signed, nu permutation-only, counts untouched;
+"""Optimizer-state transport (docs/conventions.md §3): AdamW mu signed, nu permutation-only, counts untouched;
 the transported run follows the gauged original run step for step; unknown states raise."""
 
 import typing
@@ -115,7 +115,7 @@ def _params():
     return {"w": jnp.arange(12.0).reshape(3, 4), "b": jnp.arange(4.0) - 1.5}
 
 
-SPEC = {"w": gj.Axes(None, gj.RESIDUAL), "b": gj.Axes(gj.RESIDUAL)}
+AXES = {"w": gj.Axes(None, gj.RESIDUAL), "b": gj.Axes(gj.RESIDUAL)}
 
 
 @pytest.mark.parametrize("name", ["adamw_schedule_clip", "masked", "inject", "multisteps", "lion", "amsgrad",
@@ -140,15 +140,15 @@ def test_wrapped_states_transport_structure(name):
     grads = jax.tree.map(lambda x: jnp.sin(x) + 0.1, p)
     for _ in range(2):
         _, s = tx.update(grads, s, p)
-    moved = transport_opt_state(s, g, SPEC)
+    moved = transport_opt_state(s, g, AXES)
     assert jax.tree.structure(moved) == jax.tree.structure(s)
-    back = transport_opt_state(moved, g.inverse(), SPEC)
+    back = transport_opt_state(moved, g.inverse(), AXES)
     assert all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(s)))
     # equivariance of one update: transported state + gauged params/grads = gauged update
-    gp, gg = gj.apply_spec(p, SPEC, g), gj.apply_spec(grads, SPEC, g)
+    gp, gg = gj.apply_spec(p, AXES, g), gj.apply_spec(grads, AXES, g)
     u1, _ = tx.update(grads, s, p)
     u2, _ = tx.update(gg, moved, gp)
-    assert _maxdiff(gj.apply_spec(u1, SPEC, g), u2) < 1e-6
+    assert _maxdiff(gj.apply_spec(u1, AXES, g), u2) < 1e-6
 
 
 def test_unknown_state_raises():
@@ -158,9 +158,9 @@ def test_unknown_state_raises():
     state = (optax.EmptyState(), Mystery({"w": jnp.ones((3, 4)), "b": jnp.ones(4)}))
     g = gj.SignedPermutation.identity(4)
     with pytest.raises(TransportError, match="no transport rule for optimizer state .*Mystery"):
-        transport_opt_state(state, g, SPEC)
+        transport_opt_state(state, g, AXES)
     register_state_rule(Mystery, {"acc": "unsigned"})
-    assert jax.tree.structure(transport_opt_state(state, g, SPEC)) == jax.tree.structure(state)
+    assert jax.tree.structure(transport_opt_state(state, g, AXES)) == jax.tree.structure(state)
     with pytest.raises(TransportError, match="missing"):
         register_state_rule(Mystery, {})
 
@@ -170,13 +170,13 @@ def test_factored_state_refused():
     p = _params()
     s = optax.adafactor(1e-2, min_dim_size_to_factor=2).init(p)
     with pytest.raises(TransportError, match="FactoredState"):
-        transport_opt_state(s, gj.SignedPermutation.identity(4), SPEC)
+        transport_opt_state(s, gj.SignedPermutation.identity(4), AXES)
 
 
 def test_structure_mismatch_raises():
     s = optax.adam(1e-2).init({"w": jnp.ones((3, 4))})
     with pytest.raises(TransportError, match="structure"):
-        transport_opt_state(s, gj.SignedPermutation.identity(4), SPEC)
+        transport_opt_state(s, gj.SignedPermutation.identity(4), AXES)
 
 
 def test_orbax_round_trip(tmp_path):

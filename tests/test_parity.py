@@ -2,9 +2,9 @@
 
 Per architecture variant: our logits and every hidden state equal transformers'; the checkpoint
 moved by ``apply_gauge_to_checkpoint`` loads in transformers with the same logits and hidden
-states ``h[..., perm] * signs`` (SPEC §3); a bfloat16 checkpoint keeps its dtype on write.
+states ``h[..., perm] * signs``; a bfloat16 checkpoint keeps its dtype on write.
 
-Tolerances are float32 ones (SPEC §8): both sides compute in float32 with different summation
+Tolerances are float32 ones: both sides compute in float32 with different summation
 orders (XLA einsum vs torch matmul, fused vs unfused softmax), so results differ by a few float32
 ulps per layer. Measured here: ≲ 5e-7 relative to the reference's scale. We allow 1e-4 relative
 (about 200× headroom): any real bug (wrong rope scaling, mask, bias or sign) shows up at 1e-2

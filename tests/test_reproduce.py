@@ -48,7 +48,7 @@ def test_report_renders_tables_rows_and_differences(tmp_path):
     assert "| claim | seed's figure | ours | setting |" in text
     assert "| claim | 0.004 vs 1.08 | 0.1 vs 1.3 | SmolLM2 |" in text
     assert "b\\|c" in text and "Differs in kind: because." in text and "skipped: package missing" in text
-    assert "not run" in text  # SPEC §5 rows of experiments that were not selected
+    assert "not run" in text  # headline rows of experiments that were not selected
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["experiments"]["sae"]["claims"]["x"] == 1.0
     assert render([r], quick=False, seed=0, total_s=1.0).startswith("# gaugejax")

@@ -1,4 +1,4 @@
-"""Transport of coordinate-indexed objects (SPEC §3): exact round trips, file formats, refusals,
+"""Transport of coordinate-indexed objects (docs/conventions.md §3): exact round trips, file formats, refusals,
 and behaviour on a model whose true gauge is known (B_d reproduces, S_d breaks)."""
 
 import json
@@ -57,7 +57,7 @@ def test_sae_round_trip_exact(data):
     sae = {"W_enc": _arr(data.draw, (g.d, k)), "b_enc": _arr(data.draw, (k,)),
            "W_dec": _arr(data.draw, (k, g.d)), "b_dec": _arr(data.draw, (g.d,)), "threshold": _arr(data.draw, (k,))}
     out = transport_sae(sae, g)
-    np.testing.assert_array_equal(out["W_enc"], g.apply(sae["W_enc"], axis=0))   # SPEC §3 rows of W_enc
+    np.testing.assert_array_equal(out["W_enc"], g.apply(sae["W_enc"], axis=0))   # rows of W_enc (docs/conventions.md §3)
     np.testing.assert_array_equal(out["W_dec"], g.apply(sae["W_dec"], axis=1))
     assert out["b_enc"] is sae["b_enc"] or np.array_equal(out["b_enc"], sae["b_enc"])
     back = transport_sae(out, g.inverse())
@@ -144,7 +144,7 @@ def test_tensor_files_round_trip_bit_exact(tmp_path):
         moved = formats.read_tensors(mid)
         assert moved.metadata == formats.read_tensors(src).metadata
         for k, v in tf.tensors.items():
-            # what was saved is bit-for-bit the in-memory transport (SPEC §8: no scrambled layout)
+            # what was saved is bit-for-bit the in-memory transport (no scrambled layout)
             assert np.array_equal(moved.tensors[k].view(np.uint8), transport_vector(v, g).view(np.uint8)), (name, k)
         transport_file("steering", mid, back, g.inverse())
         again = formats.read_tensors(back)

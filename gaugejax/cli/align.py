@@ -18,7 +18,7 @@ def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "align", help="recover the gauge (signed permutation) from SRC to DST",
         description="Run SRC and DST on the same tokens, accumulate the cross-correlation of their residual "
-        "streams at a few layers, and match coordinates (SPEC §4). Streams tokens until every coordinate is "
+        "streams at a few layers, and match coordinates (docs/conventions.md §4). Streams tokens until every coordinate is "
         "certified at --confidence (or --max-tokens), then writes the gauge file with per-coordinate diagnostics. "
         "Token source: --tokens, else --text tokenized with the checkpoint's tokenizer, else a built-in corpus "
         "(standard-library docstrings) with that tokenizer, else random ids.")

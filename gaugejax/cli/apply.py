@@ -10,7 +10,7 @@ from gaugejax.errors import GaugeJaxError
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="move a checkpoint into the chart of a gauge",
-                       description="Rewrite a Hugging Face checkpoint in the chart of GAUGE (SPEC §3 rules), "
+                       description="Rewrite a Hugging Face checkpoint in the chart of GAUGE (rules: docs/conventions.md §3), "
                        "streaming tensor by tensor; the output loads in transformers and computes the same function. "
                        "Atomic: nothing is written on failure.")
     p.add_argument("src", help="Hugging Face directory (or .gguf, written out as a Hugging Face directory)")

@@ -17,7 +17,7 @@ def register(sub) -> argparse.ArgumentParser:
     kinds = "; ".join(f"{k}: {v}" for k, v in KIND_HELP.items())
     p = sub.add_parser("transport", help="move a steering vector / SAE / neuron list / checkpoint into a new chart",
                        description="Transport a coordinate-indexed object from the chart of model A to the chart of "
-                       "model B, given the gauge A→B, by its SPEC §3 rule. The output keeps the input's format and is "
+                       "model B, given the gauge A→B, by its rule (docs/conventions.md §3). The output keeps the input's format and is "
                        f"written atomically. Kinds: {kinds}.")
     p.add_argument("input", metavar="IN", help="the object file (or directory)")
     p.add_argument("--gauge", required=True, help="gauge file A→B (.npz)")

@@ -107,7 +107,7 @@ def apply_gauge_to_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, ga
     """Streams a Hugging Face checkpoint into the gauge's chart (``gaugejax apply``).
 
     Memory is on the order of the largest tensor; dtypes, shards and tokenizer files are kept.
-    Every stored tensor is moved by its SPEC §3 rule; the rewrite is exact (indexing and negation).
+    Every stored tensor is moved by its rule (docs/conventions.md §3); the rewrite is exact (indexing and negation).
 
     Raises:
       CheckpointError: not an HF directory, or incomplete.

@@ -4,7 +4,7 @@ The ``gguf`` package (``pip install gguf``) parses the file; quantized tensors a
 float32 with ``gguf.quants.dequantize`` (vectorized per tensor), so every tool sees the same float
 weights llama.cpp and ``transformers`` compute with.
 
-Two layout facts matter (SPEC §8):
+Two layout facts matter:
 
 * GGUF lists dimensions innermost first (``ne = [in, out]``); the reader's arrays are already in
   numpy order, i.e. ``(out, in)``, the PyTorch ``nn.Linear`` layout.

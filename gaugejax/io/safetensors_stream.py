@@ -4,7 +4,7 @@ The format (https://github.com/huggingface/safetensors) is an 8-byte little-endi
 a JSON header ``{name: {dtype, shape, data_offsets}}`` and the raw little-endian data. Reading
 memory-maps each tensor on demand; writing takes shapes and dtypes first, writes the header, then
 one tensor at a time, so peak memory is one tensor. Every array is made C-contiguous before its
-bytes are written (SPEC §8: a Fortran-ordered view would otherwise be saved scrambled).
+bytes are written (a Fortran-ordered view would otherwise be saved scrambled).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def gauge_spec(config: ModelConfig | Model) -> dict[str, Any]:
 
 
 def check_gauge_for(config: ModelConfig, gauge: SignedPermutation) -> None:
-    """Raises unless ``gauge`` is a symmetry of models of this config (SPEC §2).
+    """Raises unless ``gauge`` is a symmetry of models of this config (docs/conventions.md §2).
 
     RMSNorm (generic gains): all of ``B_d``. LayerNorm: permutations with one global sign.
     """
@@ -173,7 +173,7 @@ def check_gauge_for(config: ModelConfig, gauge: SignedPermutation) -> None:
 
 
 def apply_gauge(model: Model, gauge: SignedPermutation) -> Model:
-    """The same function in a new chart: every parameter moved by SPEC §3.
+    """The same function in a new chart: every parameter moved by its rule (docs/conventions.md §3).
 
     Afterwards ``residual_stream(new, t) == gauge.apply(residual_stream(model, t))`` and the logits
     are unchanged. Exact: only indexing and negation, so ``apply_gauge(apply_gauge(m, g),

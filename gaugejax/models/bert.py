@@ -7,7 +7,7 @@ of block i, as ``transformers``' ``BertModel(output_hidden_states=True)`` report
 final norm (the last block already ends in one) and no LM head: ``forward`` returns the final
 hidden states. Token types are all 0 and every sequence is unpadded (no attention mask).
 
-The gauge group is ``S_d × {±1}`` (SPEC §2): LayerNorm gains permute, LayerNorm biases and
+The gauge group is ``S_d × {±1}`` (docs/conventions.md §2): LayerNorm gains permute, LayerNorm biases and
 everything written into the stream take the (global) sign.
 """
 
