@@ -14,8 +14,9 @@ Example:
   True
 """
 
-from gaugejax.errors import CheckpointError, GaugeError, GaugeJaxError, TransportError
+from gaugejax.errors import CheckpointError, GaugeError, GaugeJaxError, NonFiniteError, TransportError
 from gaugejax.gauge import SignedPermutation, load_gauge_metadata
+from gaugejax.group import Group
 from gaugejax.models import (
     GPT2Config,
     LlamaConfig,
@@ -34,7 +35,8 @@ from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, AxisAction, Axes, apply_spec
 # the submodule as soon as anything imports ``gaugejax.align`` (``.merge``, ``.audit``).
 from gaugejax.align import align, align_activations  # noqa: E402
 from gaugejax.audit import AuditResult, Claim, audit  # noqa: E402
-from gaugejax.merge import interpolate, merge, task_arithmetic  # noqa: E402
+from gaugejax.merge import interpolate, merge, merge_checkpoints, task_arithmetic  # noqa: E402
+from gaugejax.verify import VerifyResult, verify  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ _LAZY = {
     "transport_file": "gaugejax.transport",
     "transport_opt_state": "gaugejax.optim", "register_state_rule": "gaugejax.optim",
     "align_path": "gaugejax.trajectory", "cross_run": "gaugejax.trajectory", "PathAlignment": "gaugejax.trajectory",
+    "compose_files": "gaugejax.trajectory", "describe": "gaugejax.info",
     "canonical_gauge": "gaugejax.canonical", "CanonicalGauge": "gaugejax.canonical",
     "forward_with_steering": "gaugejax.interventions",
 }

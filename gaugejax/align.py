@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from gaugejax import stats
 from gaugejax.errors import CheckpointError, GaugeError
 from gaugejax.matching import MatchResult, _warn, match_stats
+from gaugejax.verify import Progress, as_token_rows, check_finite
 
 __all__ = ["align", "align_activations", "default_layers", "check_pair", "DEFAULT_MIN_TOKENS",
            "DEFAULT_MAX_TOKENS"]
@@ -63,6 +65,9 @@ def align_activations(
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     confidence: float = 0.99,
     layers: Sequence[int] | None = None,
+    progress: Progress | None = None,
+    total_tokens: int | None = None,
+    names: tuple[str, str] = ("model A", "model B"),
     on_batch: Callable[[int, MatchResult | None], None] | None = None,
     warn: bool = True,
     **match_kwargs: Any,
@@ -75,13 +80,23 @@ def align_activations(
       min_tokens: tokens before the first check.
       max_tokens: stop after at least this many tokens (``None``: consume all batches).
       confidence: level of the certificate.
-      layers: labels of the ``L`` layers (recorded in the result).
-      on_batch: called after every batch with ``(tokens so far, result of a check or None)``.
+      layers: residual-stream index of each of the ``L`` layers (recorded in the result, named in
+        errors).
+      progress: ``progress(tokens done, tokens total)`` after every batch; the total is
+        ``min(total_tokens, max_tokens)`` (``0`` when neither is known). Stopping early (certified)
+        leaves ``done < total``.
+      total_tokens: tokens the batches hold, if known (for ``progress`` only).
+      names: what to call the sources of ``X`` and ``Y`` in errors.
+      on_batch: deprecated (use ``progress``): called with ``(tokens so far, result of a check or None)``.
       warn: warn about ambiguous coordinates of the final result.
       **match_kwargs: ``group``, ``norm``, ``solver`` (see :func:`gaugejax.matching.match_correlation`).
 
     Returns:
       The final :class:`~gaugejax.matching.MatchResult`; ``n_tokens`` is the number used.
+
+    Raises:
+      NonFiniteError: a batch holds NaN or infinite activations (the message names the layer).
+      GaugeError: no batches, or the two streams differ in width.
 
     Example:
       >>> X = np.random.default_rng(0).normal(size=(4096, 8)).astype(np.float32)
@@ -89,6 +104,11 @@ def align_activations(
       >>> r.certified, r.n_tokens
       (True, 256)
     """
+    if on_batch is not None:
+        warnings.warn("align(on_batch=...) is deprecated; pass progress=(done, total)", DeprecationWarning,
+                      stacklevel=2)
+    budget = [x for x in (total_tokens, max_tokens) if x is not None]
+    total = int(min(budget)) if budget else 0
     state = None
     n = 0
     next_check = max(int(min_tokens), 4)
@@ -100,6 +120,8 @@ def align_activations(
             if x.shape[-1] != y.shape[-1]:
                 raise GaugeError(f"cannot align residual streams of different widths ({x.shape[-1]} vs {y.shape[-1]})")
             state = stats.init(x.shape[-1], n_layers=None if x.ndim == 2 else x.shape[0])
+        for what, h in zip(names, (x, y)):
+            check_finite(h[None] if h.ndim == 2 else h, labels=layers, what=what)
         state = stats.update(state, x, y)
         n += int(x.shape[-2])
         checked = None
@@ -109,6 +131,8 @@ def align_activations(
                                            **match_kwargs)
             next_check = max(next_check + 1, int(n * _CHECK_GROWTH))
             done = done or result.certified
+        if progress is not None:
+            progress(min(n, total) if total else n, total)
         if on_batch is not None:
             on_batch(n, checked)
         if done:
@@ -123,13 +147,16 @@ def align_activations(
 
 
 def check_pair(config_a: Any, config_b: Any) -> None:
-    """Raises :class:`~gaugejax.errors.CheckpointError` unless two configs can share a gauge."""
+    """Raises :class:`~gaugejax.errors.CheckpointError` unless two configs can share a gauge (same
+    family, width, depth and vocabulary)."""
     fa = (config_a.family, config_a.d_model, config_a.n_layers)
     fb = (config_b.family, config_b.d_model, config_b.n_layers)
     if config_a.family != config_b.family:
         raise CheckpointError(f"different architectures: {config_a.family} vs {config_b.family}")
     if fa != fb:
         raise CheckpointError(f"the checkpoints differ in shape: d={fa[1]}, {fa[2]} layers vs d={fb[1]}, {fb[2]} layers")
+    if config_a.vocab_size != config_b.vocab_size:
+        raise CheckpointError(f"different vocabularies: {config_a.vocab_size} vs {config_b.vocab_size} tokens")
 
 
 def align(
@@ -143,6 +170,8 @@ def align(
     min_tokens: int = DEFAULT_MIN_TOKENS,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     confidence: float = 0.99,
+    progress: Progress | None = None,
+    names: tuple[str, str] = ("model A", "model B"),
     on_batch: Callable[[int, MatchResult | None], None] | None = None,
     warn: bool = True,
     **match_kwargs: Any,
@@ -156,22 +185,21 @@ def align(
         :func:`default_layers`). The last index is taken before the final norm.
       method: matching method; the gauge group follows the models' norm (LayerNorm: ``S_d × {±1}``).
       batch_rows: token rows per forward pass.
-      min_tokens, max_tokens, confidence, on_batch, warn: see :func:`align_activations`.
+      progress: ``progress(tokens done, tokens total)`` after every batch (total:
+        ``min(tokens.size, max_tokens)``).
+      min_tokens, max_tokens, confidence, names, on_batch, warn: see :func:`align_activations`.
       **match_kwargs: ``group``, ``solver``.
 
     Raises:
-      CheckpointError: the models differ in family, width or depth.
+      CheckpointError: the models differ in family, width, depth or vocabulary.
+      NonFiniteError: a model's activations are NaN or infinite (the message names the layer).
       GaugeError: bad ``layers`` or no tokens.
     """
     from gaugejax.models import residual_stream
 
     ca, cb = model_a.config, model_b.config
     check_pair(ca, cb)
-    tok = np.asarray(tokens)
-    if tok.ndim == 1:
-        tok = tok[None]
-    if tok.ndim != 2 or tok.size == 0:
-        raise GaugeError(f"tokens must be a non-empty (rows, seq) array, got shape {tok.shape}")
+    tok = as_token_rows(tokens)
     layers = tuple(default_layers(ca.n_layers) if layers is None else (int(i) for i in layers))
     bad = [i for i in layers if not 0 <= i <= ca.n_layers]
     if bad or not layers:
@@ -189,4 +217,5 @@ def align(
             yield ha.reshape(L, b * s, d), hb.reshape(L, b * s, d)
 
     return align_activations(batches(), method=method, min_tokens=min_tokens, max_tokens=max_tokens,
-                             confidence=confidence, layers=layers, on_batch=on_batch, warn=warn, **match_kwargs)
+                             confidence=confidence, layers=layers, progress=progress, total_tokens=int(tok.size),
+                             names=names, on_batch=on_batch, warn=warn, **match_kwargs)

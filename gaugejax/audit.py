@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -38,8 +39,10 @@ import numpy as np
 
 from gaugejax.errors import GaugeError
 from gaugejax.gauge import SignedPermutation
+from gaugejax.group import Group
 from gaugejax.models import Model, apply_gauge, residual_stream
 from gaugejax.transport import transport_neurons
+from gaugejax.verify import Progress, check_finite
 
 __all__ = [
     "Claim", "ClaimResult", "AuditResult", "audit", "random_group_element", "probe_claim", "correlation_claim",
@@ -122,7 +125,9 @@ def _acts(model: Model, tokens: np.ndarray, layer: int) -> np.ndarray:
     n = model.config.n_layers
     if not 0 <= layer <= n:
         raise GaugeError(f"layer {layer} is outside [0, {n}]")
-    x = np.asarray(residual_stream(model, tokens)[layer], np.float64)
+    stream = residual_stream(model, tokens)
+    check_finite(stream[:layer + 1])  # a NaN claim would "reproduce" at random
+    x = np.asarray(stream[layer], np.float64)
     return x.reshape(-1, x.shape[-1])
 
 
@@ -178,15 +183,9 @@ def mean_activation_claim(layer: int, k: int = 1) -> Claim:
 
 
 # --------------------------------------------------------------------------- the sweep
-def random_group_element(key_or_seed: Any, d: int, group: str) -> SignedPermutation:
-    """A uniformly random element of ``"B_d"``, ``"S_d"`` or ``"S_d x ±1"`` (global sign)."""
-    if group == "B_d":
-        return SignedPermutation.random(key_or_seed, d)
-    if group == "S_d":
-        return SignedPermutation.random(key_or_seed, d, signed=False)
-    if group in ("S_d x ±1", "S_d×±1"):
-        return SignedPermutation.random(key_or_seed, d, signed=False, global_sign=True)
-    raise GaugeError(f"unknown group {group!r}: use B_d, S_d or 'S_d x ±1'")
+def random_group_element(key_or_seed: Any, d: int, group: Group | str) -> SignedPermutation:
+    """A uniformly random element of a group: ``Group(group).random(key_or_seed, d)``."""
+    return Group(group).random(key_or_seed, d)
 
 
 @dataclass
@@ -197,7 +196,7 @@ class AuditResult:
       claim: the claim's name.
       reference: the claim in the original chart.
       k: number of random charts per group.
-      rates: group → column (:data:`AUDIT_COLUMNS`) → fraction of charts where it reproduced.
+      rates: group (a :class:`~gaugejax.group.Group`, equal to its name) → column (:data:`AUDIT_COLUMNS`) → fraction of charts where it reproduced.
       per_chart: group → list of per-chart dicts (the gauge's negative count and each column's
         outcome as a bool).
     """
@@ -222,8 +221,9 @@ class AuditResult:
                 "reference_signs": self.reference.signs.tolist(), "rates": self.rates}
 
 
-def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Sequence[str] | None = None,
-          seed: int = 0, on_chart: Callable[[str, int], None] | None = None) -> AuditResult:
+def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Sequence[Group | str] | None = None,
+          seed: int = 0, progress: Progress | None = None,
+          on_chart: Callable[[str, int], None] | None = None) -> AuditResult:
     """Sweeps ``k`` random gauges per group and measures how the claim reproduces.
 
     Args:
@@ -231,30 +231,45 @@ def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Seque
       claim: a :class:`Claim`.
       tokens: ``(B, T)`` ids the claim is computed on.
       k: charts per group.
-      groups: default ``("B_d", "S_d")`` for RMSNorm, ``("S_d x ±1", "S_d")`` for LayerNorm.
+      groups: groups to sweep, each a subgroup of the model's (:class:`~gaugejax.group.Group` or a
+        name); default the model's group and ``S_d``: ``(B_d, S_d)`` for RMSNorm,
+        ``(S_d x ±1, S_d)`` for LayerNorm.
       seed: gauges are drawn from ``fold_in(key(seed), n)`` (group-specific streams).
-      on_chart: progress callback ``(group, n)``.
+      progress: ``progress(charts done, charts total)`` after each chart (``k`` per group).
+      on_chart: deprecated (use ``progress``): called with ``(group, n)``.
 
     Returns:
       :class:`AuditResult`.
+
+    Raises:
+      GaugeError: ``k < 1``, an unknown group, or one that is not a symmetry of the model (``B_d``
+        charts of a LayerNorm model are other models).
+      NonFiniteError: the model's activations are NaN or infinite up to the claim's layer.
     """
     if k < 1:
         raise GaugeError("k must be at least 1")
-    if groups is None:
-        groups = ("B_d", "S_d") if model.config.norm == "rmsnorm" else ("S_d x ±1", "S_d")
+    if on_chart is not None:
+        warnings.warn("audit(on_chart=...) is deprecated; pass progress=(done, total)", DeprecationWarning,
+                      stacklevel=2)
+    own = Group.of(model.config)
+    groups = (own, Group.S_D) if groups is None else tuple(Group(g) for g in groups)
+    for g in groups:
+        if not g.subgroup_of(own):
+            norm = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}.get(model.config.norm, model.config.norm)
+            raise GaugeError(f"a {norm} model only admits {own}; {g} charts are not the same model "
+                             f"(sweep {own} or a subgroup)")
     tokens = np.asarray(tokens)
     ref = claim(model, tokens)
     result = AuditResult(claim.name, ref, k)
     key = jax.random.key(seed)
+    scores = ref.signs.astype(np.float64)
     for gi, group in enumerate(groups):
         rows = []
         for n in range(k):
-            g = random_group_element(jax.random.fold_in(jax.random.fold_in(key, gi), n), model.d, group)
+            g = group.random(jax.random.fold_in(jax.random.fold_in(key, gi), n), model.d)
             got = claim(apply_gauge(model, g), tokens)
-            bd_idx, bd_sg = transport_neurons(ref.indices, g, scores=ref.signs.astype(np.float64))
-            sd_idx, sd_sg = transport_neurons(ref.indices, g, scores=ref.signs.astype(np.float64), group="S_d")
-            bd = ClaimResult(bd_idx, bd_sg.astype(np.int8))
-            sd = ClaimResult(sd_idx, sd_sg.astype(np.int8))
+            bd = ClaimResult(*_transported(ref.indices, g, scores))
+            sd = ClaimResult(*_transported(ref.indices, Group.S_D.project(g), scores))
             row = {
                 "negative_signs": int((g.signs < 0).sum()),
                 "raw": got.as_set(False) == ref.as_set(False),
@@ -265,11 +280,18 @@ def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Seque
                 "bd_relative_signed": got.as_set(True) == bd.as_set(True),
             }
             rows.append(row)
+            if progress is not None:
+                progress(gi * k + n + 1, len(groups) * k)
             if on_chart is not None:
                 on_chart(group, n)
         result.per_chart[group] = rows
         result.rates[group] = {c: float(np.mean([r[c] for r in rows])) for c in AUDIT_COLUMNS}
     return result
+
+
+def _transported(indices: np.ndarray, gauge: SignedPermutation, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx, sg = transport_neurons(indices, gauge, scores=scores)
+    return idx, sg.astype(np.int8)
 
 
 def plot_audit(results: AuditResult | Sequence[AuditResult], path: str | os.PathLike) -> None:

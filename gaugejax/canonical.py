@@ -36,6 +36,7 @@ import numpy as np
 
 from gaugejax.errors import GaugeError
 from gaugejax.gauge import SignedPermutation
+from gaugejax.group import Group
 from gaugejax.models import Model, apply_gauge
 
 __all__ = [
@@ -91,6 +92,9 @@ def coordinate_statistics(model: Model, names: Sequence[str], tokens: Any = None
         if name in out:
             continue
         base, _, idx = name.partition(".")
+        if name in ("final_norm", "norm_mean") and "final_norm" not in p:
+            raise GaugeError(f"statistic {name!r}: this model has no final norm (a post-LN encoder such as BERT ends "
+                             "in its last block's LayerNorm); order by embed_rms,mlp_norm.-1 instead")
         if name == "final_norm":
             out[name] = _np(p["final_norm"])
         elif name == "norm_mean":
@@ -189,7 +193,8 @@ def canonical_gauge(model: Model, *, order_by: Sequence[str] | str = DEFAULT_ORD
     """The gauge from ``model``'s chart to its canonical chart.
 
     Args:
-      model: the model (RMSNorm: signs per coordinate; LayerNorm: one global sign).
+      model: the model; signs follow its group (:meth:`gaugejax.group.Group.of`): one per coordinate
+        for ``B_d`` (RMSNorm), one global sign for ``S_d × {±1}`` (LayerNorm).
       order_by: sign-invariant statistics, primary first (lexicographic order, ascending), as a
         tuple or a comma-separated string (default :data:`DEFAULT_ORDER`).
       sign_by: an odd statistic; each canonical coordinate gets the sign that makes it positive.
@@ -224,7 +229,7 @@ def canonical_gauge(model: Model, *, order_by: Sequence[str] | str = DEFAULT_ORD
     spread = float(np.std(keys[0])) or 1.0
     gap = np.diff(primary) / spread
     odd = st[sign_by]
-    if model.config.norm == "layernorm":
+    if Group.of(model.config) is Group.S_D_SIGN:
         total = float(odd.sum())
         s = np.full(model.d, 1 if total >= 0 else -1, np.int8)
         zero = int(total == 0.0) * model.d
@@ -272,11 +277,10 @@ def regauge_stability(model: Model, k: int = 16, *, seed: int = 0, **kwargs: Any
     import jax
 
     ref = canonical_gauge(model, **kwargs).gauge
-    signed = model.config.norm == "rmsnorm"
+    group = Group.of(model.config)
     same, perm, sgn = [], [], []
     for n in range(k):
-        g = SignedPermutation.random(jax.random.fold_in(jax.random.key(seed), n), model.d, signed=signed,
-                                     global_sign=not signed)
+        g = group.random(jax.random.fold_in(jax.random.key(seed), n), model.d)
         other = canonical_gauge(apply_gauge(model, g), **kwargs).gauge
         a = chart_agreement(ref, other, g)
         same.append(a["same_chart"])

@@ -19,3 +19,7 @@ class CheckpointError(GaugeJaxError, ValueError):
 
 class TransportError(GaugeJaxError, ValueError):
     """An object cannot be transported: unknown kind or format, or shapes that do not match."""
+
+
+class NonFiniteError(CheckpointError):
+    """A model produces NaN or infinite activations (a broken checkpoint, or an overflow in its dtype)."""

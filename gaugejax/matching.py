@@ -55,6 +55,7 @@ import numpy as np
 from gaugejax import assignment, stats
 from gaugejax.errors import GaugeError
 from gaugejax.gauge import SignedPermutation
+from gaugejax.group import Group
 
 __all__ = [
     "METHODS", "GROUPS", "MatchResult", "AmbiguousMatchWarning", "match", "match_correlation",
@@ -64,15 +65,8 @@ __all__ = [
 METHODS = ("sign_marginalized", "signed", "permutation")
 """Matching methods (docs/conventions.md §4)."""
 
-GROUPS = ("B_d", "S_d", "S_d x ±1")
-"""Gauge groups a result can live in."""
-
-_GROUP_ALIASES = {
-    "b_d": "B_d", "bd": "B_d", "signed_permutation": "B_d",
-    "s_d": "S_d", "sd": "S_d", "permutation": "S_d",
-    "s_d x ±1": "S_d x ±1", "s_d x +-1": "S_d x ±1", "s_d×{±1}": "S_d x ±1", "s_d x {±1}": "S_d x ±1",
-    "s_d × {±1}": "S_d x ±1", "global_sign": "S_d x ±1", "layernorm": "S_d x ±1",
-}
+GROUPS = tuple(Group)
+"""Gauge groups a result can live in (:class:`~gaugejax.group.Group`; members equal their names)."""
 
 
 class AmbiguousMatchWarning(UserWarning):
@@ -252,34 +246,32 @@ def _competitors(score: np.ndarray, perm: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- public API
-def _normalize_group(group: str | None) -> str | None:
-    if group is None:
-        return None
-    if group in GROUPS:
-        return group
-    g = _GROUP_ALIASES.get(str(group).strip().lower())
-    if g is None:
-        raise ValueError(f"unknown gauge group {group!r}; use one of {', '.join(GROUPS)}")
-    return g
+def _solve(score: np.ndarray, solver: str) -> tuple[np.ndarray, str]:
+    """The assignment maximising ``Σ_j score[perm[j], j]``, as ``perm`` (B's j ← A's perm[j])."""
+    a = assignment.solve(score, method=solver)
+    perm = np.empty(score.shape[0], np.int64)
+    perm[a.cols] = a.rows
+    return perm, a.solver
 
 
-def _resolve_group(method: str, group: str | None, norm: str | None) -> str:
+def _resolve_group(method: str, group: Group | str | None, norm: str | None) -> Group:
     if method not in METHODS:
         raise ValueError(f"unknown matching method {method!r}; use one of {', '.join(METHODS)}")
     if norm not in (None, "rmsnorm", "layernorm"):
         raise ValueError(f"norm must be 'rmsnorm', 'layernorm' or None, got {norm!r}")
-    group = _normalize_group(group)
+    group = None if group is None else Group(group)
     if method != "sign_marginalized":
-        if group not in (None, "S_d"):
+        if group not in (None, Group.S_D):
             raise ValueError(f"method {method!r} returns permutations (S_d); group={group!r} needs "
                              "method='sign_marginalized'")
-        return "S_d"
+        return Group.S_D
+    model_group = Group.B_D if norm is None else Group.of(norm)
     if group is None:
-        return "S_d x ±1" if norm == "layernorm" else "B_d"
-    if group == "B_d" and norm == "layernorm":
-        raise GaugeError("a LayerNorm model only admits S_d × {±1} (one global sign); refusing a B_d "
-                         "match. Use group='S_d x ±1' (the default for norm='layernorm')")
-    if group == "S_d":
+        return model_group
+    if not group.subgroup_of(model_group):
+        raise GaugeError(f"a LayerNorm model only admits {model_group} (one global sign); refusing a {group} "
+                         f"match. Use group={model_group.value!r} (the default for norm={norm!r})")
+    if group is Group.S_D:
         raise ValueError("for a permutation-only match use method='permutation'")
     return group
 
@@ -302,7 +294,8 @@ def match_correlation(
       corr: ``(d, d)`` or ``(L, d, d)`` correlations ``C[l, i, j] = corr(X_l[:, i], Y_l[:, j])``.
       method: one of :data:`METHODS`.
       n_tokens: tokens behind ``corr``; enables the statistical certificate.
-      group: ``None`` (from ``method`` and ``norm``), ``"B_d"`` or ``"S_d x ±1"``.
+      group: ``None`` (from ``method`` and ``norm``), ``"B_d"`` or ``"S_d x ±1"``
+        (a :class:`~gaugejax.group.Group` or any spelling it accepts).
       norm: ``"rmsnorm"``, ``"layernorm"`` or ``None``; ``"layernorm"`` restricts to one global sign.
       confidence: level of the certificate (union bound over all entries).
       solver: assignment method (:data:`gaugejax.assignment.METHODS`).
@@ -332,8 +325,12 @@ def match_correlation(
     n_layers, d_a, d_b = c.shape
     if d_a != d_b:
         raise GaugeError(f"cannot match residual streams of different widths ({d_a} vs {d_b})")
-    if not np.isfinite(c).all():
-        raise ValueError("corr has NaN or infinite entries")
+    finite = np.isfinite(c).all(axis=(1, 2))
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        where = f"layer {layers[bad]}" if layers is not None and len(layers) == n_layers else f"entry {bad}"
+        raise GaugeError(f"the correlations at {where} are NaN or infinite: the activations are not finite "
+                         "(a broken checkpoint or an overflow; check both models with `gaugejax verify`)")
     d = d_a
     cbar = c[0] if n_layers == 1 else c.mean(axis=0)
     cols = np.arange(d)
@@ -344,32 +341,19 @@ def match_correlation(
         score, kind = cbar, "signed"
     else:
         score, kind = np.abs(cbar), "abs"
-    a = assignment.solve(score, method=solver)
-    perm = np.empty(d, np.int64)
-    perm[a.cols] = a.rows
-    solver_used = a.solver
+    perm, solver_used = _solve(score, solver)
     matched = cbar[perm, cols]
-    if grp == "B_d":
-        signs = np.where(matched < 0, -1, 1).astype(np.int8)
-    else:
-        signs = np.ones(d, np.int8)
-    if grp == "S_d x ±1":
-        bd_signs = np.where(matched < 0, -1, 1)
-        neg = int((bd_signs < 0).sum())
-        s = -1 if (neg > d - neg or (neg == d - neg and matched.sum() < 0)) else 1
+    bd_signs = np.where(matched < 0, -1, 1).astype(np.int8)
+    signs = bd_signs if grp is Group.B_D else np.ones(d, np.int8)
+    if grp is Group.S_D_SIGN:
+        s = Group.majority_sign(bd_signs, weights=np.abs(matched))
         sign_conflict = bd_signs != s
+        score, kind = s * cbar, "signed"
         if sign_conflict.any():
             notes.append(f"B_d match has non-global signs: {int(sign_conflict.sum())} of {d} coordinates "
                          f"disagree with the global sign {s:+d}; re-solved within S_d × {{±1}}")
-            score = s * cbar
-            a = assignment.solve(score, method=solver)
-            perm = np.empty(d, np.int64)
-            perm[a.cols] = a.rows
-            solver_used = a.solver
+            perm, solver_used = _solve(score, solver)
             matched = cbar[perm, cols]
-        else:
-            score = s * cbar
-        kind = "signed"
         signs = np.full(d, s, np.int8)
 
     matched_score = score[perm, cols].astype(np.float64)

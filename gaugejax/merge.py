@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,21 +36,21 @@ import numpy as np
 
 from gaugejax.errors import GaugeError
 from gaugejax.gauge import SignedPermutation
+from gaugejax.group import Group
 from gaugejax.models import Model, apply_gauge
-from gaugejax.transport import group_gauge
 
-__all__ = ["into_chart", "interpolate", "merge", "task_arithmetic", "merge_checkpoints"]
+__all__ = ["into_chart", "interpolate", "merge", "task_arithmetic", "merge_checkpoints", "MergeReport"]
 
 
-def into_chart(model: Model, gauge: SignedPermutation | None, *, group: str = "B_d") -> Model:
+def into_chart(model: Model, gauge: SignedPermutation | None, *, group: Group | str = "B_d") -> Model:
     """Moves ``model`` (B) into the chart of the reference A, given the gauge ``A → B``.
 
-    ``None`` means the charts already agree. With ``group="S_d"`` only the permutation part of the
-    gauge is undone.
+    ``None`` means the charts already agree. The gauge is first projected onto ``group``
+    (:meth:`gaugejax.group.Group.project`): with ``"S_d"`` only its permutation part is undone.
     """
     if gauge is None:
         return model
-    return apply_gauge(model, group_gauge(gauge, group).inverse())
+    return apply_gauge(model, Group(group).project(gauge).inverse())
 
 
 def _check_compatible(models: Sequence[Model]) -> None:
@@ -92,7 +93,7 @@ def interpolate(a: Model, b: Model, alpha: float = 0.5) -> Model:
 
 
 def merge(a: Model, b: Model, gauge: SignedPermutation | None = None, *, alpha: float = 0.5,
-          group: str = "B_d") -> Model:
+          group: Group | str = "B_d") -> Model:
     """Coordinate-preserving merge: B into A's chart by ``gauge`` (A→B), then interpolate.
 
     Args:
@@ -111,7 +112,7 @@ def merge(a: Model, b: Model, gauge: SignedPermutation | None = None, *, alpha: 
 
 
 def task_arithmetic(base: Model, models: Sequence[Model], lambdas: float | Sequence[float] = 1.0,
-                    gauges: Sequence[SignedPermutation | None] | None = None, *, group: str = "B_d") -> Model:
+                    gauges: Sequence[SignedPermutation | None] | None = None, *, group: Group | str = "B_d") -> Model:
     """``base + Σ λ_i (θ_i − base)`` with every fine-tune first moved into the base's chart.
 
     Args:
@@ -135,14 +136,99 @@ def task_arithmetic(base: Model, models: Sequence[Model], lambdas: float | Seque
     return _combine(base, list(zip(lam, moved)), base_weight=1.0 - sum(lam))
 
 
-def merge_checkpoints(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike,
-                      gauge: SignedPermutation | None, *, alpha: float = 0.5, group: str = "B_d") -> Path:
-    """Loads two checkpoints, merges them (:func:`merge`) and writes a Hugging Face directory.
+@dataclass(frozen=True)
+class MergeReport:
+    """What :func:`merge_checkpoints` wrote.
 
-    The output keeps A's dtype and config; the write is atomic.
+    Attributes:
+      output: the Hugging Face directory written (in the chart of the first checkpoint).
+      mode: ``"interpolation"`` or ``"task_arithmetic"``.
+      weights: ``(alpha,)`` for an interpolation, the ``λ_i`` for task arithmetic.
+      group: the group the gauges were used in.
+    """
+
+    output: Path
+    mode: str
+    weights: tuple[float, ...]
+    group: Group
+
+    def describe(self) -> str:
+        """One line, e.g. ``"interpolation, alpha = 0.5, group B_d"``."""
+        if self.mode == "interpolation":
+            what = f"interpolation, alpha = {self.weights[0]:g}"
+        else:
+            what = f"task arithmetic, λ = {', '.join(f'{x:g}' for x in self.weights)}"
+        return f"{what}, group {self.group}"
+
+
+def _weights(mode: str, n_other: int, alpha: float, lambdas: float | Sequence[float] | None) -> tuple[float, ...]:
+    """``(alpha,)`` for an interpolation of two models, one ``λ_i`` per fine-tune for task arithmetic."""
+    if mode == "interpolation":
+        if n_other != 1:
+            raise GaugeError("interpolation merges exactly two checkpoints (use task arithmetic for more)")
+        if lambdas is not None:
+            raise GaugeError("lambdas go with task arithmetic; an interpolation takes alpha")
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise GaugeError(f"alpha must lie in [0, 1], got {alpha}")
+        return (float(alpha),)
+    if mode != "task_arithmetic":
+        raise GaugeError(f"unknown merge mode {mode!r}: use 'interpolation' or 'task_arithmetic'")
+    lam = [1.0 / n_other] if lambdas is None else [float(x) for x in np.atleast_1d(lambdas)]
+    if len(lam) not in (1, n_other):
+        raise GaugeError(f"{len(lam)} lambdas for {n_other} fine-tunes (give one, or one per fine-tune)")
+    if not all(np.isfinite(lam)):
+        raise GaugeError("lambdas must be finite numbers")
+    return tuple(lam * n_other if len(lam) == 1 else lam)
+
+
+def merge_checkpoints(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike,
+                      gauges: Sequence[SignedPermutation | str | os.PathLike | None] | None = None, *,
+                      alpha: float = 0.5, lambdas: float | Sequence[float] | None = None,
+                      mode: str = "interpolation", group: Group | str = "B_d",
+                      overwrite: bool = False) -> MergeReport:
+    """Loads checkpoints, merges them in the first one's chart and writes a Hugging Face directory.
+
+    Args:
+      checkpoints: ``A B`` (``mode="interpolation"``, :func:`merge`) or ``BASE FT_1 ... FT_n``
+        (``mode="task_arithmetic"``, :func:`task_arithmetic`).
+      out: output directory (new or empty; a previous gaugejax output with ``overwrite``).
+      gauges: one per checkpoint after the first, the gauge first → that checkpoint, as a
+        :class:`~gaugejax.gauge.SignedPermutation`, a gauge file, or ``None`` (same chart);
+        default all ``None``.
+      alpha: interpolation weight of B.
+      lambdas: task-arithmetic scales, one or one per fine-tune (default ``1/n`` each).
+      mode: ``"interpolation"`` (``(1 - alpha) · A + alpha · B``) or ``"task_arithmetic"``
+        (``base + Σ λ_i (θ_i − base)``).
+      group: ``"B_d"`` or ``"S_d"`` (permutation part only, for comparison).
+      overwrite: may replace a previous gaugejax output at ``out``.
+
+    Returns:
+      :class:`MergeReport`. The output keeps the first checkpoint's dtype and config; the write is
+      atomic.
+
+    Raises:
+      GaugeError: wrong numbers of checkpoints, gauges or lambdas; ``out`` is an input; incompatible
+        models or gauges.
     """
     from gaugejax.io import load_model, save_model
 
-    ma, mb = load_model(a), load_model(b)
-    merged = merge(ma, mb, gauge, alpha=alpha, group=group)
-    return save_model(merged, out)
+    paths = [Path(p) for p in checkpoints]
+    n_other = len(paths) - 1
+    if n_other < 1:
+        raise GaugeError("a merge needs at least two checkpoints")
+    weights = _weights(mode, n_other, alpha, lambdas)
+    if any(Path(out).resolve() == p.resolve() for p in paths):
+        raise GaugeError("the output must differ from every input checkpoint")
+    gauges = [None] * n_other if gauges is None else list(gauges)
+    if len(gauges) != n_other:
+        raise GaugeError(f"{len(gauges)} gauge(s) for {n_other} checkpoint(s) after the first")
+    grp = Group(group)
+    gauges = [g if g is None or isinstance(g, SignedPermutation) else SignedPermutation.load(g) for g in gauges]
+    models = [load_model(p) for p in paths]
+    if mode == "task_arithmetic":
+        merged = task_arithmetic(models[0], models[1:], weights, gauges, group=grp)
+    else:
+        merged = merge(models[0], models[1], gauges[0], alpha=weights[0], group=grp)
+    save_model(merged, out, overwrite=overwrite)
+    return MergeReport(Path(out), mode, weights, grp)
+

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -36,8 +37,10 @@ import numpy as np
 from gaugejax.errors import GaugeError
 from gaugejax.gauge import SignedPermutation
 from gaugejax.models import Model
+from gaugejax.verify import Progress
 
-__all__ = ["Hop", "PathAlignment", "CrossRunAlignment", "align_pair", "align_path", "cross_run", "compose_hops"]
+__all__ = ["Hop", "PathAlignment", "CrossRunAlignment", "align_pair", "align_path", "cross_run", "compose_hops",
+           "compose_chain", "compose_files"]
 
 Checkpoint = Any  # a Model or a path
 
@@ -79,20 +82,85 @@ class Hop:
         return [f"{self.src} → {self.dst}", self.n_tokens, self.mean_abs_corr, self.min_margin, self.n_ambiguous]
 
 
+def compose_chain(gauges: Sequence[SignedPermutation],
+                  ambiguous: Sequence[Any] | None = None) -> tuple[SignedPermutation, np.ndarray | None]:
+    """Composes ``G_1.then(G_2)...`` and propagates per-coordinate ambiguity along the chain.
+
+    Coordinate ``j`` of the last chart is ambiguous when its own hop flags it or when the
+    coordinate it came from (``G_k.perm[j]``) was ambiguous in the chain before.
+
+    Args:
+      gauges: ``G_i`` maps chart ``i`` → ``i + 1``.
+      ambiguous: one ``(d,)`` bool array per gauge (by target coordinate), or ``None`` entries /
+        ``None`` when unknown.
+
+    Returns:
+      ``(composed gauge, ambiguous (d,) bool)``; the flags are ``None`` unless every hop has them.
+
+    Example:
+      >>> g = SignedPermutation([1, 0, 2])
+      >>> _, amb = compose_chain([g, g], [np.array([True, False, False]), np.zeros(3, bool)])
+      >>> amb.tolist()
+      [False, True, False]
+    """
+    gauges = list(gauges)
+    if not gauges:
+        raise GaugeError("no gauges to compose")
+    flags = [None] * len(gauges) if ambiguous is None else list(ambiguous)
+    if len(flags) != len(gauges):
+        raise GaugeError(f"{len(flags)} ambiguity arrays for {len(gauges)} gauges")
+    total, amb = gauges[0], None
+    known = all(f is not None and np.shape(f) == (g.d,) for f, g in zip(flags, gauges))
+    if known:
+        amb = np.asarray(flags[0], bool)
+    for i, g in enumerate(gauges[1:], start=1):
+        if g.d != total.d:
+            raise GaugeError(f"cannot compose: gauge {i} has d={g.d} but the gauges before it have d={total.d}")
+        total = total.then(g)
+        if known:
+            amb = np.asarray(flags[i], bool) | amb[g.perm]  # j of the new chart came from g.perm[j]
+    return total, amb
+
+
 def compose_hops(hops: Sequence[Hop]) -> tuple[SignedPermutation, np.ndarray]:
     """The composed gauge first → last, and per-coordinate confidence of the whole chain.
 
     Coordinate ``j`` of the last checkpoint is *confident* when every hop along its chain of
-    matches was certified.
+    matches was certified (:func:`compose_chain`).
     """
     if not hops:
         raise GaugeError("no hops to compose")
-    g = hops[0].gauge
-    ok = ~hops[0].ambiguous
-    for h in hops[1:]:
-        g = g.then(h.gauge)
-        ok = ~h.ambiguous & ok[h.gauge.perm]
-    return g, ok
+    gauge, amb = compose_chain([h.gauge for h in hops], [h.ambiguous for h in hops])
+    return gauge, ~amb
+
+
+def compose_files(paths: Sequence[str | os.PathLike]) -> tuple[SignedPermutation, dict[str, np.ndarray]]:
+    """Composes gauge files ``G_1 then G_2 ...`` (A→B, B→C, ... gives A→last).
+
+    Returns:
+      The composed gauge and metadata for its file: ``composed_from`` (file names),
+      ``method="composed"`` and, when every input records them, chain-propagated ``ambiguous``
+      flags (:func:`compose_chain`).
+
+    Raises:
+      GaugeError: no paths, an unreadable file, or gauges of different widths.
+    """
+    from gaugejax.gauge import load_gauge_metadata
+
+    paths = list(paths)
+    if not paths:
+        raise GaugeError("compose needs at least one gauge file")
+    gauges = [SignedPermutation.load(p) for p in paths]
+    for p, g in zip(paths, gauges):
+        if g.d != gauges[0].d:
+            raise GaugeError(f"cannot compose: {os.fspath(p)} has d={g.d} but the gauges before it have d={gauges[0].d}")
+    flags = [load_gauge_metadata(p).get("ambiguous") for p in paths]
+    total, amb = compose_chain(gauges, flags)
+    meta = {"composed_from": np.asarray([os.path.basename(os.fspath(p)) for p in paths]),
+            "method": np.asarray("composed")}
+    if amb is not None:
+        meta["ambiguous"] = amb
+    return total, meta
 
 
 @dataclass
@@ -142,16 +210,38 @@ def _load(c: Checkpoint) -> Model:
 
 
 def align_pair(a: Checkpoint, b: Checkpoint, tokens: Any, *, layers: Sequence[int] | None = None,
-               method: str = "sign_marginalized", **kwargs: Any) -> Any:
-    """Direct match A → B (:func:`gaugejax.align.align`), accepting Models or paths."""
+               method: str = "sign_marginalized", labels: tuple[str, str] | None = None, **kwargs: Any) -> Any:
+    """Direct match A → B (:func:`gaugejax.align.align`), accepting Models or paths.
+
+    ``labels`` name the two checkpoints in errors (default ``"model A"``, ``"model B"``).
+    """
     from gaugejax.align import align
 
     kwargs.setdefault("warn", False)
+    if labels is not None:
+        kwargs["names"] = labels
     return align(_load(a), _load(b), tokens, layers=layers, method=method, **kwargs)
 
 
+class _Steps:
+    """Counts matches for a ``progress(done, total)`` callback."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _deprecated_on_hop(on_hop: Any) -> None:
+    if on_hop is not None:
+        warnings.warn("on_hop=... is deprecated; pass progress=(done, total)", DeprecationWarning, stacklevel=3)
+
+
 def align_path(checkpoints: Sequence[Checkpoint], tokens: Any, *, layers: Sequence[int] | None = None,
-               method: str = "sign_marginalized", endpoint: bool = False,
+               method: str = "sign_marginalized", endpoint: bool = False, progress: Progress | None = None,
                on_hop: Callable[[int, Hop], None] | None = None, **align_kwargs: Any) -> PathAlignment:
     """Matches every adjacent pair of checkpoints and composes the local gauges.
 
@@ -161,28 +251,45 @@ def align_path(checkpoints: Sequence[Checkpoint], tokens: Any, *, layers: Sequen
       layers: residual-stream indices to pool (default: :func:`gaugejax.align.default_layers`).
       method: matching method (``sign_marginalized`` for RMSNorm models).
       endpoint: also match ``C_1 → C_k`` directly.
-      on_hop: progress callback ``(hop index, Hop)``.
+      progress: ``progress(matches done, matches total)`` after each match (``k - 1`` hops, plus
+        the endpoint match).
+      on_hop: deprecated (use ``progress``): called with ``(hop index, Hop)``.
       **align_kwargs: passed to :func:`gaugejax.align.align` (``max_tokens``, ``confidence``, ...).
 
     Returns:
       :class:`PathAlignment`; ``.gauge`` maps ``C_1 → C_k``.
+
+    Raises:
+      NonFiniteError: a checkpoint's activations are NaN or infinite (named with the layer).
     """
+    _deprecated_on_hop(on_hop)
     ckpts = list(checkpoints)
     if len(ckpts) < 2:
         raise GaugeError("a path needs at least two checkpoints")
+    return _align_path(ckpts, tokens, _Steps(progress, len(ckpts) - 1 + int(endpoint)), on_hop, layers=layers,
+                       method=method, endpoint=endpoint, **align_kwargs)
+
+
+def _align_path(ckpts: list[Checkpoint], tokens: Any, steps: _Steps, on_hop: Any, *, endpoint: bool = False,
+                **kwargs: Any) -> PathAlignment:
     hops: list[Hop] = []
     prev = _load(ckpts[0])
     first = prev
     for i in range(1, len(ckpts)):
         cur = _load(ckpts[i])
-        r = align_pair(prev, cur, tokens, layers=layers, method=method, **align_kwargs)
+        r = align_pair(prev, cur, tokens, labels=(_label(ckpts[i - 1], i - 1), _label(ckpts[i], i)), **kwargs)
         hop = Hop.from_match(_label(ckpts[i - 1], i - 1), _label(ckpts[i], i), r)
         hops.append(hop)
+        steps.step()
         if on_hop is not None:
             on_hop(i - 1, hop)
         prev = cur
     gauge, confident = compose_hops(hops)
-    direct = align_pair(first, prev, tokens, layers=layers, method=method, **align_kwargs) if endpoint else None
+    direct = None
+    if endpoint:
+        direct = align_pair(first, prev, tokens, labels=(_label(ckpts[0], 0), _label(ckpts[-1], len(ckpts) - 1)),
+                            **kwargs)
+        steps.step()
     return PathAlignment(gauge, hops, confident, direct)
 
 
@@ -219,33 +326,40 @@ class CrossRunAlignment:
 
 def cross_run(run_a: Sequence[Checkpoint], run_b: Sequence[Checkpoint], base: Checkpoint, tokens: Any, *,
               layers: Sequence[int] | None = None, method: str = "sign_marginalized",
-              on_hop: Callable[[int, Hop], None] | None = None, **align_kwargs: Any) -> CrossRunAlignment:
+              progress: Progress | None = None, on_hop: Callable[[int, Hop], None] | None = None,
+              **align_kwargs: Any) -> CrossRunAlignment:
     """Gauge from run A's last checkpoint to run B's last, both fine-tuned from ``base``.
 
     Args:
       run_a: run A's checkpoints in training order (``A_1`` nearest the base, ``A_m`` last).
       run_b: run B's checkpoints in training order.
       base: the shared starting checkpoint.
+      progress: ``progress(matches done, matches total)`` after each match (the ``m + n`` hops of
+        the path, the direct matches to and from the base when not already hops, the endpoint).
       tokens, layers, method, on_hop, **align_kwargs: see :func:`align_path`.
 
     Returns:
       :class:`CrossRunAlignment` with the composed, via-base and endpoint gauges.
     """
+    _deprecated_on_hop(on_hop)
     run_a, run_b = list(run_a), list(run_b)
     if not run_a or not run_b:
         raise GaugeError("each run needs at least one checkpoint")
-    path = [*reversed(run_a), base, *run_b]
-    composed = align_path(path, tokens, layers=layers, method=method, on_hop=on_hop, **align_kwargs)
+    kw = dict(layers=layers, method=method, **align_kwargs)
+    steps = _Steps(progress, len(run_a) + len(run_b) + int(len(run_a) > 1) + int(len(run_b) > 1) + 1)
+    composed = _align_path([*reversed(run_a), base, *run_b], tokens, steps, on_hop, **kw)
     a_end, b_end = run_a[-1], run_b[-1]
+    la, lbase, lb = _label(a_end, 0), _label(base, 1), _label(b_end, 2)
     if len(run_a) == 1:
         to_base = composed.hops[0]
     else:
-        to_base = Hop.from_match(_label(a_end, 0), _label(base, 1),
-                                 align_pair(a_end, base, tokens, layers=layers, method=method, **align_kwargs))
+        to_base = Hop.from_match(la, lbase, align_pair(a_end, base, tokens, labels=(la, lbase), **kw))
+        steps.step()
     if len(run_b) == 1:
         from_base = composed.hops[-1]
     else:
-        from_base = Hop.from_match(_label(base, 1), _label(b_end, 2),
-                                   align_pair(base, b_end, tokens, layers=layers, method=method, **align_kwargs))
-    endpoint = align_pair(a_end, b_end, tokens, layers=layers, method=method, **align_kwargs)
+        from_base = Hop.from_match(lbase, lb, align_pair(base, b_end, tokens, labels=(lbase, lb), **kw))
+        steps.step()
+    endpoint = align_pair(a_end, b_end, tokens, labels=(la, lb), **kw)
+    steps.step()
     return CrossRunAlignment(composed, to_base.gauge.then(from_base.gauge), endpoint, (to_base, from_base))

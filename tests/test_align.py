@@ -36,8 +36,11 @@ def _perturbed(model, scale, seed=0):
 
 def test_exact_copy_certified_within_1024_tokens(llama, tokens):
     g = SignedPermutation.random(11, llama.config.d_model)
-    r = align(llama, apply_gauge(llama, g), tokens)
+    seen = []
+    r = align(llama, apply_gauge(llama, g), tokens, progress=lambda done, total: seen.append((done, total)))
     assert r.gauge == g and r.certified and r.group == "B_d"
+    # progress in tokens of the budget min(tokens available, max_tokens); stops early once certified
+    assert seen[0] == (256, 4096) and seen[-1] == (r.n_tokens, 4096)
     assert r.n_tokens <= 1024
     assert r.layers == default_layers(llama.config.n_layers)
 

@@ -25,7 +25,9 @@ def test_audit_rates_rmsnorm(llama, make):
     m, tokens, labels = llama
     claim = {"corr": lambda: correlation_claim(1, labels, k=2), "probe": lambda: probe_claim(1, labels, k=2),
              "mean": lambda: mean_activation_claim(2, k=2)}[make]()
-    r = audit(m, claim, tokens, k=8, seed=1)
+    seen = []
+    r = audit(m, claim, tokens, k=8, seed=1, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 16) for i in range(1, 17)]
     bd, sd = r.rates["B_d"], r.rates["S_d"]
     # The gauge-relative claim is recomputed exactly up to float32 reassociation; top-2 scores of a
     # random model are separated by far more than that, so it reproduces in every chart.
@@ -45,6 +47,8 @@ def test_audit_layernorm_groups():
     assert r.rates["S_d x ±1"]["bd_relative_signed"] == 1.0
     with pytest.raises(GaugeError, match="LayerNorm"):
         audit(m, correlation_claim(1, feature_labels(tokens, "parity")), tokens, k=1, groups=["B_d"])
+    r = audit(m, correlation_claim(1, feature_labels(tokens, "parity")), tokens, k=2, groups=["S_d x +-1"])
+    assert list(r.rates) == [gj.Group.S_D_SIGN]
 
 
 def test_group_elements():

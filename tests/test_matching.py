@@ -146,6 +146,11 @@ def test_width_mismatch_and_bad_arguments():
         match_correlation(np.eye(2), "signed", group="B_d")
     with pytest.raises(ValueError):
         match_correlation(np.eye(2), norm="batchnorm")
+    with pytest.raises(GaugeError, match="unknown gauge group"):
+        match_correlation(np.eye(2), group="O(d)")
+    corr = np.stack([np.eye(3), np.full((3, 3), np.nan)])
+    with pytest.raises(GaugeError, match="correlations at layer 7 are NaN"):
+        match_correlation(corr, layers=[4, 7])
 
 
 def test_summary_and_gauge_file(tmp_path):

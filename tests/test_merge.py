@@ -9,7 +9,7 @@ import pytest
 import gaugejax as gj
 from gaugejax.cli import main
 from gaugejax.errors import GaugeError
-from gaugejax.merge import interpolate, merge, task_arithmetic
+from gaugejax.merge import interpolate, merge, merge_checkpoints, task_arithmetic
 
 
 def _finetune(model, seed, size=0.05):
@@ -87,6 +87,32 @@ def test_merge_refusals(setup):
         merge(ln, ln, gj.SignedPermutation.random(0, ln.d))
     with pytest.raises(GaugeError, match="lambdas"):
         task_arithmetic(a, [b], [0.5, 0.5], [g])
+
+
+def test_merge_checkpoints(setup, tmp_path):
+    a, ft, g, b, tokens = setup
+    gj.save_model(a, tmp_path / "a")
+    gj.save_model(b, tmp_path / "b")
+    g.save(tmp_path / "g.npz")
+    r = merge_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "m", [tmp_path / "g.npz"], alpha=0.25)
+    assert r.describe() == "interpolation, alpha = 0.25, group B_d"
+    assert _equal(gj.load_model(tmp_path / "m"), interpolate(a, ft, 0.25))
+    r = merge_checkpoints([tmp_path / "a", tmp_path / "b", tmp_path / "b"], tmp_path / "t", [g, g],
+                          mode="task_arithmetic", group="S_d")
+    assert r.weights == (0.5, 0.5) and r.group == "S_d"
+    assert _equal(gj.load_model(tmp_path / "t"), task_arithmetic(a, [b, b], 0.5, [g, g], group="S_d"))
+    # argument errors come before anything is loaded (the paths below do not exist)
+    missing = [tmp_path / "x", tmp_path / "y", tmp_path / "z"]
+    for kwargs, reason in [(dict(), "exactly two"), (dict(mode="task_arithmetic", lambdas=[1, 2, 3]), "3 lambdas"),
+                           (dict(mode="task_arithmetic", gauges=[None]), "1 gauge"),
+                           (dict(mode="mean"), "unknown merge mode")]:
+        with pytest.raises(GaugeError, match=reason):
+            merge_checkpoints(missing, tmp_path / "o", **kwargs)
+    with pytest.raises(GaugeError, match="lambdas go with task arithmetic"):
+        merge_checkpoints(missing[:2], tmp_path / "o", lambdas=1.0)
+    with pytest.raises(GaugeError, match="differ from every input"):
+        merge_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "a")
+    assert not (tmp_path / "o").exists()
 
 
 def test_layernorm_merge_with_global_sign():

@@ -6,7 +6,7 @@ import pytest
 import gaugejax as gj
 from gaugejax import train
 from gaugejax.cli import main
-from gaugejax.trajectory import Hop, align_path, compose_hops, cross_run
+from gaugejax.trajectory import Hop, align_path, compose_chain, compose_files, compose_hops, cross_run
 
 TOKENS = np.random.default_rng(0).integers(0, 256, (8, 64))
 
@@ -21,7 +21,9 @@ def copies():
 
 def test_path_composes_exactly(copies):
     m, gs, ck = copies
-    r = align_path(ck[:4], TOKENS, endpoint=True)
+    seen = []
+    r = align_path(ck[:4], TOKENS, endpoint=True, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]  # three hops, then the endpoint match
     truth = gs[0].inverse().then(gs[3])
     assert r.gauge == truth and r.endpoint.gauge == truth
     assert len(r.hops) == 3 and r.confident_fraction == 1.0
@@ -32,7 +34,10 @@ def test_path_composes_exactly(copies):
 
 def test_cross_run_exact(copies):
     m, gs, ck = copies
-    r = cross_run([ck[1], ck[2]], [ck[3], ck[4]], ck[0], TOKENS)
+    seen = []
+    r = cross_run([ck[1], ck[2]], [ck[3], ck[4]], ck[0], TOKENS, progress=lambda done, total: seen.append((done, total)))
+    # four hops, A_2 → base and base → B_2 directly, the endpoint match
+    assert seen == [(i, 7) for i in range(1, 8)]
     truth = gs[2].inverse().then(gs[4])
     assert r.gauge == truth and r.via_base == truth and r.endpoint.gauge == truth
     assert [h.src for h in r.composed.hops][:2] == ["#0", "#1"]
@@ -48,6 +53,25 @@ def test_compose_hops_confidence():
     assert g == g1.then(g2)
     # c's coordinate 1 came from b's coordinate 2 (g2.perm[1] == 2): not confident
     assert ok.tolist() == [True, False, True, True]
+
+
+def test_compose_chain_and_files(tmp_path):
+    gs = [gj.SignedPermutation.random(s, 6) for s in range(3)]
+    amb = [np.eye(6, dtype=bool)[2], np.zeros(6, bool), np.eye(6, dtype=bool)[5]]
+    g, flags = compose_chain(gs, amb)
+    assert g == gs[0].then(gs[1]).then(gs[2])
+    # flag of hop 1 (B's coordinate 2) follows its coordinate to C's chart; hop 3 flags its own 5
+    where = gs[1].then(gs[2]).inverse().perm[2]
+    assert sorted(np.flatnonzero(flags).tolist()) == sorted({int(where), 5})
+    assert compose_chain(gs, [amb[0], None, amb[2]])[1] is None  # unknown for one hop: unknown
+    for i, (x, a) in enumerate(zip(gs, amb)):
+        x.save(tmp_path / f"{i}.npz", ambiguous=a)
+    g2, meta = compose_files([tmp_path / f"{i}.npz" for i in range(3)])
+    assert g2 == g and np.array_equal(meta["ambiguous"], flags) and meta["composed_from"].tolist() == ["0.npz", "1.npz", "2.npz"]
+    with pytest.raises(gj.GaugeError, match="d=4"):
+        compose_chain([gs[0], gj.SignedPermutation.identity(4)])
+    with pytest.raises(gj.GaugeError, match="at least one"):
+        compose_files([])
 
 
 def test_paths_from_disk_and_cli(copies, tmp_path, capsys):
