@@ -121,14 +121,14 @@ def _spec_of(spec: Any) -> Any:
     return spec
 
 
-def _move_params_tree(tree: Any, spec: Any, gauges: Mapping[str, SignedPermutation], signed: bool, where: str) -> Any:
+def _move_params_tree(tree: Any, spec: Any, gauge: SignedPermutation, signed: bool, where: str) -> Any:
     if isinstance(tree, Model):
-        return Model(tree.config, _move_params_tree(tree.params, spec, gauges, signed, where))
+        return Model(tree.config, _move_params_tree(tree.params, spec, gauge, signed, where))
 
     def move(axes: Axes, x: Any) -> Any:
         if isinstance(x, optax.MaskedNode) or x is None:
             return x
-        return apply_axes(x, axes, gauges, signed=signed)
+        return apply_axes(x, axes, gauge, signed=signed)
 
     try:
         return jax.tree.map(move, spec, tree, is_leaf=lambda a: isinstance(a, Axes))
@@ -137,7 +137,7 @@ def _move_params_tree(tree: Any, spec: Any, gauges: Mapping[str, SignedPermutati
                              f"({str(e).splitlines()[0]})") from None
 
 
-def _walk(state: Any, spec: Any, gauges, moment_signs: bool, where: str) -> Any:
+def _walk(state: Any, spec: Any, gauge: SignedPermutation, moment_signs: bool, where: str) -> Any:
     if state is None or isinstance(state, optax.MaskedNode):
         return state
     fields = getattr(state, "_fields", None)
@@ -157,25 +157,25 @@ def _walk(state: Any, spec: Any, gauges, moment_signs: bool, where: str) -> Any:
             if rule == "keep":
                 out[f] = value
             elif rule == "state":
-                out[f] = _walk(value, spec, gauges, moment_signs, sub)
+                out[f] = _walk(value, spec, gauge, moment_signs, sub)
             else:
-                out[f] = _move_params_tree(value, spec, gauges, rule == "signed" and moment_signs, sub)
+                out[f] = _move_params_tree(value, spec, gauge, rule == "signed" and moment_signs, sub)
         return type(state)(**out)
     if isinstance(state, (tuple, list)):
-        items = [_walk(s, spec, gauges, moment_signs, f"{where}[{n}]") for n, s in enumerate(state)]
+        items = [_walk(s, spec, gauge, moment_signs, f"{where}[{n}]") for n, s in enumerate(state)]
         return type(state)(items) if isinstance(state, list) else tuple(items)
     if isinstance(state, dict):  # named_chain / multi_transform: label → state
-        return {k: _walk(v, spec, gauges, moment_signs, f"{where}[{k!r}]") for k, v in state.items()}
+        return {k: _walk(v, spec, gauge, moment_signs, f"{where}[{k!r}]") for k, v in state.items()}
     raise TransportError(f"{where}: unexpected {type(state).__name__} where an optimizer state was expected")
 
 
-def transport_opt_state(opt_state: Any, gauge: SignedPermutation | Mapping[str, SignedPermutation], spec: Any, *,
+def transport_opt_state(opt_state: Any, gauge: SignedPermutation, spec: Any, *,
                         group: str = "B_d", moment_signs: bool = True) -> Any:
     """Moves an optax state into the chart of ``gauge`` (parameters moved by ``apply_gauge``).
 
     Args:
       opt_state: the state returned by ``optimizer.init`` / ``update`` over the parameters.
-      gauge: A→B (or a mapping group name → gauge for multi-group specs).
+      gauge: A→B.
       spec: the parameters' gauge spec, or a :class:`~gaugejax.models.Model` / config to take
         :func:`~gaugejax.gauge_spec` from.
       group: ``"B_d"`` (the gauge) or ``"S_d"`` (its permutation part, for comparison).
@@ -190,11 +190,7 @@ def transport_opt_state(opt_state: Any, gauge: SignedPermutation | Mapping[str, 
     """
     from gaugejax.transport import group_gauge
 
-    if isinstance(gauge, SignedPermutation):
-        gauges = {"residual": group_gauge(gauge, group)}
-    else:
-        gauges = {k: group_gauge(g, group) for k, g in gauge.items()}
-    return _walk(opt_state, _spec_of(spec), gauges, moment_signs, "opt_state")
+    return _walk(opt_state, _spec_of(spec), group_gauge(gauge, group), moment_signs, "opt_state")
 
 
 # --------------------------------------------------------------------------- Orbax round trip

@@ -1,9 +1,10 @@
 """Gauge specs: which group acts on which axis of every parameter, and whether the sign acts.
 
 A spec is a pytree with the structure of the parameters whose leaves are :class:`Axes`: one entry
-per array axis, ``None`` where no gauge acts, or an :class:`AxisAction` naming the group
-(``"residual"``, ...) and whether signs act (RMSNorm gains and Adam's ``nu``: permutation only).
-The inverse action is never written: it is the action of ``gauge.inverse()``.
+per array axis, ``None`` where no gauge acts, or an :class:`AxisAction` saying that the residual
+gauge acts there and whether its signs act (RMSNorm gains and Adam's ``nu``: permutation only).
+The inverse action is never written: it is the action of ``gauge.inverse()``. The rules for every
+kind of parameter are in ``docs/conventions.md``.
 
 Example:
   >>> import numpy as np, gaugejax as gj
@@ -19,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 
@@ -29,7 +30,8 @@ from gaugejax.gauge import SignedPermutation
 
 @dataclass(frozen=True)
 class AxisAction:
-    """The action on one axis: ``group`` names the gauge; ``signed`` says whether signs act."""
+    """The action on one axis: ``group`` names the gauge (the residual stream's, the only one a
+    transformer's parameters carry); ``signed`` says whether signs act."""
 
     group: str = "residual"
     signed: bool = True
@@ -82,18 +84,14 @@ class Axes:
         """The actions of the transposed parameter (e.g. a ``Conv1D`` ``(in, out)`` layout)."""
         return Axes(*reversed(self.actions))
 
-    def unsigned(self) -> "Axes":
-        """The same axes with signs dropped (Adam's second moment)."""
-        return Axes(*(None if a is None else AxisAction(a.group, False) for a in self.actions))
 
-
-def apply_axes(x: Any, axes: Axes, gauges: Mapping[str, SignedPermutation], *, signed: bool = True) -> Any:
+def apply_axes(x: Any, axes: Axes, gauge: SignedPermutation, *, signed: bool = True) -> Any:
     """Moves one array by its :class:`Axes`.
 
     Args:
       x: numpy or JAX array.
       axes: per-axis actions; must have ``x.ndim`` entries (or none: untouched).
-      gauges: group name → gauge.
+      gauge: the residual gauge A→B.
       signed: ``False`` drops every sign (Adam's ``nu``).
     """
     if not axes.acts:
@@ -103,20 +101,13 @@ def apply_axes(x: Any, axes: Axes, gauges: Mapping[str, SignedPermutation], *, s
     for axis, action in enumerate(axes.actions):
         if action is None:
             continue
-        if action.group not in gauges:
-            raise GaugeError(f"no gauge given for group {action.group!r}")
-        x = gauges[action.group].apply(x, axis=axis, signed=signed and action.signed)
+        if action.group != "residual":
+            raise GaugeError(f"no gauge for group {action.group!r}: only the residual gauge acts on parameters")
+        x = gauge.apply(x, axis=axis, signed=signed and action.signed)
     return x
 
 
-def _as_gauges(gauge: SignedPermutation | Mapping[str, SignedPermutation]) -> Mapping[str, SignedPermutation]:
-    if isinstance(gauge, SignedPermutation):
-        return {"residual": gauge}
-    return gauge
-
-
-def apply_spec(params: Any, spec: Any, gauge: SignedPermutation | Mapping[str, SignedPermutation], *,
-               signed: bool = True) -> Any:
+def apply_spec(params: Any, spec: Any, gauge: SignedPermutation, *, signed: bool = True) -> Any:
     """Moves a whole parameter pytree into the gauge's target chart.
 
     Works on any pytree (e.g. Flax params) given a spec of the same structure.
@@ -124,22 +115,16 @@ def apply_spec(params: Any, spec: Any, gauge: SignedPermutation | Mapping[str, S
     Args:
       params: pytree of arrays.
       spec: pytree of :class:`Axes` with the structure of ``params``.
-      gauge: a :class:`SignedPermutation` (the ``"residual"`` group) or a mapping group → gauge.
+      gauge: the residual gauge A→B.
       signed: ``False`` applies permutations only (Adam's ``nu``).
 
     Returns:
       A pytree of the same structure; untouched leaves are returned as they are.
     """
-    gauges = _as_gauges(gauge)
     try:
-        return jax.tree.map(lambda axes, x: apply_axes(x, axes, gauges, signed=signed), spec, params,
+        return jax.tree.map(lambda axes, x: apply_axes(x, axes, gauge, signed=signed), spec, params,
                             is_leaf=lambda a: isinstance(a, Axes))
     except ValueError as e:
         if "structure" in str(e) or "Custom node" in str(e) or "Dict key mismatch" in str(e):
             raise GaugeError(f"spec and params have different structures: {e}".splitlines()[0]) from None
         raise
-
-
-def map_with_spec(fn: Callable[[Any, Axes], Any], params: Any, spec: Any) -> Any:
-    """``jax.tree.map`` over ``(leaf, axes)`` pairs."""
-    return jax.tree.map(lambda axes, x: fn(x, axes), spec, params, is_leaf=lambda a: isinstance(a, Axes))

@@ -125,12 +125,11 @@ def apply_gauge_to_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, ga
     ckpt.check_complete()
     check_gauge_for(ckpt.config, gauge)
     axes = ckpt.tensor_axes()
-    gauges = {"residual": gauge}
 
     def transform(name: str, arr: np.ndarray) -> np.ndarray:
         if name not in axes:
             raise CheckpointError(f"no gauge rule for tensor {name!r}")
-        return apply_axes(np.asarray(arr), axes[name], gauges)
+        return apply_axes(np.asarray(arr), axes[name], gauge)
 
     return rewrite_hf(ckpt, dst, transform, on_tensor=on_tensor)
 
