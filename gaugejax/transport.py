@@ -49,21 +49,27 @@ SAE_LATENT_FIELDS = ("b_enc", "threshold", "log_threshold", "b_gate", "b_mag", "
 """SAE fields indexed by latents only (JumpReLU / gated variants): never touched."""
 
 
-def group_gauge(gauge: SignedPermutation, group: str = "B_d") -> SignedPermutation:
-    """The gauge a transport in ``group`` uses: ``gauge`` itself or its permutation part.
+def group_gauge(gauge: SignedPermutation, group: Any = "B_d") -> SignedPermutation:
+    """The gauge a transport in ``group`` uses: its projection onto the group
+    (:meth:`gaugejax.group.Group.project`): ``B_d`` the gauge itself, ``S_d`` its permutation part.
 
     Example:
       >>> g = SignedPermutation([1, 0], [-1, 1])
       >>> group_gauge(g, "S_d").signs.tolist()
       [1, 1]
     """
+    from gaugejax.errors import GaugeError
+    from gaugejax.group import Group
+
     if not isinstance(gauge, SignedPermutation):
         raise TransportError(f"expected a SignedPermutation, got {type(gauge).__name__}")
-    if group == "B_d":
-        return gauge
-    if group == "S_d":
-        return gauge.permutation_part()
-    raise TransportError(f"unknown group {group!r}: use one of {', '.join(GROUPS)}")
+    try:
+        grp = Group(group)
+    except GaugeError:
+        grp = None
+    if grp not in GROUPS:
+        raise TransportError(f"unknown group {group!r}: use one of {', '.join(GROUPS)}")
+    return grp.project(gauge)
 
 
 def _array(x: Any, name: str) -> np.ndarray:

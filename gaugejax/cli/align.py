@@ -126,13 +126,13 @@ def run(args) -> int:
         with progress(f"aligning ({a.config.norm}, d={a.config.d_model})", total) as advance:
             seen = [0]
 
-            def on_batch(n, _result):
-                advance(min(n, total) - seen[0])
-                seen[0] = min(n, total)
+            def report(done, _total):
+                advance(done - seen[0])
+                seen[0] = done
 
             r = align(a, b, rows, layers=layers, method=args.method, batch_rows=args.batch_rows,
                       min_tokens=args.min_tokens, max_tokens=args.max_tokens, confidence=args.confidence,
-                      solver=args.solver, on_batch=on_batch)
+                      solver=args.solver, progress=report, names=(str(args.src), str(args.dst)))
     r.save(out, src=str(args.src), dst=str(args.dst), src_fingerprint=checkpoint_fingerprint(args.src),
            dst_fingerprint=checkpoint_fingerprint(args.dst), token_source=source, norm=a.config.norm,
            family=a.config.family)

@@ -47,15 +47,19 @@ def run(args) -> int:
     config = HFCheckpoint(first).config if Path(first).is_dir() else load_model(first).config
     tokens = tokens_from_args(args, config.vocab_size, first)
     kw = dict(layers=args.layers, method=args.method, max_tokens=args.max_tokens)
-    n_hops = (len(ckpts) + len(args.other_run) if args.via_base else len(ckpts) - 1)
+    if args.via_base:  # the path's hops, the direct matches to and from the base, the endpoint match
+        n_a, n_b = len(ckpts), len(args.other_run)
+        n_matches = n_a + n_b + int(n_a > 1) + int(n_b > 1) + 1
+    else:
+        n_matches = len(ckpts) - 1 + int(args.endpoint)
     cols = ["hop", "tokens", "mean |corr|", "min margin", "ambiguous"]
     out = console()
-    with progress("aligning hops", n_hops) as advance:
+    with progress("aligning hops", n_matches) as advance:
         if args.via_base:
-            r = cross_run(ckpts, args.other_run, args.via_base, tokens, on_hop=lambda i, h: advance(), **kw)
+            r = cross_run(ckpts, args.other_run, args.via_base, tokens, progress=lambda done, total: advance(), **kw)
             path = r.composed
         else:
-            path = align_path(ckpts, tokens, endpoint=args.endpoint, on_hop=lambda i, h: advance(), **kw)
+            path = align_path(ckpts, tokens, endpoint=args.endpoint, progress=lambda done, total: advance(), **kw)
     table("local gauges", cols, [h.row() for h in path.hops])
     meta = {
         "hop_mean_abs_corr": np.array([h.mean_abs_corr for h in path.hops], np.float32),

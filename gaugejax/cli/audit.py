@@ -60,7 +60,7 @@ def run(args) -> int:
     n_groups = len(args.groups) if args.groups else 2
     with progress("auditing", args.charts * n_groups) as advance:
         r = audit(model, claim, tokens, k=args.charts, groups=args.groups, seed=args.seed,
-                  on_chart=lambda g, n: advance())
+                  progress=lambda done, total: advance())
     cols = ["group", "K", "raw idx", "raw idx±", "S_d-rel idx", "S_d-rel idx±", "B_d-rel idx", "B_d-rel idx±"]
     table(f"{r.claim}: reference {list(zip(r.reference.indices.tolist(), r.reference.signs.tolist()))}, "
           f"{tokens.size} tokens", cols, r.rows())

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-import numpy as np
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -18,38 +15,9 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
-def describe(path: str) -> dict:
-    """Summary of a checkpoint without running it."""
-    from gaugejax.io import HFCheckpoint, load_model
-
-    p = Path(path)
-    if p.is_dir():
-        ckpt = HFCheckpoint(p)
-        ckpt.check_complete()
-        cfg = ckpt.config
-        infos = [sf.info(n) for sf in ckpt.shard_files for n in sf.keys()]
-        n_params = int(sum(np.prod(i.shape) for i in infos))
-        dtypes = sorted({str(i.dtype) for i in infos})
-        files = len(ckpt.shard_files)
-    else:
-        model = load_model(p)
-        cfg = model.config
-        import jax
-
-        leaves = jax.tree.leaves(model.params)
-        n_params = int(sum(x.size for x in leaves))
-        dtypes = ["dequantized float32 (stored quantized)"]
-        files = 1
-    group = "B_d (signed permutations)" if cfg.norm == "rmsnorm" else "S_d × {±1} (permutations, one global sign)"
-    return {
-        "path": str(p), "family": cfg.family, "model_type": cfg.model_type, "norm": cfg.norm, "gauge_group": group,
-        "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
-        "n_kv_heads": getattr(cfg, "n_kv_heads", cfg.n_heads), "d_ff": cfg.d_ff, "vocab_size": cfg.vocab_size,
-        "tied_embeddings": cfg.tie_embeddings, "parameters": n_params, "dtypes": dtypes, "weight_files": files,
-    }
-
-
 def run(args) -> int:
+    from gaugejax.info import describe
+
     info = describe(args.model)
     if args.json:
         import json

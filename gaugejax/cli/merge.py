@@ -33,36 +33,18 @@ def run(args) -> int:
     from pathlib import Path
 
     from gaugejax.cli.common import console
-    from gaugejax.gauge import SignedPermutation
-    from gaugejax.io import load_model, save_model
-    from gaugejax.merge import merge, task_arithmetic
+    from gaugejax.merge import merge_checkpoints
 
     paths = [Path(m) for m in args.models]
     out = Path(args.output)
     if any(out.resolve() == p.resolve() for p in paths):
         raise GaugeJaxError("output must differ from every input")
     n_other = len(paths) - 1
-    if n_other < 1:
-        raise GaugeJaxError("merge needs at least two models")
-    if not args.task_arithmetic and n_other != 1:
-        raise GaugeJaxError("interpolation merges exactly two models (use --task-arithmetic for more)")
     specs = args.gauge or ["none"] * n_other
     if len(specs) != n_other:
         raise GaugeJaxError(f"{len(specs)} gauge(s) for {n_other} model(s) after the first")
-    gauges = [None if s.lower() == "none" else SignedPermutation.load(s) for s in specs]
-    models = [load_model(p) for p in paths]
-    if args.task_arithmetic:
-        lambdas = args.lambdas or [1.0 / n_other]
-        if len(lambdas) not in (1, n_other):
-            raise GaugeJaxError(f"{len(lambdas)} lambdas for {n_other} fine-tunes")
-        lam = lambdas * n_other if len(lambdas) == 1 else lambdas
-        merged = task_arithmetic(models[0], models[1:], lam, gauges, group=args.group)
-        what = f"task arithmetic, λ = {', '.join(f'{x:g}' for x in lam)}"
-    else:
-        if args.lambdas:
-            raise GaugeJaxError("--lambdas goes with --task-arithmetic")
-        merged = merge(models[0], models[1], gauges[0], alpha=args.alpha, group=args.group)
-        what = f"interpolation, alpha = {args.alpha:g}"
-    save_model(merged, out)
-    console().print(f"wrote {out} ({what}, group {args.group}, in the chart of {paths[0]})")
+    r = merge_checkpoints(paths, out, [None if s.lower() == "none" else s for s in specs], alpha=args.alpha,
+                          lambdas=args.lambdas, mode="task_arithmetic" if args.task_arithmetic else "interpolation",
+                          group=args.group, overwrite=getattr(args, "overwrite", False))
+    console().print(f"wrote {out} ({r.describe()}, in the chart of {paths[0]})")
     return 0
