@@ -5,10 +5,10 @@ Layer convention: ``layer`` indexes :func:`gaugejax.residual_stream`: 0 adds to 
 the final norm. (llama.cpp's ``direction.{il}`` is added after its block ``il``, i.e. ``layer =
 il + 1`` here when blocks are counted from 0.)
 
-The blocks are run with the family's own ``hidden_states``: the stream up to ``layer`` with the
-first ``layer`` blocks, then the steered stream fed back in as a one-row-per-token "embedding
-table" through the remaining blocks. So any family (Llama, GPT-2, NeoX) is supported without a
-second implementation of its block, and the computation is pure and ``jit``-compiled.
+The edit goes through the block runner's residual hook (:func:`gaugejax.models.runner.hidden_states`):
+the blocks before ``layer`` run, the vector is added, the remaining blocks continue from the edited
+stream. Every family works the same way (BERT included: its embedding LayerNorm is applied once,
+before index 0), and the computation is pure and ``jit``-compiled.
 
 Example:
   >>> import numpy as np, gaugejax as gj
@@ -30,41 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaugejax.errors import GaugeError
-from gaugejax.models import Model, family_module
+from gaugejax.models import Model, family_module, runner
 from gaugejax.models.base import ModelConfig
 
 
-def _upcast(params: Any) -> Any:
-    dt = jnp.float64 if any(x.dtype == jnp.float64 for x in jax.tree.leaves(params)) else jnp.float32
-    return jax.tree.map(lambda x: x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
-
-
-def _continue_from(config: ModelConfig, params: Any, x: jax.Array, start: int) -> tuple[jax.Array, jax.Array]:
-    """Runs blocks ``start..`` on the stream ``x`` (B, T, D): returns (stream from x, final-normed)."""
-    mod = family_module(config)
-    b, t, d = x.shape
-    p2 = dict(params)
-    p2["embed"] = x.reshape(b * t, d)
-    if "pos_embed" in p2:  # learned positions were already added to x
-        p2["pos_embed"] = jnp.zeros_like(p2["pos_embed"])
-    p2["layers"] = jax.tree.map(lambda a: a[start:], params["layers"])
-    ids = jnp.arange(b * t, dtype=jnp.int32).reshape(b, t)
-    return mod.hidden_states(config, p2, ids)
-
-
-@partial(jax.jit, static_argnums=(0, 3, 6))
+@partial(jax.jit, static_argnums=(0, 3))
 def _steered(config: ModelConfig, params: Any, tokens: jax.Array, layer: int, vector: jax.Array,
-             scale: jax.Array, logits: bool):
-    mod = family_module(config)
-    params = _upcast(params)
-    head = jax.tree.map(lambda a: a[:layer], params["layers"])
-    stream, _ = mod.hidden_states(config, {**params, "layers": head}, tokens)
-    x = stream[-1]
-    x = x + scale * vector.astype(x.dtype).reshape((1,) * (x.ndim - 1) + (-1,))
-    stream2, final = _continue_from(config, params, x, layer)
-    if logits:
-        return mod.unembed(config, params, final)
-    return jnp.concatenate([stream[:-1], stream2], axis=0), final
+             scale: jax.Array) -> jax.Array:
+    params = runner.upcast(params)
+    fam = family_module(config)
+    _, final = fam.hidden_states(config, params, tokens,
+                                 hook=(layer, lambda x: x + scale.astype(x.dtype) * vector.astype(x.dtype)))
+    return fam.unembed(config, params, final)
 
 
 def _check(model: Model, tokens: Any, layer: int, vector: Any):
@@ -105,21 +82,8 @@ def forward_with_steering(model: Model, tokens: Any, layer: int, vector: Any, sc
       (3, 256)
     """
     t, squeeze, v = _check(model, tokens, layer, vector)
-    out = _steered(model.config, model.params, t, int(layer), v, jnp.asarray(scale, jnp.float32), True)
+    out = _steered(model.config, model.params, t, int(layer), v, jnp.asarray(scale, jnp.float32))
     return out[0] if squeeze else out
-
-
-def steered_residual_stream(model: Model, tokens: Any, layer: int, vector: Any, scale: float = 1.0, *,
-                            final_norm: bool = True) -> jax.Array:
-    """The residual stream ``(n_layers + 1, batch, seq, d)`` under the same intervention.
-
-    Entry ``layer`` includes the added vector; later entries are the blocks' response to it.
-    """
-    t, squeeze, v = _check(model, tokens, layer, vector)
-    stream, final = _steered(model.config, model.params, t, int(layer), v, jnp.asarray(scale, jnp.float32), False)
-    if final_norm:
-        stream = stream.at[-1].set(final)
-    return stream[:, 0] if squeeze else stream
 
 
 def steering_effect(model: Model, tokens: Any, layer: int, vector: Any, scale: float = 1.0) -> jax.Array:

@@ -232,3 +232,57 @@ def test_fused_hf_tensor_splits_and_joins():
         _split_fused(ts[0], fused[:5])
     with pytest.raises(ValueError, match="mixes gauge roles"):
         hf_axes(tbl + [Param("x", (3, 3), WRITE, "l.{i}.qkv.weight")])
+
+
+# ----------------------------------------------------------------------------- residual hook
+
+def _manual_stream(model, tokens, layer, v):
+    """Reference: embed, then each block by hand in a Python loop, ``v`` added at ``layer``."""
+    from gaugejax.models import family_module
+
+    c, p = model.config, model.params
+    mod = family_module(c).module
+    ctx = mod.context(c, tokens.shape[1])
+    x = mod.embed(c, p, jnp.asarray(tokens))
+    xs = []
+    for i in range(c.n_layers + 1):
+        if i == layer:
+            x = x + v
+        xs.append(x)
+        if i < c.n_layers:
+            x = mod.block(c, jax.tree.map(lambda a: a[i], p["layers"]), x, {**ctx, "layer": i})
+    return np.stack(xs), mod.final_norm(c, p, x)
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama", "gpt2"])
+def test_steering_hook_matches_blocks_run_by_hand(kind):
+    """Adding v at layer i through the hook = running the blocks manually with the edit (BERT's
+    embedding LayerNorm is applied once, before index 0, and not again after the edit)."""
+    from gaugejax.interventions import forward_with_steering
+
+    m = gj.random_model(kind, seed=4)
+    tokens = np.random.default_rng(1).integers(0, m.config.vocab_size, (2, 7))
+    v = np.random.default_rng(2).normal(size=m.d).astype(np.float32)
+    add = lambda x: x + 2.0 * v  # noqa: E731  (one function object: compiled once per layer)
+    want = gj.forward(m, tokens)  # unsteered, to show the edit matters
+    for layer in ((0, 1) if kind == "bert" else (1,)):  # 0: right after BERT's embedding LayerNorm
+        ref_stream, ref_final = _manual_stream(m, tokens, layer, 2.0 * v)
+        got = np.asarray(gj.residual_stream(m, tokens, final_norm=False, hook=(layer, add)))
+        assert _rel(got, ref_stream) < 1e-5  # same float32 ops, loop vs scan: rounding only
+        logits = forward_with_steering(m, tokens, layer, v, 2.0)
+        ref_logits = ref_final if kind == "bert" else jnp.einsum("btd,vd->btv", ref_final, m.params["embed"]
+                                                                 if m.config.tie_embeddings else m.params["lm_head"])
+        assert _rel(logits, ref_logits) < 1e-5
+        assert _rel(logits, want) > 1e-3
+
+
+def test_identity_hook_changes_nothing_and_bad_hooks_refused():
+    m = gj.random_model("llama", seed=0)
+    tokens = np.arange(9)[None]
+    ident = lambda x: x  # noqa: E731
+    for layer in (0, 1, m.config.n_layers):
+        np.testing.assert_allclose(gj.forward(m, tokens, hook=(layer, ident)), gj.forward(m, tokens), rtol=1e-6,
+                                   atol=1e-6)
+    for bad in ((m.config.n_layers + 1, ident), (-1, ident), (1, None), 3):
+        with pytest.raises(gj.GaugeError, match="hook"):
+            gj.forward(m, tokens, hook=bad)

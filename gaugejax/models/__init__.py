@@ -106,12 +106,31 @@ def _check_tokens(model: Model, tokens: Any) -> tuple[jax.Array, bool]:
     return (tokens[None] if squeeze else tokens), squeeze
 
 
-def forward(model: Model, tokens: Any) -> jax.Array:
+def _check_hook(model: Model, hook: Hook | None) -> Hook | None:
+    if hook is None:
+        return None
+    try:
+        layer, fn = hook
+    except (TypeError, ValueError):
+        raise GaugeError("hook must be a (layer, fn) pair") from None
+    n = model.config.n_layers
+    if not isinstance(layer, (int, np.integer)) or not 0 <= int(layer) <= n or not callable(fn):
+        raise GaugeError(f"hook must be (layer, fn) with an int layer in [0, {n}] (0 = embeddings, {n} = before "
+                         f"the final norm) and a callable fn, got ({layer!r}, {fn!r})")
+    return int(layer), fn
+
+
+def forward(model: Model, tokens: Any, *, hook: Hook | None = None) -> jax.Array:
     """Next-token logits.
 
     Args:
       model: a :class:`Model`.
       tokens: integer ids ``(batch, seq)`` (or ``(seq,)``).
+      hook: optional ``(layer, fn)``: the residual stream at index ``layer`` (0 = embeddings, ``i``
+        = after block ``i``) is replaced by ``fn(x)`` (``x``: ``(batch, seq, d)``) and the
+        remaining blocks continue from it. ``fn`` is a compile-time constant: reuse the same
+        function object to reuse the compiled program (or call
+        :func:`gaugejax.models.runner.hidden_states` inside your own ``jax.jit``).
 
     Returns:
       float32 logits ``(batch, seq, vocab)`` (no batch axis for 1-D input).
@@ -122,11 +141,11 @@ def forward(model: Model, tokens: Any) -> jax.Array:
       (1, 3, 256)
     """
     tokens, squeeze = _check_tokens(model, tokens)
-    out = _logits(model.config, model.params, tokens)
+    out = _logits(model.config, model.params, tokens, _check_hook(model, hook))
     return out[0] if squeeze else out
 
 
-def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True) -> jax.Array:
+def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True, hook: Hook | None = None) -> jax.Array:
     """The residual stream at every layer, as ``transformers``' ``output_hidden_states``.
 
     Args:
@@ -134,12 +153,21 @@ def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True) -> ja
       tokens: integer ids ``(batch, seq)`` (or ``(seq,)``).
       final_norm: the last entry is after the final norm (as ``transformers`` reports it); with
         ``False`` it is the pre-norm stream after the last block.
+      hook: optional ``(layer, fn)`` edit of the stream, as in :func:`forward`; entry ``layer``
+        holds the edited stream, later entries the blocks' response to it.
 
     Returns:
       ``(n_layers + 1, batch, seq, d)``: index 0 the embeddings, index i after block i.
+
+    Example:
+      >>> m = random_model("bert")
+      >>> plain = residual_stream(m, [[1, 2, 3]])
+      >>> same = residual_stream(m, [[1, 2, 3]], hook=(1, lambda x: x))
+      >>> bool(jnp.allclose(plain, same))
+      True
     """
     tokens, squeeze = _check_tokens(model, tokens)
-    stream, final = _stream_and_final(model.config, model.params, tokens)
+    stream, final = _stream_and_final(model.config, model.params, tokens, _check_hook(model, hook))
     if final_norm:
         stream = stream.at[-1].set(final)
     return stream[:, 0] if squeeze else stream
