@@ -1,7 +1,7 @@
 """Whole models, symbolically, with every parameter moved by the library's own gauge spec.
 
 For each model family the library registers, a tiny config (``d = 3``, one block, two tokens) is
-built with ``gaugejax.tiny_config``; its parameters become free sympy symbols with the library's
+built with ``gaugejax.tiny_config`` (or ``gaugejax.models.config_from_hf``); its parameters become free sympy symbols with the library's
 shapes; chart B's parameters are ``gaugejax.apply_spec(params, gaugejax.models.gauge_spec(config),
 gauge)``, i.e. exactly what ``apply_gauge`` does. Nothing here says how a parameter moves, so a
 wrong rule in the library makes this check fail. The forward pass is the family's list of
@@ -39,6 +39,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import sympy as sp
+from sympy.core.function import AppliedUndef
 
 import gaugejax
 from gaugejax.errors import GaugeError
@@ -95,24 +96,30 @@ def _split(params: dict) -> tuple[_Seen, _Seen]:
 
 
 # ---------------------------------------------------------------------------------------- decide
-_CONCRETE = {ACT: lambda z: z / (1 + sp.exp(-z))}
+def _concrete(e):
+    """A concrete stand-in for an undefined function application: SiLU for the activation, else a
+    smooth function of all arguments (e.g. MoE routing weights)."""
+    if e.func == ACT:
+        z = e.args[0]
+        return z / (1 + sp.exp(-z))
+    return sp.tanh(sum((i + 2) * a for i, a in enumerate(e.args)) / (len(e.args) + 1)) + 1
 
 
 def _certainly_nonzero(a: np.ndarray, seed: int = 0) -> bool:
     """A numeric certificate of *failure*: some entry is far from 0 at a random rational point.
 
-    Undefined activations are replaced by a concrete one first (an identity that fails for one
-    activation is not an identity for all). 30 significant digits; only ``|value| > 1e-10`` counts,
-    so rounding never produces a false failure.
+    Undefined functions (activation, routing) are replaced by concrete ones first (an identity that
+    fails for one choice is not an identity for all). 30 significant digits; only ``|value| >
+    1e-10`` counts, so rounding never produces a false failure.
     """
     entries = [sp.sympify(v) for v in np.asarray(a, dtype=object).ravel()]
     free = sorted(set().union(*(v.free_symbols for v in entries)), key=str)
     rng = np.random.default_rng(seed)
     point = {s: sp.Rational(int(rng.integers(1, 10)), int(rng.integers(10, 14))) for s in free}
     for v in entries:
-        for f, concrete in _CONCRETE.items():
-            v = v.replace(f, concrete)
-        if abs(sp.N(v.xreplace(point), 30)) > 1e-10:
+        v = v.replace(lambda e: isinstance(e, AppliedUndef), _concrete)
+        val = sp.N(v.xreplace(point), 30)
+        if val.is_number and abs(val) > 1e-10:
             return True
     return False
 
@@ -255,17 +262,16 @@ def check_stages(stages: list[fam.Stage], config, pa: Any, pb: Any, gauge: Signe
     return out
 
 
-def check_config(label: str, kind: str, overrides: dict, *, spec_fn: Callable | None = None) -> ConfigCheck:
+def check_config(label: str, make_config: Callable, *, spec_fn: Callable | None = None) -> ConfigCheck:
     """The symbolic check of one tiny config (see the module docstring).
 
     Args:
       label: description for the report.
-      kind: ``gaugejax.tiny_config`` kind (``llama``, ``qwen2``, ``gpt2``, ``neox``, ``bert``, ...).
-      overrides: config fields (sizes: ``d_model = 3``, one layer).
+      make_config: ``() -> config`` (``d_model = 3``, one layer; :data:`theory.families.CONFIGS`).
       spec_fn: ``config -> spec`` (default: the library's, :func:`library_spec`); tests pass a
         mutated one.
     """
-    config = gaugejax.tiny_config(kind, **overrides)
+    config = make_config()
     spec = (spec_fn or library_spec)(config)
     norm = config.norm
     res = ConfigCheck(label, config.family, norm)
@@ -301,11 +307,13 @@ def check_config(label: str, kind: str, overrides: dict, *, spec_fn: Callable | 
 
 
 def check_library(*, spec_fn: Callable | None = None) -> tuple[list[ConfigCheck], list[str]]:
-    """Checks every config of :data:`theory.families.CONFIGS`; returns the checks and the library
-    families that have no symbolic model (each is a failure of the proposition)."""
-    checks = [check_config(label, kind, ov, spec_fn=spec_fn)
-              for family in fam.CONFIGS for label, kind, ov in fam.CONFIGS[family]]
-    missing = [f for f in library_families() if f not in fam.FAMILIES or f not in fam.CONFIGS]
+    """Checks the configs of :data:`theory.families.CONFIGS` of every family the library registers;
+    returns the checks and the library families that have no symbolic model or config (each is a
+    failure of the proposition)."""
+    registered = library_families()
+    checks = [check_config(label, make, spec_fn=spec_fn)
+              for family in registered if family in fam.CONFIGS for label, make in fam.CONFIGS[family]]
+    missing = [f for f in registered if f not in fam.FAMILIES or f not in fam.CONFIGS]
     return checks, missing
 
 

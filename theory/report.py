@@ -96,8 +96,8 @@ def blocks_proposition() -> Proof:
     pf.check("every model family of the library has a symbolic model", not missing,
              detail=("missing: " + ", ".join(missing)) if missing else "")
     for what, family, path, mutate in bl.MUTATIONS:
-        label, kind, overrides = fam.CONFIGS[family][0]
-        r = bl.check_config(label, kind, overrides, spec_fn=bl.mutated_spec(path, mutate))
+        label, make = fam.CONFIGS[family][0]
+        r = bl.check_config(label, make, spec_fn=bl.mutated_spec(path, mutate))
         pf.check(f"(control) {family} with {what} is rejected", not r.passed,
                  detail="fails at: " + "; ".join(r.failures()))
     pf.data["configs"] = {c.label: {"passed": c.passed, "stages": list(c.stages)} for c in checks}
