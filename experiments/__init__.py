@@ -1,7 +1,8 @@
 """Reproduction experiments (``gaugejax reproduce``): eight seeded experiments and a report.
 
 A repository feature, not part of the installed ``gaugejax`` package: it runs from a checkout
-(``gaugejax reproduce`` finds it there) and uses only the library's public API. Each experiment is a module with ``NAME``, ``TITLE`` and ``run(ctx) -> Result``:
+(``gaugejax reproduce`` finds it there) and uses only the library's public API (see README.md).
+Each experiment is a module with ``NAME``, ``TITLE`` and ``run(ctx) -> Result``:
 
 ==============  ==========================================================================
 ``ceiling``      signed-matching ceiling on synthetic decorrelated models (three matchers)
