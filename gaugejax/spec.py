@@ -30,14 +30,24 @@ from gaugejax.gauge import SignedPermutation
 
 @dataclass(frozen=True)
 class AxisAction:
-    """The action on one axis: ``group`` names the gauge (the residual stream's, the only one a
-    transformer's parameters carry); ``signed`` says whether signs act."""
+    """The action on one axis: ``space`` names the space whose gauge acts there (``"residual"``, the
+    only one a transformer's parameters carry); ``signed`` says whether signs act.
 
-    group: str = "residual"
+    A space is not a gauge *group* (:class:`gaugejax.group.Group`, ``B_d`` / ``S_d x ±1`` /
+    ``S_d``): the space says *which* gauge acts on an axis, the group *which gauges* are symmetries.
+    ``.group`` is the former name of ``space``, kept as a read-only alias.
+    """
+
+    space: str = "residual"
     signed: bool = True
 
+    @property
+    def group(self) -> str:
+        """Former name of :attr:`space`."""
+        return self.space
+
     def __repr__(self) -> str:
-        return f"{self.group}{'' if self.signed else ':perm'}"
+        return f"{self.space}{'' if self.signed else ':perm'}"
 
 
 RESIDUAL = AxisAction("residual", True)
@@ -101,8 +111,8 @@ def apply_axes(x: Any, axes: Axes, gauge: SignedPermutation, *, signed: bool = T
     for axis, action in enumerate(axes.actions):
         if action is None:
             continue
-        if action.group != "residual":
-            raise GaugeError(f"no gauge for group {action.group!r}: only the residual gauge acts on parameters")
+        if action.space != "residual":
+            raise GaugeError(f"no gauge for space {action.space!r}: only the residual gauge acts on parameters")
         x = gauge.apply(x, axis=axis, signed=signed and action.signed)
     return x
 
