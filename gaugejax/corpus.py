@@ -19,11 +19,17 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["MODULES", "iter_texts", "corpus_text", "corpus_tokens", "random_tokens", "to_rows"]
+from gaugejax.errors import GaugeError
+
+__all__ = ["MODULES", "iter_texts", "corpus_text", "corpus_tokens", "random_tokens", "to_rows", "probe_tokens",
+           "CORPUS_SOURCE"]
+
+CORPUS_SOURCE = "corpus:stdlib-docstrings"
+"""How :func:`probe_tokens` names the built-in corpus as a token source."""
 
 MODULES = (
     "abc", "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "cmath", "codecs", "collections",
@@ -132,3 +138,56 @@ def to_rows(ids: np.ndarray, seq_len: int) -> np.ndarray:
     seq_len = max(1, min(int(seq_len), ids.size))
     rows = ids.size // seq_len
     return ids[: rows * seq_len].reshape(rows, seq_len)
+
+
+def probe_tokens(vocab_size: int, n_tokens: int, *, ids: Any = None, text: str | None = None,
+                 tokenizer: Callable[[str], Any] | None = None, seed: int = 0,
+                 source: str | None = None) -> tuple[np.ndarray, str]:
+    """Probe token ids from the first available source: ``ids``, else ``text`` (tokenized), else
+    the built-in corpus (when there is a tokenizer), else random ids (seeded).
+
+    Every command that runs models on probe tokens picks them by this one rule.
+
+    Args:
+      vocab_size: ids must lie in ``[0, vocab_size)``.
+      n_tokens: at most this many ids are returned (the corpus and random ids give exactly this many
+        when they can).
+      ids: token ids given by the caller (any shape; flattened).
+      text: text to tokenize with ``tokenizer``.
+      tokenizer: ``str -> ids`` (e.g. :func:`gaugejax.io.load_tokenizer`'s result), or ``None``.
+      seed: seed of the random ids.
+      source: how to name a given ``ids`` / ``text`` source (default ``"tokens"`` / ``"text"``).
+
+    Returns:
+      ``(ids, source)``: 1-D int32 ids and where they came from (``"tokens"``, ``"text"``,
+      :data:`CORPUS_SOURCE`, ``"random:seed=S"``).
+
+    Raises:
+      GaugeError: text without a tokenizer, no ids at all, or ids outside ``[0, vocab_size)``.
+
+    Example:
+      >>> probe_tokens(10, 3, ids=[[1, 2], [3, 4]])
+      (array([1, 2, 3], dtype=int32), 'tokens')
+      >>> probe_tokens(50, 4, seed=1)[1]
+      'random:seed=1'
+    """
+    if n_tokens <= 0:
+        raise GaugeError(f"the number of probe tokens must be positive, got {n_tokens}")
+    if ids is not None:
+        out, src = np.asarray(ids).reshape(-1), source or "tokens"
+        if out.size and not np.issubdtype(out.dtype, np.integer):
+            raise GaugeError(f"token ids must be integers, got dtype {out.dtype}")
+    elif text is not None:
+        if tokenizer is None:
+            raise GaugeError("a text needs a tokenizer: the checkpoint ships none (or `tokenizers` is not installed); "
+                             "give token ids instead (--tokens)")
+        out, src = np.asarray(tokenizer(text)).reshape(-1), source or "text"
+    elif tokenizer is not None:
+        out, src = corpus_tokens(tokenizer, n_tokens), CORPUS_SOURCE
+    else:
+        out, src = random_tokens(vocab_size, n_tokens, seed), f"random:seed={seed}"
+    if out.size == 0:
+        raise GaugeError(f"no tokens to run ({src} is empty)")
+    if out.min() < 0 or out.max() >= vocab_size:
+        raise GaugeError(f"token ids must lie in [0, {vocab_size}), got [{out.min()}, {out.max()}] from {src}")
+    return out[:n_tokens].astype(np.int32), src

@@ -100,6 +100,22 @@ def test_corpus_deterministic_and_tokens():
     assert r.min() >= 0 and r.max() < 100 and (r == corpus.random_tokens(100, 64, seed=3)).all()
 
 
+def test_probe_tokens_one_rule():
+    byte_tok = lambda s: np.frombuffer(s.encode(), np.uint8).astype(np.int32)  # noqa: E731
+    ids, src = corpus.probe_tokens(256, 3, ids=np.array([[5, 6], [7, 8]]), text="ignored", tokenizer=byte_tok)
+    assert ids.tolist() == [5, 6, 7] and src == "tokens"
+    ids, src = corpus.probe_tokens(256, 100, text="abc", tokenizer=byte_tok, source="text:a.txt")
+    assert ids.tolist() == [97, 98, 99] and src == "text:a.txt"
+    ids, src = corpus.probe_tokens(256, 300, tokenizer=byte_tok)
+    assert src == corpus.CORPUS_SOURCE and np.array_equal(ids, corpus.corpus_tokens(byte_tok, 300))
+    ids, src = corpus.probe_tokens(50, 64, seed=3)
+    assert src == "random:seed=3" and np.array_equal(ids, corpus.random_tokens(50, 64, seed=3))
+    for kwargs, reason in [(dict(ids=[1, 300]), r"\[0, 256\)"), (dict(ids=[]), "no tokens"),
+                           (dict(text="abc"), "needs a tokenizer"), (dict(ids=[1.5]), "integers")]:
+        with pytest.raises(gj.GaugeError, match=reason):
+            corpus.probe_tokens(256, 10, **kwargs)
+
+
 # ----------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, llama):

@@ -6,8 +6,6 @@ import argparse
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from gaugejax.errors import GaugeError, GaugeJaxError
 
 
@@ -62,41 +60,9 @@ def _parse_layers(spec: str | None, n_layers: int):
     return layers
 
 
-def _token_ids(args, vocab_size: int) -> tuple[np.ndarray, str]:
-    """1-D ids and a description of where they came from."""
-    from gaugejax import corpus
-    from gaugejax.io import load_tokenizer
-
-    need = args.max_tokens + args.seq_len
-    if args.tokens:
-        from gaugejax.cli.common import load_token_file
-
-        ids, source = load_token_file(args.tokens), f"tokens:{Path(args.tokens).name}"
-    else:
-        tok = load_tokenizer(args.src) or load_tokenizer(args.dst)
-        if args.text:
-            if tok is None:
-                raise GaugeJaxError(f"{args.src} ships no tokenizer (or `tokenizers` is not installed); pass --tokens")
-            try:
-                text = Path(args.text).read_text()
-            except OSError as e:
-                raise GaugeJaxError(f"cannot read --text {args.text}: {e.strerror}") from None
-            ids, source = np.asarray(tok(text)).reshape(-1), f"text:{Path(args.text).name}"
-        elif tok is not None:
-            ids, source = corpus.corpus_tokens(tok, need), "corpus:stdlib-docstrings"
-        else:
-            ids, source = corpus.random_tokens(vocab_size, need, args.seed), f"random:seed={args.seed}"
-    if ids.size == 0:
-        raise GaugeJaxError("no tokens to run")
-    if ids.min() < 0 or ids.max() >= vocab_size:
-        raise GaugeJaxError(f"token ids must lie in [0, {vocab_size}), got [{ids.min()}, {ids.max()}]")
-    return ids, source
-
-
 def run(args) -> int:
     from gaugejax.align import align, check_pair
-    from gaugejax.cli.common import console, progress, table
-    from gaugejax.corpus import to_rows
+    from gaugejax.cli.common import console, progress, table, token_source
     from gaugejax.io import checkpoint_fingerprint, load_model
     from gaugejax.matching import AmbiguousMatchWarning
 
@@ -116,8 +82,7 @@ def run(args) -> int:
     if a.config.vocab_size != b.config.vocab_size:
         raise GaugeJaxError(f"different vocabularies: {a.config.vocab_size} vs {b.config.vocab_size}")
     layers = _parse_layers(args.layers, a.config.n_layers)
-    ids, source = _token_ids(args, a.config.vocab_size)
-    rows = to_rows(ids, args.seq_len)
+    rows, source = token_source(args, a.config.vocab_size, args.max_tokens + args.seq_len, [args.src, args.dst])
     n_avail = rows.size
     total = min(n_avail, args.max_tokens)
 

@@ -55,12 +55,13 @@ def _fmt(v) -> str:
 
 def add_token_args(p: argparse.ArgumentParser, default_tokens: int = 1024) -> None:
     """``--tokens FILE.npy`` / ``--text FILE`` / ``--n-tokens`` / ``--seq-len`` / ``--seed``."""
-    g = p.add_argument_group("probe tokens")
+    g = p.add_argument_group("probe tokens", "--tokens, else --text tokenized with the checkpoint's tokenizer, else a "
+                             "built-in corpus (standard-library docstrings) with that tokenizer, else random ids")
     g.add_argument("--tokens", metavar="FILE.npy", help="token ids (int array, (n,) or (batch, seq))")
     g.add_argument("--text", metavar="FILE", help="text file, tokenized with the checkpoint's tokenizer")
     g.add_argument("--n-tokens", type=int, default=default_tokens, help=f"tokens to use (default {default_tokens})")
     g.add_argument("--seq-len", type=int, default=128, help="sequence length of each batch row (default 128)")
-    g.add_argument("--seed", type=int, default=0, help="seed for random token ids (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of random token ids, the last resort (default 0)")
 
 
 def load_token_file(path: str | os.PathLike) -> np.ndarray:
@@ -78,29 +79,31 @@ def load_token_file(path: str | os.PathLike) -> np.ndarray:
 
 
 def tokens_from_args(args: argparse.Namespace, vocab_size: int, checkpoint: str | None = None) -> np.ndarray:
-    """Token ids ``(batch, seq)`` from ``--tokens``, ``--text``, or (last resort) seeded random ids."""
+    """Token ids ``(batch, seq)`` from ``--tokens``, ``--text``, the built-in corpus (with the
+    checkpoint's tokenizer) or seeded random ids: :func:`gaugejax.corpus.probe_tokens`."""
     n, seq = args.n_tokens, args.seq_len
     if n <= 0 or seq <= 0:
         raise GaugeJaxError("--n-tokens and --seq-len must be positive")
-    if args.tokens:
-        ids = load_token_file(args.tokens)
-    elif args.text:
-        from gaugejax.io import load_tokenizer
+    return token_source(args, vocab_size, n, [checkpoint])[0].astype(np.int32)
 
-        tok = load_tokenizer(checkpoint) if checkpoint else None
-        if tok is None:
-            raise GaugeJaxError(f"{checkpoint} ships no tokenizer (or `tokenizers` is not installed); pass --tokens")
-        try:
-            ids = tok(Path(args.text).read_text())
-        except OSError as e:
-            raise GaugeJaxError(f"cannot read --text {args.text}: {e.strerror}") from None
-    else:
-        ids = np.random.default_rng(args.seed).integers(0, vocab_size, n)
-    if ids.size == 0:
-        raise GaugeJaxError("no tokens to run")
-    if ids.min() < 0 or ids.max() >= vocab_size:
-        raise GaugeJaxError(f"token ids must lie in [0, {vocab_size})")
-    ids = ids[:n]
-    seq = min(seq, ids.size)
-    rows = ids.size // seq
-    return ids[: rows * seq].reshape(rows, seq).astype(np.int32)
+
+def token_source(args: argparse.Namespace, vocab_size: int, n_tokens: int,
+                 checkpoints: list) -> tuple[np.ndarray, str]:
+    """``(rows (batch, seq), source)`` by :func:`gaugejax.corpus.probe_tokens` from ``--tokens`` /
+    ``--text`` / the first tokenizer among ``checkpoints`` / ``--seed``, cut into ``--seq-len`` rows."""
+    from gaugejax.corpus import probe_tokens, to_rows
+    from gaugejax.io import load_tokenizer
+
+    ids = load_token_file(args.tokens) if args.tokens else None
+    tok = None
+    for c in checkpoints if ids is None else ():
+        tok = tok or (load_tokenizer(c) if c else None)
+    if args.text and ids is None and tok is None:
+        raise GaugeJaxError(f"{checkpoints[0]} ships no tokenizer (or `tokenizers` is not installed); pass --tokens")
+    try:
+        text = Path(args.text).read_text() if args.text and ids is None else None
+    except OSError as e:
+        raise GaugeJaxError(f"cannot read --text {args.text}: {e.strerror}") from None
+    label = f"tokens:{Path(args.tokens).name}" if ids is not None else f"text:{Path(args.text).name}" if text else None
+    ids, source = probe_tokens(vocab_size, n_tokens, ids=ids, text=text, tokenizer=tok, seed=args.seed, source=label)
+    return to_rows(ids, args.seq_len), source
