@@ -47,8 +47,9 @@ def run(args) -> int:
     if args.gauge:
         gauge = SignedPermutation.load(args.gauge)
     else:
-        signed = config.norm == "rmsnorm"
-        gauge = SignedPermutation.random(args.random_gauge, config.d_model, signed=signed, global_sign=not signed)
+        from gaugejax.group import Group
+
+        gauge = Group.of(config).random(args.random_gauge, config.d_model)
     if is_gguf:
         save_model(apply_gauge(model, gauge), out)
     else:

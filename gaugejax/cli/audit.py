@@ -45,8 +45,6 @@ def run(args) -> int:
     if args.charts < 1 or args.top_k < 1:
         raise GaugeJaxError("-k and --top-k must be at least 1")
     model = load_model(args.model)
-    if model.config.norm == "layernorm" and args.groups and "B_d" in args.groups:
-        raise GaugeJaxError("a LayerNorm model only admits S_d × {±1}; B_d charts are not the same model")
     tokens = tokens_from_args(args, model.config.vocab_size, args.model)
     layer = model.config.n_layers // 2 if args.layer is None else args.layer
     if args.claim == "mean":
