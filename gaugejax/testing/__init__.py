@@ -26,6 +26,11 @@ Example:
   ['final_norm: permute only, do not sign']
 """
 
+try:
+    import hypothesis  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("gaugejax.testing needs Hypothesis: pip install 'gaugejax[testing]'") from e
+
 from gaugejax.testing.assertions import assert_equivariant, assert_invariant, default_rtol, deviation
 from gaugejax.testing.diagnose import Finding, diagnose_spec
 from gaugejax.testing.inference import Inference, LeafEvidence, infer, infer_spec
