@@ -88,3 +88,7 @@ def test_cli_audit(tmp_path, capsys):
     capsys.readouterr()
     assert main(["audit", str(tmp_path / "m"), "--feature", "weird", "-k", "1"]) == 2
     assert capsys.readouterr().err.startswith("error:")
+    # --groups takes every spelling of a group; the sweep is named by the group
+    assert main(["audit", str(tmp_path / "m"), "-k", "2", "--n-tokens", "256", "--groups", "S_d x +-1", "s_d",
+                 "--json", str(tmp_path / "g.json")]) == 0
+    assert list(json.loads((tmp_path / "g.json").read_text())["rates"]) == ["S_d x ±1", "S_d"]

@@ -22,8 +22,11 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, help="residual-stream index (default: middle)")
     p.add_argument("--top-k", type=int, default=1, help="coordinates in the claim (default 1)")
     p.add_argument("-k", "--charts", type=int, default=16, help="random charts per group (default 16)")
-    p.add_argument("--groups", nargs="+", choices=["B_d", "S_d", "S_d x ±1"],
-                   help="groups to sweep (default B_d S_d for RMSNorm, 'S_d x ±1' S_d for LayerNorm)")
+    from gaugejax.group import Group
+
+    p.add_argument("--groups", nargs="+", type=Group, choices=list(Group), metavar="GROUP",
+                   help="groups to sweep: B_d, 'S_d x ±1' (also 'S_d x +-1'), S_d (default B_d S_d for RMSNorm, "
+                   "'S_d x ±1' S_d for LayerNorm)")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart of the rates")
     p.add_argument("--json", metavar="FILE", help="write the rates as JSON")
     from gaugejax.cli.common import add_token_args
