@@ -69,7 +69,7 @@ def run(ctx: Context) -> Result:
     with ctx.task("audits: gauge sweeps", len(claims) * 2 * k_charts) as t:
         for i, claim in enumerate(claims):
             results.append(audit(model, claim, tokens, k=k_charts, groups=("B_d", "S_d"), seed=ctx.int_seed(NAME, i),
-                                 on_chart=lambda g, n: t.advance()))
+                                 progress=lambda done, total: t.advance()))
     rows = []
     for r in results:
         ref = ", ".join(f"{'+' if s > 0 else '−'}{i}" for i, s in zip(r.reference.indices, r.reference.signs))
