@@ -5,8 +5,11 @@
 
 * ``"scipy"``: ``scipy.optimize.linear_sum_assignment`` (the reference).
 * ``"lapjv"``: ``lap.lapjv`` (Jonker-Volgenant; optional dependency, ``pip install lap``).
-* ``"optax"``: ``optax.assignment.hungarian_algorithm``, pure JAX and jittable (on-device use;
-  ``O(d³)`` in a ``while_loop``, slow on CPU at large ``d``, see ``benchmarks/bench_assignment.py``).
+* ``"optax"``: ``optax.assignment.hungarian_algorithm``, pure JAX and jittable (``O(d³)`` with a
+  scalar inner loop, slow on CPU at large ``d``, see ``benchmarks/bench_assignment.py``).
+* ``"device"``: :func:`gaugejax.assignment_device.solve`, pure JAX, jittable and vmap-able: the
+  row-argmax certificate, a priced warm start and vectorised shortest augmenting paths on the
+  default JAX device (float32; exact on integer-valued scores, float32-rounding-exact otherwise).
 * ``"auto"`` (default): the certified reduction below, then the fastest exact solver installed.
 
 The reduction (always exact):
@@ -54,7 +57,7 @@ import numpy as np
 
 __all__ = ["Assignment", "solve", "METHODS", "fastest_exact_solver", "row_argmax_certificate"]
 
-METHODS = ("auto", "scipy", "lapjv", "optax")
+METHODS = ("auto", "scipy", "lapjv", "optax", "device")
 """Accepted ``method`` names of :func:`solve`."""
 
 # The conflict block is tried while it holds at most this fraction of the rows (or _BLOCK_MIN rows),
@@ -76,7 +79,7 @@ class Assignment(NamedTuple):
       cols: ``(k,)`` int64 column assigned to each row.
       objective: ``Σ S[rows, cols]`` as a Python float (float64 sum).
       solver: what produced it: ``"argmax"``, ``"argmax+block(k)"``, ``"scipy"``, ``"lapjv"``,
-        ``"optax"``.
+        ``"optax"``, ``"device"``.
     """
 
     rows: np.ndarray
@@ -172,7 +175,13 @@ def _optax(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i[order], j[order]
 
 
-_FULL = {"scipy": _scipy, "lapjv": _lapjv, "optax": _optax}
+def _device(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from gaugejax.assignment_device import solve_numpy
+
+    return solve_numpy(s)
+
+
+_FULL = {"scipy": _scipy, "lapjv": _lapjv, "optax": _optax, "device": _device}
 
 
 def _second_max(s: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 256) -> np.ndarray:
