@@ -287,6 +287,7 @@ def match_correlation(
     solver: str = "auto",
     layers: Sequence[int] | None = None,
     warn: bool = True,
+    device: bool = False,
 ) -> MatchResult:
     """Matches from a correlation matrix (or a stack of them, one per layer).
 
@@ -299,6 +300,8 @@ def match_correlation(
       norm: ``"rmsnorm"``, ``"layernorm"`` or ``None``; ``"layernorm"`` restricts to one global sign.
       confidence: level of the certificate (union bound over all entries).
       solver: assignment method (:data:`gaugejax.assignment.METHODS`).
+      device: solve the assignment on the default JAX device (:mod:`gaugejax.assignment_device`;
+        same optimum as the host solvers); shorthand for ``solver="device"``.
       layers: labels of the layers in ``corr`` (stored in the result only).
       warn: emit :class:`AmbiguousMatchWarning` when some coordinates are not certified.
 
@@ -317,6 +320,8 @@ def match_correlation(
       [0, 1]
     """
     grp = _resolve_group(method, group, norm)
+    if device:
+        solver = "device"
     c = np.asarray(corr, np.float32)
     if c.ndim == 2:
         c = c[None]
@@ -454,7 +459,7 @@ def match(X: Any, Y: Any, method: str = "sign_marginalized", *, layers: Sequence
       Y: activations of B, same shape.
       method: ``"sign_marginalized"`` (``B_d``, default), ``"signed"`` or ``"permutation"``.
       layers: with ``(L, n, d)`` inputs, the layer indices to pool (default all).
-      **kwargs: ``group``, ``norm``, ``confidence``, ``solver``, ``warn`` (see
+      **kwargs: ``group``, ``norm``, ``confidence``, ``solver``, ``warn``, ``device`` (see
         :func:`match_correlation`).
 
     Returns:
