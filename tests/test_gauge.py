@@ -8,20 +8,19 @@ from hypothesis import strategies as st
 
 import gaugejax as gj
 from gaugejax import GaugeError, SignedPermutation
+from gaugejax.testing import signed_permutations
+
+WIDTHS = st.integers(1, 12)  # numpy only (nothing compiles): every small width, d = 1 included
 
 
-@st.composite
-def signed_perms(draw, d=None):
-    d = draw(st.integers(1, 12)) if d is None else d
-    perm = draw(st.permutations(list(range(d))))
-    signs = draw(st.lists(st.sampled_from([1, -1]), min_size=d, max_size=d))
-    return SignedPermutation(perm, signs)
+def signed_perms():
+    return signed_permutations(d=WIDTHS)
 
 
 @st.composite
 def triples(draw):
-    d = draw(st.integers(1, 12))
-    return draw(signed_perms(d)), draw(signed_perms(d)), draw(signed_perms(d))
+    d = draw(WIDTHS)
+    return tuple(draw(signed_permutations(d)) for _ in range(3))
 
 
 def _matrix(g: SignedPermutation) -> np.ndarray:
