@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gaugejax as gj
+from gaugejax import testing
 from gaugejax.errors import GaugeError
 from gaugejax.group import B_D, S_D, S_D_SIGN, Group
 
@@ -52,12 +53,9 @@ def test_subgroups():
                                                                   [True, True, True]]
 
 
-@st.composite
-def gauges(draw):
-    d = draw(st.sampled_from([1, 2, 5, 16]))
-    seed = draw(st.integers(0, 2**31 - 1))
-    kind = draw(st.sampled_from(["bd", "global", "perm"]))
-    return gj.SignedPermutation.random(seed, d, signed=kind == "bd", global_sign=kind == "global")
+def gauges():
+    """Elements of every group (gaugejax.testing's strategies), widths 1 to 16."""
+    return st.sampled_from(list(Group)).flatmap(lambda grp: testing.gauges(grp, st.sampled_from([1, 2, 5, 16])))
 
 
 @given(gauges())

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import gaugejax as gj
 from gaugejax import formats, train
+from gaugejax.testing import signed_permutations
 from gaugejax.audit import feature_labels
 from gaugejax.cli import main
 from gaugejax.errors import TransportError
@@ -20,12 +21,8 @@ from gaugejax.transport import transport_file, transport_neurons, transport_sae,
 DIMS = [1, 3, 8]
 
 
-@st.composite
-def gauges(draw, d=None):
-    d = draw(st.sampled_from(DIMS)) if d is None else d
-    perm = draw(st.permutations(list(range(d))))
-    signs = draw(st.lists(st.sampled_from([1, -1]), min_size=d, max_size=d))
-    return gj.SignedPermutation(perm, signs)
+def gauges(d=None):
+    return signed_permutations(d=st.sampled_from(DIMS) if d is None else d)
 
 
 floats = st.floats(-6e4, 6e4, allow_nan=False, allow_subnormal=False, width=32)
