@@ -22,8 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -68,7 +67,6 @@ def align_activations(
     progress: Progress | None = None,
     total_tokens: int | None = None,
     names: tuple[str, str] = ("model A", "model B"),
-    on_batch: Callable[[int, MatchResult | None], None] | None = None,
     warn: bool = True,
     **match_kwargs: Any,
 ) -> MatchResult:
@@ -87,7 +85,6 @@ def align_activations(
         leaves ``done < total``.
       total_tokens: tokens the batches hold, if known (for ``progress`` only).
       names: what to call the sources of ``X`` and ``Y`` in errors.
-      on_batch: deprecated (use ``progress``): called with ``(tokens so far, result of a check or None)``.
       warn: warn about ambiguous coordinates of the final result.
       **match_kwargs: ``group``, ``norm``, ``solver`` (see :func:`gaugejax.matching.match_correlation`).
 
@@ -104,9 +101,6 @@ def align_activations(
       >>> r.certified, r.n_tokens
       (True, 256)
     """
-    if on_batch is not None:
-        warnings.warn("align(on_batch=...) is deprecated; pass progress=(done, total)", DeprecationWarning,
-                      stacklevel=2)
     budget = [x for x in (total_tokens, max_tokens) if x is not None]
     total = int(min(budget)) if budget else 0
     state = None
@@ -124,17 +118,14 @@ def align_activations(
             check_finite(h[None] if h.ndim == 2 else h, labels=layers, what=what)
         state = stats.update(state, x, y)
         n += int(x.shape[-2])
-        checked = None
         done = max_tokens is not None and n >= max_tokens
         if n >= next_check or done:
-            result = checked = match_stats(state, method, layer_labels=layers, confidence=confidence, warn=False,
+            result = match_stats(state, method, layer_labels=layers, confidence=confidence, warn=False,
                                            **match_kwargs)
             next_check = max(next_check + 1, int(n * _CHECK_GROWTH))
             done = done or result.certified
         if progress is not None:
             progress(min(n, total) if total else n, total)
-        if on_batch is not None:
-            on_batch(n, checked)
         if done:
             break
     if state is None:
@@ -172,7 +163,6 @@ def align(
     confidence: float = 0.99,
     progress: Progress | None = None,
     names: tuple[str, str] = ("model A", "model B"),
-    on_batch: Callable[[int, MatchResult | None], None] | None = None,
     warn: bool = True,
     **match_kwargs: Any,
 ) -> MatchResult:
@@ -187,7 +177,7 @@ def align(
       batch_rows: token rows per forward pass.
       progress: ``progress(tokens done, tokens total)`` after every batch (total:
         ``min(tokens.size, max_tokens)``).
-      min_tokens, max_tokens, confidence, names, on_batch, warn: see :func:`align_activations`.
+      min_tokens, max_tokens, confidence, names, warn: see :func:`align_activations`.
       **match_kwargs: ``group``, ``solver``.
 
     Raises:
@@ -218,4 +208,4 @@ def align(
 
     return align_activations(batches(), method=method, min_tokens=min_tokens, max_tokens=max_tokens,
                              confidence=confidence, layers=layers, progress=progress, total_tokens=int(tok.size),
-                             names=names, on_batch=on_batch, warn=warn, **match_kwargs)
+                             names=names, warn=warn, **match_kwargs)

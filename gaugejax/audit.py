@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -45,7 +44,7 @@ from gaugejax.transport import transport_neurons
 from gaugejax.verify import Progress, check_finite
 
 __all__ = [
-    "Claim", "ClaimResult", "AuditResult", "audit", "random_group_element", "probe_claim", "correlation_claim",
+    "Claim", "ClaimResult", "AuditResult", "audit", "probe_claim", "correlation_claim",
     "mean_activation_claim", "feature_labels", "plot_audit", "AUDIT_COLUMNS",
 ]
 
@@ -183,11 +182,6 @@ def mean_activation_claim(layer: int, k: int = 1) -> Claim:
 
 
 # --------------------------------------------------------------------------- the sweep
-def random_group_element(key_or_seed: Any, d: int, group: Group | str) -> SignedPermutation:
-    """A uniformly random element of a group: ``Group(group).random(key_or_seed, d)``."""
-    return Group(group).random(key_or_seed, d)
-
-
 @dataclass
 class AuditResult:
     """Outcome of :func:`audit`.
@@ -222,8 +216,7 @@ class AuditResult:
 
 
 def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Sequence[Group | str] | None = None,
-          seed: int = 0, progress: Progress | None = None,
-          on_chart: Callable[[str, int], None] | None = None) -> AuditResult:
+          seed: int = 0, progress: Progress | None = None) -> AuditResult:
     """Sweeps ``k`` random gauges per group and measures how the claim reproduces.
 
     Args:
@@ -236,7 +229,6 @@ def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Seque
         ``(S_d x ±1, S_d)`` for LayerNorm.
       seed: gauges are drawn from ``fold_in(key(seed), n)`` (group-specific streams).
       progress: ``progress(charts done, charts total)`` after each chart (``k`` per group).
-      on_chart: deprecated (use ``progress``): called with ``(group, n)``.
 
     Returns:
       :class:`AuditResult`.
@@ -248,9 +240,6 @@ def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Seque
     """
     if k < 1:
         raise GaugeError("k must be at least 1")
-    if on_chart is not None:
-        warnings.warn("audit(on_chart=...) is deprecated; pass progress=(done, total)", DeprecationWarning,
-                      stacklevel=2)
     own = Group.of(model.config)
     groups = (own, Group.S_D) if groups is None else tuple(Group(g) for g in groups)
     for g in groups:
@@ -282,8 +271,6 @@ def audit(model: Model, claim: Claim, tokens: Any, *, k: int = 16, groups: Seque
             rows.append(row)
             if progress is not None:
                 progress(gi * k + n + 1, len(groups) * k)
-            if on_chart is not None:
-                on_chart(group, n)
         result.per_chart[group] = rows
         result.rates[group] = {c: float(np.mean([r[c] for r in rows])) for c in AUDIT_COLUMNS}
     return result

@@ -187,10 +187,6 @@ class Group(str, enum.Enum):
             return SignedPermutation.random(key_or_seed, d)
         return SignedPermutation.random(key_or_seed, d, signed=False, global_sign=self is Group.S_D_SIGN)
 
-    def identity(self, d: int) -> SignedPermutation:
-        """The identity (an element of every group)."""
-        return SignedPermutation.identity(d)
-
 
 _ALIASES = {
     "b_d": "B_d", "bd": "B_d", "b_d_sign": "B_d", "signed_permutation": "B_d", "rmsnorm": "B_d",

@@ -28,9 +28,8 @@ Example:
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -235,14 +234,9 @@ class _Steps:
             self.progress(self.done, self.total)
 
 
-def _deprecated_on_hop(on_hop: Any) -> None:
-    if on_hop is not None:
-        warnings.warn("on_hop=... is deprecated; pass progress=(done, total)", DeprecationWarning, stacklevel=3)
-
-
 def align_path(checkpoints: Sequence[Checkpoint], tokens: Any, *, layers: Sequence[int] | None = None,
                method: str = "sign_marginalized", endpoint: bool = False, progress: Progress | None = None,
-               on_hop: Callable[[int, Hop], None] | None = None, **align_kwargs: Any) -> PathAlignment:
+               **align_kwargs: Any) -> PathAlignment:
     """Matches every adjacent pair of checkpoints and composes the local gauges.
 
     Args:
@@ -253,7 +247,6 @@ def align_path(checkpoints: Sequence[Checkpoint], tokens: Any, *, layers: Sequen
       endpoint: also match ``C_1 → C_k`` directly.
       progress: ``progress(matches done, matches total)`` after each match (``k - 1`` hops, plus
         the endpoint match).
-      on_hop: deprecated (use ``progress``): called with ``(hop index, Hop)``.
       **align_kwargs: passed to :func:`gaugejax.align.align` (``max_tokens``, ``confidence``, ...).
 
     Returns:
@@ -262,15 +255,14 @@ def align_path(checkpoints: Sequence[Checkpoint], tokens: Any, *, layers: Sequen
     Raises:
       NonFiniteError: a checkpoint's activations are NaN or infinite (named with the layer).
     """
-    _deprecated_on_hop(on_hop)
     ckpts = list(checkpoints)
     if len(ckpts) < 2:
         raise GaugeError("a path needs at least two checkpoints")
-    return _align_path(ckpts, tokens, _Steps(progress, len(ckpts) - 1 + int(endpoint)), on_hop, layers=layers,
+    return _align_path(ckpts, tokens, _Steps(progress, len(ckpts) - 1 + int(endpoint)), layers=layers,
                        method=method, endpoint=endpoint, **align_kwargs)
 
 
-def _align_path(ckpts: list[Checkpoint], tokens: Any, steps: _Steps, on_hop: Any, *, endpoint: bool = False,
+def _align_path(ckpts: list[Checkpoint], tokens: Any, steps: _Steps, *, endpoint: bool = False,
                 **kwargs: Any) -> PathAlignment:
     hops: list[Hop] = []
     prev = _load(ckpts[0])
@@ -281,8 +273,6 @@ def _align_path(ckpts: list[Checkpoint], tokens: Any, steps: _Steps, on_hop: Any
         hop = Hop.from_match(_label(ckpts[i - 1], i - 1), _label(ckpts[i], i), r)
         hops.append(hop)
         steps.step()
-        if on_hop is not None:
-            on_hop(i - 1, hop)
         prev = cur
     gauge, confident = compose_hops(hops)
     direct = None
@@ -326,8 +316,7 @@ class CrossRunAlignment:
 
 def cross_run(run_a: Sequence[Checkpoint], run_b: Sequence[Checkpoint], base: Checkpoint, tokens: Any, *,
               layers: Sequence[int] | None = None, method: str = "sign_marginalized",
-              progress: Progress | None = None, on_hop: Callable[[int, Hop], None] | None = None,
-              **align_kwargs: Any) -> CrossRunAlignment:
+              progress: Progress | None = None, **align_kwargs: Any) -> CrossRunAlignment:
     """Gauge from run A's last checkpoint to run B's last, both fine-tuned from ``base``.
 
     Args:
@@ -336,18 +325,17 @@ def cross_run(run_a: Sequence[Checkpoint], run_b: Sequence[Checkpoint], base: Ch
       base: the shared starting checkpoint.
       progress: ``progress(matches done, matches total)`` after each match (the ``m + n`` hops of
         the path, the direct matches to and from the base when not already hops, the endpoint).
-      tokens, layers, method, on_hop, **align_kwargs: see :func:`align_path`.
+      tokens, layers, method, **align_kwargs: see :func:`align_path`.
 
     Returns:
       :class:`CrossRunAlignment` with the composed, via-base and endpoint gauges.
     """
-    _deprecated_on_hop(on_hop)
     run_a, run_b = list(run_a), list(run_b)
     if not run_a or not run_b:
         raise GaugeError("each run needs at least one checkpoint")
     kw = dict(layers=layers, method=method, **align_kwargs)
     steps = _Steps(progress, len(run_a) + len(run_b) + int(len(run_a) > 1) + int(len(run_b) > 1) + 1)
-    composed = _align_path([*reversed(run_a), base, *run_b], tokens, steps, on_hop, **kw)
+    composed = _align_path([*reversed(run_a), base, *run_b], tokens, steps, **kw)
     a_end, b_end = run_a[-1], run_b[-1]
     la, lbase, lb = _label(a_end, 0), _label(base, 1), _label(b_end, 2)
     if len(run_a) == 1:

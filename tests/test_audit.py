@@ -8,7 +8,7 @@ import pytest
 
 import gaugejax as gj
 from gaugejax.audit import (Claim, audit, correlation_claim, feature_labels, mean_activation_claim, plot_audit,
-                            probe_claim, random_group_element)
+                            probe_claim)
 from gaugejax.cli import main
 from gaugejax.errors import GaugeError
 
@@ -49,14 +49,6 @@ def test_audit_layernorm_groups():
         audit(m, correlation_claim(1, feature_labels(tokens, "parity")), tokens, k=1, groups=["B_d"])
     r = audit(m, correlation_claim(1, feature_labels(tokens, "parity")), tokens, k=2, groups=["S_d x +-1"])
     assert list(r.rates) == [gj.Group.S_D_SIGN]
-
-
-def test_group_elements():
-    g = random_group_element(0, 16, "S_d x ±1")
-    assert g.is_global_sign
-    assert random_group_element(0, 16, "S_d").is_permutation
-    with pytest.raises(GaugeError):
-        random_group_element(0, 16, "O(d)")
 
 
 def test_custom_claim_and_plot(llama, tmp_path):
