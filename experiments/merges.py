@@ -42,7 +42,7 @@ def recovered_gauge(ctx: Context, index: int):
     layers = tuple(range(1, base.sizes.n_layers + 1))
     with ctx.task("merges: composing local gauges", 2 * (index + 1) + 3) as t:
         r = cross_run(run_a.stored[:index + 1], run_b.stored[:index + 1], base.model, tokens, layers=layers,
-                      min_tokens=n_tok, max_tokens=n_tok, batch_rows=8, on_hop=lambda *a: t.advance())
+                      min_tokens=n_tok, max_tokens=n_tok, batch_rows=8, progress=lambda *a: t.advance())
     return r.gauge
 
 
