@@ -34,10 +34,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gaugejax.errors import GaugeError
+from gaugejax.errors import GaugeError, NonFiniteError
 from gaugejax.gauge import SignedPermutation
 from gaugejax.group import Group
 from gaugejax.models import Model, apply_gauge
+from gaugejax.verify import check_finite
 
 __all__ = [
     "ORDER_STATISTICS", "SIGN_STATISTICS", "CanonicalGauge", "coordinate_statistics", "canonical_gauge",
@@ -84,6 +85,8 @@ def coordinate_statistics(model: Model, names: Sequence[str], tokens: Any = None
     Raises:
       GaugeError: unknown names, a missing tensor (e.g. ``lm_head`` of a tied model), or
         activation statistics without tokens.
+      NonFiniteError: a statistic is NaN or infinite (non-finite weights or activations; the
+        message names the statistic or the layer).
     """
     p = model.params
     out: dict[str, np.ndarray] = {}
@@ -132,12 +135,16 @@ def coordinate_statistics(model: Model, names: Sequence[str], tokens: Any = None
                 from gaugejax.models import residual_stream
 
                 li = model.config.n_layers // 2 if layer is None else int(layer)
-                acts = _np(residual_stream(model, np.asarray(tokens))[li]).reshape(-1, model.d)
+                stream = residual_stream(model, np.asarray(tokens))
+                check_finite(stream[:li + 1])
+                acts = _np(stream[li]).reshape(-1, model.d)
             out[name] = {"act_rms": lambda a: np.sqrt((a**2).mean(0)), "act_mean": lambda a: a.mean(0),
                          "act_cube": lambda a: (a**3).mean(0)}[name](acts)
         else:
             raise GaugeError(f"unknown statistic {name!r} (order: {', '.join(ORDER_STATISTICS)}; "
                              f"sign: {', '.join(SIGN_STATISTICS)})")
+        if not np.isfinite(out[name]).all():
+            raise NonFiniteError(f"statistic {name!r} is NaN or infinite: the checkpoint's weights are not finite")
     return out
 
 

@@ -105,6 +105,25 @@ def test_refusals():
         canonical_gauge(tied, sign_by="lm_head_sum")
 
 
+
+def test_nonfinite_models_refused():
+    import jax.numpy as jnp
+
+    from gaugejax.errors import NonFiniteError
+
+    params = dict(LLAMA.params)
+    params["embed"] = params["embed"].at[3, 5].set(jnp.nan)
+    broken = gj.Model(LLAMA.config, params)
+    with pytest.raises(NonFiniteError, match="'embed_rms' is NaN"):
+        canonical_gauge(broken)
+    layers = dict(LLAMA.params["layers"])
+    layers["o"] = layers["o"].at[0, 0, 0].set(jnp.inf)
+    broken = gj.Model(LLAMA.config, {**LLAMA.params, "layers": layers})
+    tokens = np.random.default_rng(0).integers(0, 256, (2, 16))
+    with pytest.raises(NonFiniteError, match=r"at h\[1\]"):
+        canonical_gauge(broken, sign_by="act_mean", tokens=tokens)
+
+
 def test_cli_canon(tmp_path, capsys):
     gj.save_model(LLAMA, tmp_path / "a")
     g = gj.SignedPermutation.random(4, LLAMA.d)
