@@ -56,6 +56,8 @@ _LAZY = {
     "forward_with_steering": "gaugejax.interventions",
 }
 
+_SUBMODULES = ("simulate",)
+
 
 def __getattr__(name):
     # Lazily imported parts (keep `import gaugejax` light: no scipy/safetensors at import time).
@@ -63,8 +65,12 @@ def __getattr__(name):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:  # gj.simulate.ceiling(...)
+        import importlib
+
+        return importlib.import_module(f"gaugejax.{name}")
     raise AttributeError(f"module 'gaugejax' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
