@@ -8,7 +8,13 @@
   SAELens directory (``sae_weights.safetensors`` + ``cfg.json`` + anything else, copied verbatim);
 * neuron lists / attribution lists: JSON (a list of indices, of ``[index, score]`` pairs, of
   records with an ``index`` and optional ``score`` field, or an object wrapping such a list under
-  ``neurons``/``features``/...) and CSV/TSV with a header (``index`` column, optional ``score``).
+  ``neurons``/``indices``/...) and CSV/TSV with a header (``index`` column, optional ``score``).
+  Lists of SAE *latents* (keyed ``feature``/``features``/``latent``...) are refused: latent ids
+  index an SAE's dictionary, not the residual stream, and a residual gauge leaves them unchanged.
+
+Floating arrays in any dtype (bfloat16, float16/32/64) round-trip bit for bit. numpy stores an
+``ml_dtypes`` bfloat16 array in ``.npy``/``.npz`` as raw 2-byte void (``|V2``); such arrays are read
+as bfloat16 and written back as ``|V2`` (:attr:`TensorFile.stored`).
 
 Every writer is atomic (:func:`gaugejax.atomic.atomic_path`) and writes arrays C-contiguous
 (a Fortran-ordered array would be saved scrambled). Readers refuse what they do not understand with a one-line :class:`TransportError`.
@@ -45,9 +51,14 @@ from gaugejax.errors import CheckpointError, TransportError
 TENSOR_FORMATS = {".npy": "npy", ".npz": "npz", ".safetensors": "safetensors", ".gguf": "gguf"}
 NEURON_FORMATS = {".json": "json", ".csv": "csv", ".tsv": "tsv"}
 SAELENS_WEIGHTS = "sae_weights.safetensors"
-INDEX_KEYS = ("index", "neuron", "coordinate", "coord", "dim", "idx", "feature")
+INDEX_KEYS = ("index", "neuron", "coordinate", "coord", "dim", "idx")
+"""Fields / columns holding residual coordinates (remapped by a gauge)."""
 SCORE_KEYS = ("score", "attribution", "value", "weight", "activation")
-LIST_KEYS = ("neurons", "features", "indices", "top_k", "topk", "attributions", "items")
+LIST_KEYS = ("neurons", "indices", "top_k", "topk", "attributions", "items")
+LATENT_KEYS = ("feature", "features", "latent", "latents", "feature_index", "feature_id", "latent_index",
+               "latent_id", "sae_feature")
+"""Fields / wrapping keys naming SAE latents: not residual coordinates, so such lists are refused."""
+MAX_INDEX = 2**62
 GGUF_ARCH = "controlvector"
 
 
@@ -61,11 +72,15 @@ class TensorFile:
       format: ``"npy"``, ``"npz"``, ``"safetensors"`` or ``"gguf"``.
       metadata: safetensors ``__metadata__`` (str → str) or the GGUF key/value fields other than
         ``general.architecture`` (name → ``(value, GGUFValueType name)``).
+      stored: name → stored dtype of arrays read from raw 2-byte void as bfloat16.
     """
 
     tensors: dict[str, np.ndarray]
     format: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    stored: dict[str, np.dtype] = field(default_factory=dict)
+    """Arrays stored as raw 2-byte void (numpy's ``|V2`` for ml_dtypes bfloat16), read as bfloat16
+    and written back in the stored dtype."""
 
     def replace(self, **changes: Any) -> "TensorFile":
         return dataclasses.replace(self, **changes)
@@ -91,29 +106,58 @@ def read_tensors(path: str | os.PathLike) -> TensorFile:
     fmt = tensor_format(p)
     if not p.is_file():
         raise TransportError(f"{p} is not a file")
-    if fmt == "npy":
+    if fmt in ("npy", "npz"):
         try:
-            return TensorFile({"array": np.load(p, allow_pickle=False)}, fmt)
-        except ValueError as e:
-            raise TransportError(f"{p}: not a plain .npy array ({str(e).splitlines()[0]})") from None
-    if fmt == "npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                return TensorFile({k: z[k] for k in z.files}, fmt)
-        except Exception as e:
-            raise TransportError(f"{p}: not a plain .npz archive ({str(e).splitlines()[0]})") from None
+            loaded = np.load(p, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                if fmt != "npy":
+                    raise ValueError("a single .npy array, not an .npz archive")
+                arrays = {"array": loaded}
+            else:
+                if fmt != "npz":
+                    raise ValueError("an .npz archive, not a single .npy array")
+                with loaded as z:
+                    arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # ValueError (pickles), EOFError (empty file), zipfile / OS errors
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise TransportError(f"{p}: not a plain .{fmt} {'array' if fmt == 'npy' else 'archive'} ({reason})") from None
+        if not arrays:
+            raise TransportError(f"{p}: the archive holds no arrays")
+        return _npy_file(arrays, fmt, p)
     if fmt == "safetensors":
         return _read_safetensors(p)
     return _read_gguf_control_vector(p)
 
 
-def write_tensors(path: str | os.PathLike, tf: TensorFile) -> None:
-    """Writes a :class:`TensorFile` atomically in ``tf.format`` (which must match the extension)."""
+def _npy_file(arrays: dict[str, np.ndarray], fmt: str, where: Path) -> TensorFile:
+    """A TensorFile from loaded arrays; raw 2-byte void (numpy's bfloat16) is viewed as bfloat16."""
+    import ml_dtypes
+
+    stored = {}
+    for k, a in arrays.items():
+        if a.dtype.kind == "V" and a.dtype.fields is None and a.dtype.subdtype is None:
+            if a.dtype.itemsize != 2:
+                raise TransportError(f"{where}: array {k!r} has raw dtype {a.dtype.str} of unknown meaning (only "
+                                     "2-byte void, numpy's bfloat16, is understood); save it as a float dtype")
+            stored[k] = a.dtype
+            arrays[k] = a.view(ml_dtypes.bfloat16)
+    return TensorFile(arrays, fmt, stored=stored)
+
+
+def write_tensors(path: str | os.PathLike, tf: TensorFile, *, overwrite: bool = True, inputs=(),
+                  recognise=None) -> None:
+    """Writes a :class:`TensorFile` atomically in ``tf.format`` (which must match the extension).
+
+    ``overwrite``, ``inputs``, ``recognise``: the safe-write rules of :func:`gaugejax.atomic.atomic_path`.
+    """
     p = Path(path)
     if tensor_format(p) != tf.format:
         raise TransportError(f"{p.name}: extension says {tensor_format(p)} but the data is {tf.format}")
     tensors = {k: np.ascontiguousarray(v) for k, v in tf.tensors.items()}
-    with atomic_path(p) as tmp:
+    for k, dt in tf.stored.items():
+        if k in tensors and tensors[k].dtype.itemsize == np.dtype(dt).itemsize:
+            tensors[k] = tensors[k].view(dt)
+    with atomic_path(p, overwrite=overwrite, inputs=inputs, recognise=recognise) as tmp:
         if tf.format == "npy":
             if list(tensors) != ["array"]:
                 raise TransportError("a .npy file holds exactly one array")
@@ -245,12 +289,14 @@ class SAEFile:
       format: ``"safetensors"``, ``"npz"`` or ``"saelens"`` (a directory).
       metadata: safetensors ``__metadata__``.
       directory: for ``"saelens"``, the source directory (its other files are copied verbatim).
+      stored: as :attr:`TensorFile.stored`.
     """
 
     tensors: dict[str, np.ndarray]
     format: str
     metadata: dict[str, str] = field(default_factory=dict)
     directory: str | None = None
+    stored: dict[str, np.dtype] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "SAEFile":
         return dataclasses.replace(self, **changes)
@@ -278,20 +324,26 @@ def read_sae(path: str | os.PathLike) -> SAEFile:
         tf = _read_safetensors(w)
         return SAEFile(tf.tensors, "saelens", tf.metadata, str(p))
     tf = read_tensors(p)
-    return SAEFile(tf.tensors, fmt, tf.metadata)
+    return SAEFile(tf.tensors, fmt, tf.metadata, stored=tf.stored)
 
 
-def write_sae(path: str | os.PathLike, sae: SAEFile) -> None:
-    """Writes an SAE atomically; a SAELens directory gets the source's other files copied."""
+def write_sae(path: str | os.PathLike, sae: SAEFile, *, overwrite: bool = True, inputs=(), recognise=None) -> None:
+    """Writes an SAE atomically; a SAELens directory gets the source's other files copied.
+
+    ``overwrite``, ``inputs``, ``recognise``: the safe-write rules of :func:`gaugejax.atomic.atomic_path`.
+    """
+    from gaugejax.atomic import MANIFEST
+
     p = Path(path)
     tensors = {k: np.ascontiguousarray(v) for k, v in sae.tensors.items()}
     if sae.format != "saelens":
-        write_tensors(p, TensorFile(tensors, sae.format, sae.metadata))
+        write_tensors(p, TensorFile(tensors, sae.format, sae.metadata, sae.stored), overwrite=overwrite,
+                      inputs=inputs, recognise=recognise)
         return
-    with atomic_path(p, directory=True) as tmp:
+    with atomic_path(p, directory=True, overwrite=overwrite, inputs=inputs) as tmp:
         if sae.directory:
             for q in sorted(Path(sae.directory).iterdir()):
-                if q.name != SAELENS_WEIGHTS and q.is_file():
+                if q.name not in (SAELENS_WEIGHTS, MANIFEST) and q.is_file():
                     shutil.copy2(q, tmp / q.name)
         _write_safetensors(tmp / SAELENS_WEIGHTS, tensors, sae.metadata)
 
@@ -391,15 +443,25 @@ def neuron_format(path: str | os.PathLike) -> str:
     return NEURON_FORMATS[suffix]
 
 
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 def _as_index(v: Any, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise TransportError(f"{where}: index {v!r} is not an integer")
-    try:
-        f = float(v)
-    except ValueError:
-        raise TransportError(f"{where}: index {v!r} is not an integer") from None
-    if not f.is_integer():
-        raise TransportError(f"{where}: index {v!r} is not an integer")
+        raise TransportError(f"{where}: index {_short(v)} is not an integer")
+    if isinstance(v, int):
+        f = v
+    else:
+        try:
+            f = float(v)
+        except (ValueError, OverflowError):
+            raise TransportError(f"{where}: index {_short(v)} is not an integer") from None
+        if not f.is_integer():
+            raise TransportError(f"{where}: index {_short(v)} is not an integer")
+    if not -MAX_INDEX < f < MAX_INDEX:
+        raise TransportError(f"{where}: index {_short(v)} is far outside any residual width")
     return int(f)
 
 
@@ -410,8 +472,8 @@ def _as_score(v: Any, where: str) -> float:
         raise TransportError(f"{where}: score {v!r} is not a number")
     try:
         return float(v)
-    except (TypeError, ValueError):
-        raise TransportError(f"{where}: score {v!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise TransportError(f"{where}: score {_short(v)} is not a number") from None
 
 
 def read_neurons(path: str | os.PathLike) -> NeuronList:
@@ -425,10 +487,28 @@ def read_neurons(path: str | os.PathLike) -> NeuronList:
     fmt = neuron_format(p)
     if not p.is_file():
         raise TransportError(f"{p} is not a file")
-    text = p.read_text()
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TransportError(f"{p}: not UTF-8 text (byte {e.start}); save the list as UTF-8") from None
     if fmt == "json":
         return _parse_json_neurons(text, str(p))
     return _parse_csv_neurons(text, str(p), fmt)
+
+
+def _id_like(v: Any) -> bool:
+    """An integer id (JSON number or integer text), as latent ids are; text labels are not."""
+    if isinstance(v, bool) or v is None:
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    return isinstance(v, str) and v.strip().lstrip("+-").isdigit()
+
+
+def _refuse_latents(where: str, key: str) -> None:
+    raise TransportError(f"{where}: keyed {key!r}, so it lists SAE latents, which index the SAE's dictionary, not "
+                         "the residual stream; a residual gauge leaves latent ids unchanged: use the list as it is "
+                         "with the SAE moved by --kind sae (residual coordinates go under 'index' or 'neuron')")
 
 
 def _parse_json_neurons(text: str, where: str) -> NeuronList:
@@ -436,10 +516,15 @@ def _parse_json_neurons(text: str, where: str) -> NeuronList:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise TransportError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise TransportError(f"{where}: JSON nested too deeply to be a neuron list") from None
     wrap = None
     items = doc
     if isinstance(doc, dict):
         keys = [k for k in LIST_KEYS if k in doc]
+        latent = [k for k in LATENT_KEYS if k in doc]
+        if latent and not keys:
+            _refuse_latents(where, latent[0])
         if not keys:
             raise TransportError(f"{where}: JSON object has none of the list keys {', '.join(LIST_KEYS)}")
         wrap = keys[0]
@@ -458,6 +543,10 @@ def _parse_json_neurons(text: str, where: str) -> NeuronList:
         return NeuronList(idx, scores, "json", doc, 0, 1 if has_score else None, "pairs", wrap)
     if all(isinstance(x, dict) for x in items):
         ik = next((k for k in INDEX_KEYS if all(k in x for x in items)), None)
+        # a latent-id field ("feature": 123) marks SAE latents; a text label ("feature": "refusal") does not
+        latent = next((k for k in LATENT_KEYS if any(_id_like(x.get(k)) for x in items)), None)
+        if latent is not None:
+            _refuse_latents(where, latent)
         if ik is None:
             raise TransportError(f"{where}: neuron records need an index field ({', '.join(INDEX_KEYS)})")
         sk = next((k for k in SCORE_KEYS if any(k in x for x in items)), None)
@@ -476,6 +565,10 @@ def _parse_csv_neurons(text: str, where: str, fmt: str) -> NeuronList:
     header = [h.strip() for h in rows[0]]
     lower = [h.lower() for h in header]
     ik = next((lower.index(k) for k in INDEX_KEYS if k in lower), None)
+    latent = next((k for k in LATENT_KEYS if k in lower), None)
+    if latent is not None and (ik is None or all(_id_like(r[lower.index(latent)]) for r in rows[1:]
+                                                 if len(r) > lower.index(latent))):
+        _refuse_latents(where, latent)
     if ik is None:
         raise TransportError(f"{where}: {fmt.upper()} header needs an index column ({', '.join(INDEX_KEYS)})")
     sk = next((lower.index(k) for k in SCORE_KEYS if k in lower), None)
@@ -488,12 +581,16 @@ def _parse_csv_neurons(text: str, where: str, fmt: str) -> NeuronList:
     return NeuronList(idx, scores, fmt, (rows[0], body), ik, sk, "rows")
 
 
-def write_neurons(path: str | os.PathLike, nl: NeuronList) -> None:
-    """Writes a neuron list atomically in ``nl.format`` (which must match the extension)."""
+def write_neurons(path: str | os.PathLike, nl: NeuronList, *, overwrite: bool = True, inputs=(),
+                  recognise=None) -> None:
+    """Writes a neuron list atomically in ``nl.format`` (which must match the extension).
+
+    ``overwrite``, ``inputs``, ``recognise``: the safe-write rules of :func:`gaugejax.atomic.atomic_path`.
+    """
     p = Path(path)
     if neuron_format(p) != nl.format:
         raise TransportError(f"{p.name}: extension says {neuron_format(p)} but the list is {nl.format}")
-    with atomic_path(p) as tmp:
+    with atomic_path(p, overwrite=overwrite, inputs=inputs, recognise=recognise) as tmp:
         if nl.format == "json":
             tmp.write_text(json.dumps(nl.doc, indent=2) + "\n")
         else:

@@ -20,18 +20,26 @@ from gaugejax.atomic import atomic_path
 from gaugejax.errors import GaugeError
 
 
+def _real(a: np.ndarray, name: str) -> None:
+    """Refuses dtypes that are not real numbers (strings, complex, objects, booleans, raw bytes)."""
+    if a.dtype.kind not in "iuf":
+        raise GaugeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+
+
 def _as_perm(perm: Any) -> np.ndarray:
     p = np.asarray(perm)
     if p.ndim != 1:
         raise GaugeError(f"perm must be 1-D, got shape {p.shape}")
-    if p.size and not np.issubdtype(p.dtype, np.integer):
-        if not np.all(np.mod(p, 1) == 0):
-            raise GaugeError("perm must hold integers")
-    p = p.astype(np.int64)
+    if p.size == 0:
+        p = p.astype(np.int64) if p.dtype.kind in "iufb" else p
+    _real(p, "perm")
+    if p.size and p.dtype.kind == "f" and not np.all(np.isfinite(p) & (np.mod(p, 1) == 0)):
+        raise GaugeError("perm must hold integers")
     d = p.shape[0]
-    seen = np.zeros(d, dtype=bool)
-    if d and (p.min() < 0 or p.max() >= d):
+    if d and (p.min() < 0 or p.max() >= d):  # before the cast: 1e300 or 2**64-1 would wrap
         raise GaugeError(f"perm is not a permutation of range({d}): values outside [0, {d})")
+    p = p.astype(np.int64)
+    seen = np.zeros(d, dtype=bool)
     seen[p] = True
     if not seen.all():
         raise GaugeError(f"perm is not a permutation of range({d}): {d - int(seen.sum())} repeated values")
@@ -42,6 +50,8 @@ def _as_signs(signs: Any, d: int) -> np.ndarray:
     s = np.asarray(signs)
     if s.shape != (d,):
         raise GaugeError(f"signs must have shape ({d},) like perm, got {s.shape}")
+    if s.size:
+        _real(s, "signs")
     if not np.all((s == 1) | (s == -1)):
         raise GaugeError("signs must be +1 or -1 everywhere")
     return s.astype(np.int8)

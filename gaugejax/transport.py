@@ -74,9 +74,30 @@ def group_gauge(gauge: SignedPermutation, group: Any = "B_d") -> SignedPermutati
 
 def _array(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x)
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype.kind == "V"):
-        # ml_dtypes (bfloat16) report kind 'V'
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype.name == "bfloat16"):
         raise TransportError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    return a
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """True for the floating dtypes a residual object may have: float16/32/64 and bfloat16.
+
+    Example:
+      >>> is_float_dtype(np.float16), is_float_dtype(np.uint8)
+      (True, False)
+    """
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+def _float_array(x: Any, name: str) -> np.ndarray:
+    """A residual-indexed array: floating point only (a sign flip of an integer array is not exact)."""
+    a = np.asarray(x)
+    if not is_float_dtype(a.dtype):
+        kind = "integer" if a.dtype.kind in "iub" else "non-floating"
+        raise TransportError(f"{name} has {kind} dtype {a.dtype}; residual vectors must be floating point "
+                             "(bfloat16/float16/float32/float64): a sign flip of an integer array wraps or "
+                             "overflows, so convert it first (e.g. astype(float32))")
     return a
 
 
@@ -94,7 +115,8 @@ def transport_vector(v: Any, gauge: SignedPermutation, *, group: str = "B_d", ax
       A C-contiguous array of the same dtype: ``v[..., perm] * signs``.
 
     Raises:
-      TransportError: the residual axis does not have size ``gauge.d``.
+      TransportError: the residual axis does not have size ``gauge.d``, or ``v`` is not floating
+        point (integer vectors are refused: negating ``uint8`` wraps).
 
     Example:
       >>> g = SignedPermutation([1, 0], [1, -1])
@@ -102,7 +124,7 @@ def transport_vector(v: Any, gauge: SignedPermutation, *, group: str = "B_d", ax
       [[2.0, -1.0], [4.0, -3.0]]
     """
     g = group_gauge(gauge, group)
-    a = _array(v, "vector")
+    a = _float_array(v, "vector")
     if a.ndim == 0:
         raise TransportError("a steering vector / probe direction needs a residual axis, got a scalar")
     if a.shape[axis] != g.d:
@@ -186,7 +208,7 @@ def transport_sae(sae: Mapping[str, Any], gauge: SignedPermutation, *, group: st
     check_sae(sae, g.d)
     out = {}
     for name, value in sae.items():
-        a = _array(value, f"SAE {name}")
+        a = (_float_array if name in SAE_RESIDUAL_FIELDS else _array)(value, f"SAE {name}")
         if name in SAE_RESIDUAL_FIELDS:
             out[name] = np.ascontiguousarray(g.apply(a, axis=SAE_RESIDUAL_FIELDS[name]))
         else:
@@ -264,8 +286,43 @@ class TransportReport:
     notes: list[str] = field(default_factory=list)
 
 
+def output_recogniser(kind: str, src: str | os.PathLike, dst: str | os.PathLike):
+    """``(is_directory, recognise)`` of the output :func:`transport_file` writes for ``kind``.
+
+    ``recognise(path)`` says whether an existing file is a previous output of that kind (the
+    reader of the kind accepts it); directory outputs are recognised by their manifest
+    (:mod:`gaugejax.atomic`).
+    """
+    from gaugejax import formats
+
+    def reads(reader):
+        def recognise(path: Path) -> bool:
+            try:
+                reader(path)
+            except (TransportError, OSError, ValueError):
+                return False
+            return True
+
+        return recognise
+
+    try:
+        if kind == "checkpoint":
+            return True, None
+        if kind == "sae":
+            if formats.sae_format(dst) == "saelens":
+                return True, None
+            return False, reads(formats.read_sae)
+        if kind == "neurons":
+            return False, reads(formats.read_neurons)
+        if kind in ("steering", "probe"):
+            return False, reads(formats.read_tensors)
+    except TransportError:
+        pass
+    return False, None
+
+
 def transport_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, gauge: SignedPermutation, *,
-                   group: str = "B_d") -> TransportReport:
+                   group: str = "B_d", overwrite: bool = True) -> TransportReport:
     """Reads an object file, transports it and writes it atomically in the same format.
 
     Formats (see :mod:`gaugejax.formats`): ``steering``/``probe``: ``.npy``, ``.npz``,
@@ -276,6 +333,9 @@ def transport_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, ga
     Raises:
       TransportError: unknown kind or format, shapes that do not match the gauge's ``d``, or an
         output format different from the input's.
+      GaugeJaxError: ``dst`` exists and is not empty, and is not a previous gaugejax output of this
+        kind (or ``overwrite=False``), or it is, holds or contains ``src``
+        (:mod:`gaugejax.atomic`).
 
     Example:
       >>> transport_file("steering", "vec.gguf", "vec_B.gguf", gauge)  # doctest: +SKIP
@@ -291,11 +351,17 @@ def transport_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, ga
     if src.resolve() == dst.resolve():
         raise TransportError("the output would overwrite the input; choose another -o path")
     n_neg = int((g.signs < 0).sum())
+    from gaugejax.atomic import atomic_path, check_output
+
+    directory, recognise = output_recogniser(kind, src, dst)
+    check_output(dst, directory=directory, overwrite=overwrite, inputs=[src], recognise=recognise)
+    safe = dict(overwrite=overwrite, inputs=[src], recognise=recognise)
 
     if kind == "checkpoint":
         from gaugejax.io import apply_gauge_to_checkpoint
 
-        apply_gauge_to_checkpoint(src, dst, g)
+        with atomic_path(dst, directory=True, **safe) as tmp:
+            apply_gauge_to_checkpoint(src, tmp, g)
         return TransportReport(kind, group, "hf", str(dst), g.d, n_neg)
 
     if kind == "neurons":
@@ -304,7 +370,7 @@ def transport_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, ga
         if fmt_out != nl.format:
             raise TransportError(f"input is {nl.format} but -o {dst.name} asks for {fmt_out}; transport keeps the format")
         new_idx, signs = transport_neurons(nl.indices, g, group="B_d")
-        formats.write_neurons(dst, nl.moved(new_idx, signs))
+        formats.write_neurons(dst, nl.moved(new_idx, signs), **safe)
         notes = [] if nl.scores is not None else ["no score field: the signs of moved neurons are not recorded"]
         return TransportReport(kind, group, nl.format, str(dst), len(nl.indices), int((signs < 0).sum()), notes)
 
@@ -314,8 +380,9 @@ def transport_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, ga
             raise TransportError(f"input is a {sae.format} SAE but -o {dst.name} names a {formats.sae_format(dst)}; "
                                  "transport keeps the format")
         moved = transport_sae(sae.tensors, g, group="B_d")
-        formats.write_sae(dst, sae.replace(tensors=moved))
+        formats.write_sae(dst, sae.replace(tensors=moved), **safe)
         notes = [f"latent fields untouched: {', '.join(k for k in moved if k not in SAE_RESIDUAL_FIELDS)}"]
+        notes += [f"{k}: read raw {dt} as bfloat16 and wrote it back as {dt}" for k, dt in sae.stored.items()]
         return TransportReport(kind, group, sae.format, str(dst), len(moved), n_neg, notes)
 
     # steering / probe
@@ -325,6 +392,8 @@ def transport_file(kind: str, src: str | os.PathLike, dst: str | os.PathLike, ga
         raise TransportError(f"input is {tf.format} but -o {dst.name} asks for {fmt_out}; transport keeps the format")
     untouched = ("bias",) if kind == "probe" else ()
     moved = transport_vectors(tf.tensors, g, group="B_d", untouched=untouched)
-    formats.write_tensors(dst, tf.replace(tensors=moved))
+    formats.write_tensors(dst, tf.replace(tensors=moved), **safe)
     notes = [f"untouched (probe bias): {k}" for k in moved if untouched and k.endswith(untouched)]
+    notes += [f"{k}: read the raw 2-byte numpy dtype {dt} as bfloat16 (how numpy saves ml_dtypes bfloat16) and "
+              f"wrote it back as {dt}" for k, dt in tf.stored.items()]
     return TransportReport(kind, group, tf.format, str(dst), len(moved), n_neg, notes)

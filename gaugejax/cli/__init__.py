@@ -26,12 +26,20 @@ COMMAND_MODULES = (
     "audit",
     "canon",
     "reproduce",
+    "simulate",
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``error: ...``), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gaugejax",
         description="Recover and apply residual-stream gauges (signed permutations) between "
         "transformer checkpoints, and transport coordinate-indexed objects by the right rule.",
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+    except OSError as e:  # read-only file system, disk full, permissions, ...: one line, nothing half-written
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or str(e).splitlines()[0]}{where}", file=sys.stderr)
         return 2

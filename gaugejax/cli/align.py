@@ -23,6 +23,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("src", help="checkpoint A (Hugging Face directory or .gguf)")
     p.add_argument("dst", help="checkpoint B")
     p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz), A→B")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.add_argument("--method", choices=METHODS, default="sign_marginalized",
                    help="matching method (default sign_marginalized: the B_d / S_d×{±1} group of the model)")
     p.add_argument("--layers", default=None,
@@ -73,9 +76,14 @@ def run(args) -> int:
         raise GaugeJaxError("--min-tokens, --max-tokens, --seq-len and --batch-rows must be positive")
     if not 0 < args.confidence < 1:
         raise GaugeJaxError("--confidence must lie in (0, 1)")
+    if args.seed < 0:
+        raise GaugeJaxError(f"--seed must be non-negative, got {args.seed}")
     for p in (args.src, args.dst):
         if not Path(p).exists():
             raise GaugeJaxError(f"{p} does not exist")
+    from gaugejax.cli.common import check_outputs, is_gauge_file, output
+
+    check_outputs(args, [output(out, recognise=is_gauge_file)], inputs=[args.src, args.dst, args.tokens, args.text])
     a = load_model(args.src)
     b = load_model(args.dst)
     check_pair(a.config, b.config)

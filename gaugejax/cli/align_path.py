@@ -16,6 +16,9 @@ def register(sub) -> argparse.ArgumentParser:
                        "direct endpoint match and the route through the base alone are reported for comparison.")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints in path (training) order")
     p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz)")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.add_argument("--via-base", metavar="BASE", help="cross-run mode: the shared base checkpoint")
     p.add_argument("--other-run", nargs="+", metavar="CKPT", help="cross-run mode: run B in training order")
     p.add_argument("--endpoint", action="store_true", help="also match CKPT_1 → CKPT_k directly and compare")
@@ -36,13 +39,25 @@ def run(args) -> int:
     from gaugejax.io import HFCheckpoint, load_model
     from gaugejax.trajectory import cross_run, align_path
 
+    from pathlib import Path
+
+    from gaugejax.cli.common import check_outputs, is_gauge_file, output
+
     if bool(args.via_base) != bool(args.other_run):
         raise GaugeJaxError("--via-base and --other-run go together (cross-run mode)")
     ckpts = list(args.checkpoints)
     if not args.via_base and len(ckpts) < 2:
         raise GaugeJaxError("a path needs at least two checkpoints")
+    if args.max_tokens <= 0:
+        raise GaugeJaxError(f"--max-tokens must be positive, got {args.max_tokens}")
+    if not str(args.output).endswith(".npz"):
+        raise GaugeJaxError(f"gauge files end in .npz, got {args.output!r}")
+    for p in [*ckpts, *(args.other_run or []), args.via_base]:
+        if p is not None and not Path(p).exists():
+            raise GaugeJaxError(f"{p} does not exist")
+    check_outputs(args, [output(args.output, recognise=is_gauge_file)],
+                  inputs=[*ckpts, *(args.other_run or []), args.via_base, args.tokens, args.text])
     first = ckpts[0]
-    from pathlib import Path
 
     config = HFCheckpoint(first).config if Path(first).is_dir() else load_model(first).config
     tokens = tokens_from_args(args, config.vocab_size, first)

@@ -19,13 +19,17 @@ def register(sub) -> argparse.ArgumentParser:
     src.add_argument("--random-gauge", type=int, metavar="SEED",
                      help="draw a random gauge of the model's group (B_d for RMSNorm, S_d × {±1} for LayerNorm)")
     p.add_argument("--save-gauge", metavar="G.npz", help="with --random-gauge: where to write the gauge drawn")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-o", "--output", required=True, help="output directory (new or empty; see --overwrite)")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    from gaugejax.cli.common import console, progress
+    from gaugejax.atomic import atomic_paths
+    from gaugejax.cli.common import check_outputs, console, is_gauge_file, output, progress
     from gaugejax.gauge import SignedPermutation
     from gaugejax.io import HFCheckpoint, apply_gauge_to_checkpoint, load_model, save_model
     from gaugejax.models import apply_gauge
@@ -36,6 +40,13 @@ def run(args) -> int:
         raise GaugeJaxError("output must differ from the source (the source is read while the output is written)")
     if args.save_gauge and args.random_gauge is None:
         raise GaugeJaxError("--save-gauge goes with --random-gauge")
+    if args.save_gauge and not args.save_gauge.endswith(".npz"):
+        raise GaugeJaxError(f"gauge files end in .npz, got --save-gauge {args.save_gauge!r}")
+    if args.random_gauge is not None and args.random_gauge < 0:
+        raise GaugeJaxError(f"--random-gauge SEED must be non-negative, got {args.random_gauge}")
+    # every output is checked before any work; the gauge drawn and the checkpoint are renamed into place together
+    outs = check_outputs(args, [output(args.save_gauge, recognise=is_gauge_file) if args.save_gauge else None,
+                                output(out, directory=True)], inputs=[src, args.gauge])
     is_gguf = src.suffix == ".gguf"
     if is_gguf:
         model = load_model(src)
@@ -50,13 +61,14 @@ def run(args) -> int:
         from gaugejax.group import Group
 
         gauge = Group.of(config).random(args.random_gauge, config.d_model)
-    if is_gguf:
-        save_model(apply_gauge(model, gauge), out)
-    else:
-        n = sum(len(sf.keys()) for sf in HFCheckpoint(src).shard_files)
-        with progress("applying gauge", n) as advance:
-            apply_gauge_to_checkpoint(src, out, gauge, on_tensor=lambda _: advance())
-    if args.save_gauge:
-        gauge.save(args.save_gauge, source=str(src))
+    with atomic_paths(outs, inputs=[src, args.gauge]) as tmps:
+        if args.save_gauge:
+            gauge.save(tmps[0], source=str(src))
+        if is_gguf:
+            save_model(apply_gauge(model, gauge), tmps[-1])
+        else:
+            n = sum(len(sf.keys()) for sf in HFCheckpoint(src).shard_files)
+            with progress("applying gauge", n) as advance:
+                apply_gauge_to_checkpoint(src, tmps[-1], gauge, on_tensor=lambda _: advance())
     console().print(f"wrote {out} (gauge d={gauge.d}, {int((gauge.signs < 0).sum())} negative signs)")
     return 0

@@ -29,6 +29,9 @@ def register(sub) -> argparse.ArgumentParser:
                    "'S_d x ±1' S_d for LayerNorm)")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart of the rates")
     p.add_argument("--json", metavar="FILE", help="write the rates as JSON")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     from gaugejax.cli.common import add_token_args
 
     add_token_args(p, default_tokens=2048)
@@ -45,9 +48,22 @@ def run(args) -> int:
     from gaugejax.cli.common import console, progress, table, tokens_from_args
     from gaugejax.io import load_model
 
+    from gaugejax.atomic import looks_like
+    from gaugejax.cli.common import check_outputs, is_json_object, output
+
     if args.charts < 1 or args.top_k < 1:
         raise GaugeJaxError("-k and --top-k must be at least 1")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise GaugeJaxError(f"--plot writes a PNG image: name it *.png, got {args.plot!r}")
+    check_outputs(args, [output(args.plot, recognise=looks_like) if args.plot else None,
+                         output(args.json, recognise=is_json_object) if args.json else None],
+                  inputs=[args.model, args.tokens, args.text])
     model = load_model(args.model)
+    d, n_layers = model.config.d_model, model.config.n_layers
+    if args.top_k > d:
+        raise GaugeJaxError(f"--top-k {args.top_k} exceeds the residual width d={d}")
+    if args.layer is not None and not 0 <= args.layer <= n_layers:
+        raise GaugeJaxError(f"--layer must lie in 0..{n_layers} (0 = embeddings, i = after block i), got {args.layer}")
     tokens = tokens_from_args(args, model.config.vocab_size, args.model)
     layer = model.config.n_layers // 2 if args.layer is None else args.layer
     if args.claim == "mean":
@@ -68,7 +84,7 @@ def run(args) -> int:
     if args.plot:
         plot_audit(r, args.plot)
     if args.json:
-        with atomic_path(args.json) as tmp:
+        with atomic_path(args.json, overwrite=args.overwrite, recognise=is_json_object) as tmp:
             tmp.write_text(json.dumps({**r.summary(), "columns": list(AUDIT_COLUMNS)}, indent=2))
     for g, rates in r.rates.items():
         console().print(f"{g} sweep: raw claim (index and sign) reproduced in {rates['raw_signed']:.0%} of charts, "

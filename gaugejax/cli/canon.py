@@ -15,6 +15,9 @@ def register(sub) -> argparse.ArgumentParser:
                        "get the same canonical chart; drift (fine-tuning) moves it where statistics are close.")
     p.add_argument("model", help="checkpoint (Hugging Face directory or .gguf)")
     p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz): MODEL → canonical chart")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.add_argument("--order-by", default=",".join(DEFAULT_ORDER),
                    help=f"comma-separated ordering statistics, primary first (default {','.join(DEFAULT_ORDER)}; "
                    f"choices {', '.join(ORDER_STATISTICS)}; use the same choice for every checkpoint)")
@@ -32,12 +35,21 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from gaugejax.canonical import canonical_gauge, regauge_stability
-    from gaugejax.cli.common import console, table, tokens_from_args
+    from gaugejax.cli.common import check_outputs, console, is_gauge_file, output, table, tokens_from_args
+    from gaugejax.errors import GaugeJaxError
     from gaugejax.io import load_model
 
+    if not str(args.output).endswith(".npz"):
+        raise GaugeJaxError(f"gauge files end in .npz, got {args.output!r}")
+    if args.stability < 0:
+        raise GaugeJaxError(f"--stability K must be 0 or more, got {args.stability}")
+    check_outputs(args, [output(args.output, recognise=is_gauge_file)], inputs=[args.model, args.tokens, args.text])
     model = load_model(args.model)
     from gaugejax.canonical import resolve_order
 
+    n_layers = model.config.n_layers
+    if args.layer is not None and not 0 <= args.layer <= n_layers:
+        raise GaugeJaxError(f"--layer must lie in 0..{n_layers} (0 = embeddings, i = after block i), got {args.layer}")
     order_by = resolve_order(args.order_by)
     needs_tokens = any(s.startswith("act_") for s in (*order_by, args.sign_by))
     tokens = tokens_from_args(args, model.config.vocab_size, args.model) if needs_tokens else None

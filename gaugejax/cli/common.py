@@ -1,4 +1,4 @@
-"""Helpers shared by the sub-commands: console, progress bars, token sources, tables."""
+"""Helpers shared by the sub-commands: console, progress bars, token sources, tables, output checks."""
 
 from __future__ import annotations
 
@@ -71,11 +71,26 @@ def load_token_file(path: str | os.PathLike) -> np.ndarray:
         raise GaugeJaxError(f"--tokens {path} does not exist")
     try:
         ids = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({e})") from None
+    except Exception as e:  # ValueError (pickle), EOFError (empty file), OSError, zipfile errors, ...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({reason})") from None
+    if not isinstance(ids, np.ndarray):
+        raise GaugeJaxError(f"--tokens {path} is an .npz archive; save one array with np.save")
     if not np.issubdtype(ids.dtype, np.integer):
         raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
+    if ids.size == 0:
+        raise GaugeJaxError(f"--tokens {path} holds no token ids")
     return ids.reshape(-1)
+
+
+def read_text_file(path: str | os.PathLike, flag: str = "--text") -> str:
+    """The UTF-8 text of ``path``, or a one-line error (missing, unreadable, not UTF-8)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise GaugeJaxError(f"{flag} {path} is not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
+    except OSError as e:
+        raise GaugeJaxError(f"cannot read {flag} {path}: {e.strerror or e}") from None
 
 
 def tokens_from_args(args: argparse.Namespace, vocab_size: int, checkpoint: str | None = None) -> np.ndarray:
@@ -84,6 +99,8 @@ def tokens_from_args(args: argparse.Namespace, vocab_size: int, checkpoint: str 
     n, seq = args.n_tokens, args.seq_len
     if n <= 0 or seq <= 0:
         raise GaugeJaxError("--n-tokens and --seq-len must be positive")
+    if args.seed < 0:
+        raise GaugeJaxError(f"--seed must be non-negative, got {args.seed}")
     return token_source(args, vocab_size, n, [checkpoint])[0].astype(np.int32)
 
 
@@ -100,10 +117,70 @@ def token_source(args: argparse.Namespace, vocab_size: int, n_tokens: int,
         tok = tok or (load_tokenizer(c) if c else None)
     if args.text and ids is None and tok is None:
         raise GaugeJaxError(f"{checkpoints[0]} ships no tokenizer (or `tokenizers` is not installed); pass --tokens")
-    try:
-        text = Path(args.text).read_text() if args.text and ids is None else None
-    except OSError as e:
-        raise GaugeJaxError(f"cannot read --text {args.text}: {e.strerror}") from None
+    text = read_text_file(args.text) if args.text and ids is None else None
     label = f"tokens:{Path(args.tokens).name}" if ids is not None else f"text:{Path(args.text).name}" if text else None
     ids, source = probe_tokens(vocab_size, n_tokens, ids=ids, text=text, tokenizer=tok, seed=args.seed, source=label)
     return to_rows(ids, args.seq_len), source
+
+
+# --------------------------------------------------------------------------- outputs
+def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace an existing output, but only a previous gaugejax output."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty output if it is a previous gaugejax output (a directory "
+                   "with its .gaugejax manifest and nothing else, or a file of the same kind); never an input, a "
+                   "folder holding an input, or files gaugejax did not write")
+
+
+def is_gauge_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a gauge archive (``.npz`` holding ``perm`` and ``signs``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return {"perm.npy", "signs.npy"} <= names
+
+
+def is_json_object(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a JSON object (what ``--json`` reports write)."""
+    import json
+
+    try:
+        return isinstance(json.loads(Path(path).read_bytes()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def output(path: str | os.PathLike, *, directory: bool = False, recognise=None):
+    """An :class:`gaugejax.atomic.Output` for ``check_outputs``."""
+    from gaugejax.atomic import Output
+
+    return Output(Path(path), directory, True, recognise)
+
+
+def check_outputs(args: argparse.Namespace, outputs: list, inputs: list = ()) -> list:
+    """Validates every output path before any work (``--overwrite`` rules); returns the outputs.
+
+    Raises a one-line :class:`GaugeJaxError` for an output that is or holds an input, lies under a
+    file, is not writable, exists and is not empty (without ``--overwrite``), or is not a previous
+    gaugejax output (with it). Two outputs may not overlap.
+    """
+    import dataclasses
+
+    from gaugejax.atomic import _resolved, check_output
+
+    overwrite = bool(getattr(args, "overwrite", False))
+    outs = [dataclasses.replace(o, overwrite=overwrite) for o in outputs if o is not None]
+    seen: dict[Path, Path] = {}
+    for o in outs:
+        check_output(o.path, directory=o.directory, overwrite=overwrite, inputs=[i for i in inputs if i],
+                     recognise=o.recognise)
+        r = _resolved(o.path)
+        for s, name in seen.items():
+            if r == s or s in r.parents or r in s.parents:
+                raise GaugeJaxError(f"outputs {name} and {o.path} overlap; choose distinct paths")
+        seen[r] = o.path
+    return outs

@@ -15,16 +15,20 @@ def register(sub) -> argparse.ArgumentParser:
                        "A coordinate is flagged ambiguous in the result when it is ambiguous in any step along its chain.")
     p.add_argument("gauges", nargs="+", metavar="G", help="gauge files (.npz), in order of application")
     p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz)")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    from gaugejax.cli.common import console
+    from gaugejax.cli.common import check_outputs, console, is_gauge_file, output
 
     out = Path(args.output)
     if out.suffix != ".npz":
         raise GaugeError(f"gauge files end in .npz, got {str(out)!r}")
+    check_outputs(args, [output(out, recognise=is_gauge_file)], inputs=args.gauges)
     from gaugejax.trajectory import compose_files
 
     g, meta = compose_files(args.gauges)

@@ -19,7 +19,13 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from gaugejax.cli.common import console, table
+    from gaugejax.errors import GaugeJaxError
 
+    if args.d_model < 16 or args.d_model % 16 or args.d_model > 4096:
+        raise GaugeJaxError(f"--d-model must be a multiple of 16 from 16 to 4096 (8 heads of an even size), "
+                            f"got {args.d_model}")
+    if args.seed < 0:
+        raise GaugeJaxError(f"--seed must be non-negative, got {args.seed}")
     t0 = time.perf_counter()
     con = console()
     from gaugejax.demo import recovery_checks, symmetry_checks

@@ -24,7 +24,10 @@ def register(sub) -> argparse.ArgumentParser:
                    help="task-arithmetic scales (one, or one per fine-tune; default 1/n each)")
     p.add_argument("--group", default="B_d", choices=["B_d", "S_d"],
                    help="B_d: signed gauges (correct for RMSNorm); S_d: permutation part only (comparison)")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-o", "--output", required=True, help="output directory (new or empty; see --overwrite)")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
     return p
 
@@ -43,6 +46,17 @@ def run(args) -> int:
     specs = args.gauge or ["none"] * n_other
     if len(specs) != n_other:
         raise GaugeJaxError(f"{len(specs)} gauge(s) for {n_other} model(s) after the first")
+    import math
+
+    if not math.isfinite(args.alpha) or not all(math.isfinite(x) for x in args.lambdas or ()):
+        raise GaugeJaxError("--alpha and --lambdas must be finite numbers")
+    for p in paths:
+        if not p.exists():
+            raise GaugeJaxError(f"{p} does not exist")
+    from gaugejax.cli.common import check_outputs, output
+
+    check_outputs(args, [output(out, directory=True)],
+                  inputs=[*paths, *(s for s in specs if s.lower() != "none")])
     r = merge_checkpoints(paths, out, [None if s.lower() == "none" else s for s in specs], alpha=args.alpha,
                           lambdas=args.lambdas, mode="task_arithmetic" if args.task_arithmetic else "interpolation",
                           group=args.group, overwrite=getattr(args, "overwrite", False))

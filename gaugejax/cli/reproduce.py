@@ -30,6 +30,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="results", help="output folder (default: results)")
     p.add_argument("--quick", action="store_true", help="reduced sizes (the CI run)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
     return p
 
@@ -56,6 +59,17 @@ def load_experiments():
     raise GaugeJaxError(NOT_INSTALLED)
 
 
+def is_report_folder(path) -> bool:
+    """A report folder written before outputs carried a manifest: REPORT.md, results.json and PNGs only."""
+    p = Path(path)
+    names = [q.name for q in p.iterdir()]
+    if "REPORT.md" not in names or any(not (p / n).is_file() or not (n in ("REPORT.md", "results.json")
+                                                                      or n.endswith(".png")) for n in names):
+        return False
+    with open(p / "REPORT.md", "rb") as f:
+        return f.read(10) == b"# gaugejax"
+
+
 @contextlib.contextmanager
 def _progress(description: str, total: int | None):
     from gaugejax.cli.common import progress
@@ -78,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
         raise GaugeJaxError(f"unknown experiment {unknown[0]!r}; choose from {', '.join(exp.EXPERIMENTS)}")
     if args.seed < 0:
         raise GaugeJaxError("--seed must be non-negative")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise GaugeJaxError(f"--out {args.out} exists and is not a folder")
+    from gaugejax.atomic import atomic_path
+    from gaugejax.cli.common import check_outputs, output
+
+    # checked before the (long) run; the report is built in a temporary folder and renamed into place
+    check_outputs(args, [output(args.out, directory=True, recognise=is_report_folder)])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     con = console(stderr=True)
 
@@ -93,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         parts = ["gaugejax reproduce", *args.experiments, "--out", args.out]
         command = " ".join(parts + (["--quick"] if args.quick else []) + ([f"--seed {args.seed}"] if args.seed else []))
-    results = exp.run_experiments(args.experiments or None, out=args.out, quick=args.quick, seed=args.seed,
-                                  progress=_progress, on_result=on_result, command=command)
+    with atomic_path(args.out, directory=True, overwrite=args.overwrite, recognise=is_report_folder) as tmp:
+        results = exp.run_experiments(args.experiments or None, out=tmp, quick=args.quick, seed=args.seed,
+                                      progress=_progress, on_result=on_result, command=command)
     print(os.path.join(args.out, "REPORT.md"))
     return 0 if results else 2

@@ -26,19 +26,25 @@ def register(sub) -> argparse.ArgumentParser:
                    help="B_d: the signed gauge (correct for RMSNorm); S_d: its permutation part only (comparison)")
     p.add_argument("--inverse", action="store_true", help="transport B→A with the inverse gauge")
     p.add_argument("-o", "--output", required=True, help="output path (same format as IN)")
+    from gaugejax.cli.common import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    from gaugejax.cli.common import console
+    from gaugejax.cli.common import check_outputs, console, output
     from gaugejax.gauge import SignedPermutation
-    from gaugejax.transport import transport_file
+    from gaugejax.transport import output_recogniser, transport_file
 
+    directory, recognise = output_recogniser(args.kind, args.input, args.output)
+    check_outputs(args, [output(args.output, directory=directory, recognise=recognise)],
+                  inputs=[args.input, args.gauge])
     gauge = SignedPermutation.load(args.gauge)
     if args.inverse:
         gauge = gauge.inverse()
-    r = transport_file(args.kind, args.input, args.output, gauge, group=args.group)
+    r = transport_file(args.kind, args.input, args.output, gauge, group=args.group, overwrite=args.overwrite)
     c = console()
     c.print(f"wrote {r.output} ({r.kind}, {r.format}, {r.items} item(s), group {r.group}, "
             f"{r.flipped} sign flip(s))")

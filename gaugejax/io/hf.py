@@ -68,7 +68,7 @@ class HFCheckpoint:
         self.config: ModelConfig = config_from_hf(self.hf_config)
         index = self.directory / _INDEX
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = read_weight_map(index)
             shards = {f: SafetensorsFile(self.directory / f) for f in sorted(set(weight_map.values()))}
             self.files = {name: shards[f] for name, f in weight_map.items()}
         else:
@@ -118,6 +118,28 @@ class HFCheckpoint:
         if extra:
             raise CheckpointError(f"{self.directory}: unexpected tensors {', '.join(sorted(extra)[:3])} "
                                   f"(an architecture variant gaugejax does not support?)")
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """``weight_map`` of a ``model.safetensors.index.json``: tensor name → shard file in the same folder.
+
+    Raises:
+      CheckpointError: unreadable or non-JSON index, no ``weight_map`` object, or shards that are not
+        ``*.safetensors`` files beside the index.
+    """
+    try:
+        doc = json.loads(index.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CheckpointError(f"{index} is not valid JSON; repair or delete it (it maps tensors to shard files)") from None
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index} has no weight_map object (tensor name → shard file)")
+    for name, f in weight_map.items():
+        if not isinstance(f, str) or not f.endswith(".safetensors") or Path(f).name != f:
+            raise CheckpointError(f"{index}: tensor {name!r} maps to {f!r}, not a *.safetensors file beside the index")
+        if not (index.parent / f).is_file():
+            raise CheckpointError(f"{index}: shard {f} (holding {name!r}) is missing")
+    return weight_map
 
 
 def _strip_prefix(name: str, sf: SafetensorsFile) -> str:
@@ -250,15 +272,17 @@ def _write_shards(tmp: Path, items: list, max_bytes: int, metadata: dict[str, st
 
 
 def save_hf(model: Model, directory: str | os.PathLike, *, dtype=None, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-            extra_files: dict[str, str | os.PathLike] | None = None) -> Path:
+            extra_files: dict[str, str | os.PathLike] | None = None, overwrite: bool = True) -> Path:
     """Writes ``model`` as a Hugging Face directory that ``transformers`` loads.
 
     Args:
       model: the model.
-      directory: output directory (replaced atomically if it exists).
+      directory: output directory: new or empty, or (``overwrite=True``) a previous gaugejax output,
+        which is replaced atomically; anything else is refused (:mod:`gaugejax.atomic`).
       dtype: storage dtype (default: the params' own).
       max_shard_bytes: split into ``model-0000k-of-0000n.safetensors`` shards plus an index past this.
       extra_files: other files to copy in (e.g. tokenizer files), name → source path.
+      overwrite: may replace a previous gaugejax output (never anything else).
     """
     _check_shapes(model.config, model.params)  # refuse before writing anything
     cfg = family_module(model.config).config_to_hf(model.config)
@@ -266,7 +290,7 @@ def save_hf(model: Model, directory: str | os.PathLike, *, dtype=None, max_shard
     store = np.dtype(dtype) if dtype is not None else np.dtype(leaves[0].dtype)
     cfg["torch_dtype"] = {np.dtype("float32"): "float32", np.dtype("float16"): "float16",
                           np.dtype("float64"): "float64"}.get(store, "bfloat16")
-    with atomic_path(directory, directory=True) as tmp:
+    with atomic_path(directory, directory=True, overwrite=overwrite, inputs=list((extra_files or {}).values())) as tmp:
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         _write_shards(tmp, list(_param_tensors(model, dtype)), max_shard_bytes, {"format": "pt"})
         for name, src in (extra_files or {}).items():
@@ -282,14 +306,15 @@ def _leaves(params):
 
 def rewrite_hf(ckpt: HFCheckpoint, directory: str | os.PathLike,
                transform: Callable[[str, np.ndarray], np.ndarray], *, on_tensor: Callable[[str], None] | None = None,
-               config_update: dict | None = None) -> Path:
+               config_update: dict | None = None, overwrite: bool = True) -> Path:
     """Streams every tensor of ``ckpt`` through ``transform(name, array)`` into a new directory.
 
     Shard layout, dtypes, the index and all non-weight files (tokenizer, generation config) are
-    kept; pickle weight files are not copied. Memory: about one tensor at a time.
+    kept; pickle weight files are not copied. Memory: about one tensor at a time. ``directory``
+    follows the rules of :func:`save_hf` and may not be, or contain, the source.
     """
     src = ckpt.directory
-    with atomic_path(directory, directory=True) as tmp:
+    with atomic_path(directory, directory=True, overwrite=overwrite, inputs=[src]) as tmp:
         for p in src.iterdir():
             if p.is_file() and p.suffix != ".safetensors" and p.suffix not in PICKLE_SUFFIXES and not p.name.startswith("."):
                 shutil.copyfile(p, tmp / p.name)

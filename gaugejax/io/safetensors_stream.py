@@ -55,17 +55,11 @@ class SafetensorsFile:
                 if n > size - 8:
                     raise CheckpointError(f"{self.path} is not a safetensors file (bad header length)")
                 header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise CheckpointError(f"{self.path} is not a safetensors file (header is not JSON)") from None
-        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
         self._base = 8 + n
-        self._entries = header
-        for name, e in header.items():
-            if e.get("dtype") not in DTYPES:
-                raise CheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {e.get('dtype')!r}")
-            begin, end = e["data_offsets"]
-            if end > size - self._base or end - begin != DTYPES[e["dtype"]].itemsize * int(np.prod(e["shape"])):
-                raise CheckpointError(f"{self.path}: tensor {name!r} has inconsistent offsets (truncated file?)")
+        self._entries = _check_header(self.path, header, size - self._base)
+        self.metadata: dict[str, str] = header.get("__metadata__") or {}
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -84,6 +78,42 @@ class SafetensorsFile:
         if end == begin:
             return np.zeros(shape, dtype)
         return np.memmap(self.path, dtype=dtype, mode="r", offset=self._base + begin, shape=shape)
+
+
+def _check_header(path: str, header, data_size: int) -> dict:
+    """The tensor entries of a parsed header, each checked; a one-line error for anything malformed."""
+    bad = f"{path} is not a valid safetensors file"
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{bad} (the header is a JSON {type(header).__name__}, not an object)")
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise CheckpointError(f"{bad} (__metadata__ must map strings to strings)")
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    spans = []
+    for name, e in entries.items():
+        if not isinstance(e, dict):
+            raise CheckpointError(f"{bad}: tensor {name!r} is described by a {type(e).__name__}, not an object")
+        if e.get("dtype") not in DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {e.get('dtype')!r}")
+        shape, offsets = e.get("shape"), e.get("data_offsets")
+        if not (isinstance(shape, list) and all(_is_count(x) for x in shape)):
+            raise CheckpointError(f"{bad}: tensor {name!r} has no valid shape (a list of non-negative integers)")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(x) for x in offsets)):
+            raise CheckpointError(f"{bad}: tensor {name!r} lacks data_offsets [begin, end]")
+        begin, end = offsets
+        nbytes = DTYPES[e["dtype"]].itemsize * int(np.prod(shape, dtype=object))
+        if not begin <= end <= data_size or end - begin != nbytes:
+            raise CheckpointError(f"{path}: tensor {name!r} has inconsistent offsets (truncated file?)")
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise CheckpointError(f"{bad}: tensors {n0!r} and {n1!r} overlap")
+    return entries
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Iterable[tuple[TensorInfo, Callable[[], np.ndarray]]],

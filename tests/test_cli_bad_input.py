@@ -1,0 +1,488 @@
+"""Every command against hostile input: one stderr line, non-zero exit, nothing written, nothing lost.
+
+``CASES`` is the table: ``(command line, text the one-line reason must contain)``. ``{w}`` is the
+shared workspace built once by :func:`world` (tiny checkpoints, broken files, gauges, vectors and
+neuron lists). Each case runs in-process through :func:`gaugejax.cli.main`; the workspace is
+hashed before and after, so a case fails if any file or folder appears (outputs, temporary files,
+parent folders), disappears or changes. Adding a case is one line. A few cases also run through
+the real entry points (``python -m gaugejax``, the ``gaugejax`` script) in subprocesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shlex
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import gaugejax as gj
+from gaugejax.cli import build_parser, main
+
+# --------------------------------------------------------------------------- the table
+# (command line, substring of the reason); "{w}" is the workspace. Paths named new* never exist.
+CASES = [
+    # demo
+    ("demo --d-model 0", "--d-model"),
+    ("demo --d-model 1", "--d-model"),
+    ("demo --d-model 2", "--d-model"),
+    ("demo --d-model -5", "--d-model"),
+    ("demo --d-model 24", "multiple of 16"),
+    ("demo --d-model abc", "invalid int"),
+    ("demo --seed -1", "--seed"),
+    # info: unreadable checkpoints (config.json problems are parsed by the models code)
+    ("info {w}/missing", "does not exist"),
+    ("info {w}/model.bin", "pickle"),
+    ("info {w}/ck_pickle", "pickle"),
+    ("info {w}/afile", "unknown checkpoint format"),
+    ("info {w}/ck_listhdr", "header is a JSON list"),
+    ("info {w}/ck_nooff", "data_offsets"),
+    ("info {w}/ck_noshape", "shape"),
+    ("info {w}/ck_truncated", "offsets"),
+    ("info {w}/ck_hdrlen", "header length"),
+    ("info {w}/ck_garbage", "not JSON"),
+    ("info {w}/ck_emptyidx", "not valid JSON"),
+    ("info {w}/ck_badidx", "not valid JSON"),
+    ("info {w}/ck_idx_list", "weight_map"),
+    ("info {w}/ck_idx_escape", "beside the index"),
+    ("info {w}/ck_missing_tensor", "missing tensors"),
+    ("info {w}/ck_extra_tensor", "unexpected tensors"),
+    ("info {w}/ck_noconfig", "config.json"),
+    ("info {w}/ck_unknown_arch", "mamba"),
+    ("info {w}/ck_cfg_notjson", "config.json"),
+    ("info {w}/ck_cfg_list", "config.json"),
+    ("info {w}/ck_cfg_nohidden", "hidden_size"),
+    ("info {w}/ck_cfg_heads0", "num_attention_heads"),
+    ("info {w}/ck_cfg_hidden_str", "hidden_size"),
+    # apply: outputs that would lose data or cannot be written
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/models", "contains the input"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/models --overwrite", "contains the input"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}", "contains the input"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/models/rms", "differ"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/afile", "is a file"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/afile/new", "is a file"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/user_dir", "not empty"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/user_dir --overwrite", "not a gaugejax output"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/prev_plus_user --overwrite", "did not write"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/link_dir --overwrite", "symbolic link"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o /dev/null --overwrite", "regular file"),
+    ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/afile/g.npz -o {w}/new", "is a file"),
+    ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/afile.npz -o {w}/new", "not empty"),
+    ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/afile.npz -o {w}/new --overwrite", "kind gaugejax"),
+    ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/g.txt -o {w}/new", ".npz"),
+    ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/new/g.npz -o {w}/new", "overlap"),
+    ("apply {w}/models/rms --random-gauge -1 -o {w}/new", "--random-gauge"),
+    ("apply {w}/models/rms --gauge {w}/g.npz --save-gauge {w}/new.npz -o {w}/new", "--random-gauge"),
+    ("apply {w}/ck_missing_tensor --random-gauge 1 --save-gauge {w}/new1/g.npz -o {w}/new2/new", "missing tensors"),
+    # apply: broken gauges, wrong model, failures after the write began (parents must vanish)
+    ("apply {w}/models/rms --gauge {w}/strperm.npz -o {w}/new", "real numbers"),
+    ("apply {w}/models/rms --gauge {w}/cplxperm.npz -o {w}/new", "real numbers"),
+    ("apply {w}/models/rms --gauge {w}/nansigns.npz -o {w}/new", "+1 or -1"),
+    ("apply {w}/models/rms --gauge {w}/sign2.npz -o {w}/new", "+1 or -1"),
+    ("apply {w}/models/rms --gauge {w}/strsigns.npz -o {w}/new", "real numbers"),
+    ("apply {w}/models/rms --gauge {w}/notperm.npz -o {w}/new", "not a permutation"),
+    ("apply {w}/models/rms --gauge {w}/hugeperm.npz -o {w}/new", "not a permutation"),
+    ("apply {w}/models/rms --gauge {w}/nosigns.npz -o {w}/new", "lacks signs"),
+    ("apply {w}/models/rms --gauge {w}/pickled.npz -o {w}/new", "not a plain"),
+    ("apply {w}/models/rms --gauge {w}/notzip.npz -o {w}/new", "not an .npz"),
+    ("apply {w}/models/rms --gauge {w}/missing.npz -o {w}/new", "does not exist"),
+    ("apply {w}/models/rms --gauge {w}/g8.npz -o {w}/new1/new2/new", "d=8"),
+    ("apply {w}/ck_missing_tensor --gauge {w}/g.npz -o {w}/new1/new2/new", "missing tensors"),
+    ("apply {w}/models/ln --gauge {w}/g.npz -o {w}/new1/new2/new", "global sign"),
+    ("apply {w}/missing --gauge {w}/g.npz -o {w}/new", "does not exist"),
+    ("apply {w}/model.bin --gauge {w}/g.npz -o {w}/new", "pickle"),
+    ("apply {w}/ck_unknown_arch --gauge {w}/g.npz -o {w}/new", "mamba"),
+    ("apply {w}/ck_listhdr --gauge {w}/g.npz -o {w}/new", "header is a JSON list"),
+    # verify
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g8.npz --n-tokens 16", "d=8"),
+    ("verify {w}/models/rms {w}/models/ln --gauge {w}/g.npz --n-tokens 16", "differ"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/strperm.npz", "real numbers"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tokens {w}/empty.npy", "not a plain .npy"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tokens {w}/empty_arr.npy", "no token ids"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tokens {w}/float_tokens.npy", "integer ids"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tokens {w}/oob_tokens.npy", "must lie in"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tokens {w}/pickle_tokens.npy", "not a plain .npy"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --n-tokens 0", "positive"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --seed -1", "--seed"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tol nan", "--tol"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tol -1", "--tol"),
+    # align
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.txt", ".npz"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/afile/new.npz", "is a file"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/g.npz", "not empty"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/afile.npz --overwrite", "kind gaugejax"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --max-tokens 0", "positive"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --confidence 2", "--confidence"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --layers 99", "--layers"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --layers x", "--layers"),
+    ("align {w}/models/rms {w}/models/ln -o {w}/new.npz", "different architectures"),
+    ("align {w}/models/rms {w}/missing -o {w}/new.npz", "does not exist"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --tokens {w}/empty.npy", "not a plain .npy"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --text {w}/latin1.txt", "tokenizer"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --seed -1", "--seed"),
+    # align-path
+    ("align-path {w}/models/rms {w}/models/rms -o {w}/new.npz --max-tokens 0", "--max-tokens"),
+    ("align-path {w}/models/rms -o {w}/new.npz", "two checkpoints"),
+    ("align-path {w}/models/rms {w}/models/rms -o {w}/new.npz --via-base {w}/models/rms", "go together"),
+    ("align-path {w}/models/rms {w}/models/rms -o {w}/afile/new.npz", "is a file"),
+    ("align-path {w}/models/rms {w}/models/rms -o {w}/g.npz", "not empty"),
+    ("align-path {w}/models/rms {w}/missing -o {w}/new.npz", "does not exist"),
+    ("align-path {w}/models/rms {w}/models/rms -o {w}/new.txt", ".npz"),
+    ("align-path {w}/models/rms {w}/models/rms -o {w}/new.npz --tokens {w}/oob_tokens.npy", "must lie in"),
+    # compose
+    ("compose {w}/strperm.npz -o {w}/new.npz", "real numbers"),
+    ("compose {w}/cplxperm.npz -o {w}/new.npz", "real numbers"),
+    ("compose {w}/nansigns.npz -o {w}/new.npz", "+1 or -1"),
+    ("compose {w}/g.npz {w}/g8.npz -o {w}/new.npz", "d=8"),
+    ("compose {w}/g.npz -o {w}/g.npz --overwrite", "is the input"),
+    ("compose {w}/g.npz -o {w}/new.txt", ".npz"),
+    ("compose {w}/g.npz -o {w}/afile.npz", "not empty"),
+    ("compose {w}/g.npz -o {w}/afile.npz --overwrite", "kind gaugejax"),
+    ("compose {w}/g.npz -o {w}/user_dir", ".npz"),
+    ("compose {w}/g.npz -o {w}/dir.npz", "is a directory"),
+    ("compose {w}/missing.npz -o {w}/new.npz", "does not exist"),
+    # transport: vectors
+    ("transport --kind steering {w}/v_u8.npy --gauge {w}/g.npz -o {w}/new.npy", "integer dtype uint8"),
+    ("transport --kind steering {w}/v_int.npz --gauge {w}/g.npz -o {w}/new.npz", "integer dtype"),
+    ("transport --kind steering {w}/v_bool.npy --gauge {w}/g.npz -o {w}/new.npy", "integer dtype bool"),
+    ("transport --kind steering {w}/v_complex.npy --gauge {w}/g.npz -o {w}/new.npy", "complex"),
+    ("transport --kind steering {w}/v_V1.npy --gauge {w}/g.npz -o {w}/new.npy", "raw dtype"),
+    ("transport --kind steering {w}/empty.npy --gauge {w}/g.npz -o {w}/new.npy", "not a plain .npy"),
+    ("transport --kind steering {w}/empty_float.npy --gauge {w}/g.npz -o {w}/new.npy", "shape (0,)"),
+    ("transport --kind steering {w}/v8.npy --gauge {w}/g.npz -o {w}/new.npy", "d is 16"),
+    ("transport --kind steering {w}/pickle_tokens.npy --gauge {w}/g.npz -o {w}/new.npy", "not a plain .npy"),
+    ("transport --kind steering {w}/v16.npy --gauge {w}/g.npz -o {w}/v16.npy --overwrite", "input"),
+    ("transport --kind steering {w}/v16.npy --gauge {w}/g.npz -o {w}/new.npz", "keeps the format"),
+    ("transport --kind steering {w}/v16.npy --gauge {w}/g.npz -o {w}/v16_other.npy", "not empty"),
+    ("transport --kind steering {w}/v16.npy --gauge {w}/g.npz -o {w}/afile.npy --overwrite", "kind gaugejax"),
+    ("transport --kind steering {w}/v16.npy --gauge {w}/g.npz -o {w}/user_dir", "is a directory"),
+    ("transport --kind steering {w}/v16.npy --gauge {w}/strperm.npz -o {w}/new.npy", "real numbers"),
+    ("transport --kind steering {w}/v16.npy --gauge {w}/g.npz -o {w}/new.txt", "unknown tensor format"),
+    # transport: neuron lists
+    ("transport --kind neurons {w}/nonutf8.json --gauge {w}/g.npz -o {w}/new.json", "UTF-8"),
+    ("transport --kind neurons {w}/nonutf8.csv --gauge {w}/g.npz -o {w}/new.csv", "UTF-8"),
+    ("transport --kind neurons {w}/big.json --gauge {w}/g.npz -o {w}/new.json", "outside"),
+    ("transport --kind neurons {w}/hugeint.json --gauge {w}/g.npz -o {w}/new.json", "outside"),
+    ("transport --kind neurons {w}/nan.json --gauge {w}/g.npz -o {w}/new.json", "not an integer"),
+    ("transport --kind neurons {w}/neg.json --gauge {w}/g.npz -o {w}/new.json", "outside [0, 16)"),
+    ("transport --kind neurons {w}/oob.json --gauge {w}/g.npz -o {w}/new.json", "outside [0, 16)"),
+    ("transport --kind neurons {w}/deep.json --gauge {w}/g.npz -o {w}/new.json", "nested"),
+    ("transport --kind neurons {w}/notjson.json --gauge {w}/g.npz -o {w}/new.json", "not valid JSON"),
+    ("transport --kind neurons {w}/features.json --gauge {w}/g.npz -o {w}/new.json", "SAE latents"),
+    ("transport --kind neurons {w}/feature_records.json --gauge {w}/g.npz -o {w}/new.json", "SAE latents"),
+    ("transport --kind neurons {w}/features.csv --gauge {w}/g.npz -o {w}/new.csv", "SAE latents"),
+    ("transport --kind neurons {w}/noindex.csv --gauge {w}/g.npz -o {w}/new.csv", "index column"),
+    ("transport --kind neurons {w}/ragged.csv --gauge {w}/g.npz -o {w}/new.csv", "fields"),
+    ("transport --kind neurons {w}/badscore.json --gauge {w}/g.npz -o {w}/new.json", "not a number"),
+    ("transport --kind neurons {w}/good.json --gauge {w}/g.npz -o {w}/new.csv", "keeps the format"),
+    # transport: SAEs and checkpoints
+    ("transport --kind sae {w}/sae_nodec.safetensors --gauge {w}/g.npz -o {w}/new.safetensors", "lacks W_dec"),
+    ("transport --kind sae {w}/sae_d8.safetensors --gauge {w}/g.npz -o {w}/new.safetensors", "d=16"),
+    ("transport --kind sae {w}/sae_int.npz --gauge {w}/g.npz -o {w}/new.npz", "integer dtype"),
+    ("transport --kind sae {w}/sae_dir --gauge {w}/g.npz -o {w}/user_dir", "not empty"),
+    ("transport --kind sae {w}/sae_dir --gauge {w}/g.npz -o {w} --overwrite", "contains the input"),
+    ("transport --kind sae {w}/user_dir --gauge {w}/g.npz -o {w}/new", "not a SAELens directory"),
+    ("transport --kind checkpoint {w}/models/rms --gauge {w}/g.npz -o {w}/models --overwrite", "contains the input"),
+    ("transport --kind checkpoint {w}/ck_pickle --gauge {w}/g.npz -o {w}/new", "pickle"),
+    ("transport --kind checkpoint {w}/models/ln --gauge {w}/g.npz -o {w}/new1/new", "global sign"),
+    ("transport --kind probe {w}/v16.npy --gauge {w}/g.npz -o {w}/new.npy --group X", "invalid choice"),
+    # merge
+    ("merge {w}/models/rms {w}/models/rms2 -o {w}/models", "contains the input"),
+    ("merge {w}/models/rms {w}/models/rms2 -o {w}/models/rms", "differ"),
+    ("merge {w}/models/rms {w}/models/rms2 -o {w}/user_dir --overwrite", "not a gaugejax output"),
+    ("merge {w}/models/rms {w}/models/rms2 -o {w}/afile/new", "is a file"),
+    ("merge {w}/models/rms -o {w}/new", "at least two"),
+    ("merge {w}/models/rms {w}/models/rms2 --gauge {w}/g.npz {w}/g.npz -o {w}/new", "gauge(s)"),
+    ("merge {w}/models/rms {w}/models/rms2 --alpha nan -o {w}/new", "finite"),
+    ("merge {w}/models/rms {w}/models/rms2 --lambdas 0.5 -o {w}/new", "task arithmetic"),
+    ("merge {w}/models/rms {w}/models/ln -o {w}/new", "different configs"),
+    ("merge {w}/models/rms {w}/missing -o {w}/new", "does not exist"),
+    ("merge {w}/models/rms {w}/models/rms2 --gauge {w}/g8.npz -o {w}/new1/new", "d=8"),
+    # audit
+    ("audit {w}/models/rms --plot {w}/afile/new.png -k 1", "is a file"),
+    ("audit {w}/models/rms --json {w}/afile/new.json -k 1", "is a file"),
+    ("audit {w}/models/rms --plot {w}/afile.png --overwrite -k 1", "kind gaugejax"),
+    ("audit {w}/models/rms --json {w}/afile.json --overwrite -k 1", "kind gaugejax"),
+    ("audit {w}/models/rms --plot {w}/new.png --json {w}/new.png -k 1", "overlap"),
+    ("audit {w}/models/rms --plot {w}/new.pdf -k 1", ".png"),
+    ("audit {w}/models/rms --top-k 99 -k 1", "exceeds the residual width"),
+    ("audit {w}/models/rms -k 0", "at least 1"),
+    ("audit {w}/models/rms --layer 99 -k 1", "--layer"),
+    ("audit {w}/models/ln --groups B_d -k 1", "LayerNorm"),
+    ("audit {w}/models/rms -k 1 --seed -1", "--seed"),
+    ("audit {w}/ck_nooff -k 1", "data_offsets"),
+    # canon
+    ("canon {w}/models/bert -o {w}/new.npz", "no final norm"),
+    ("canon {w}/models/rms -o {w}/new.npz --layer 99 --order-by act_rms", "--layer"),
+    ("canon {w}/models/rms -o {w}/new.npz --layer -99 --order-by act_rms", "--layer"),
+    ("canon {w}/models/rms -o {w}/new.npz --stability -3", "--stability"),
+    ("canon {w}/models/rms -o {w}/new.txt", ".npz"),
+    ("canon {w}/models/rms -o {w}/afile/new.npz", "is a file"),
+    ("canon {w}/models/rms -o {w}/g.npz", "not empty"),
+    ("canon {w}/models/rms -o {w}/new.npz --order-by nonsense", "cannot order"),
+    ("canon {w}/missing -o {w}/new.npz", "does not exist"),
+    # reproduce (every case is refused before any experiment runs)
+    ("reproduce nonsense --out {w}/new", "unknown experiment"),
+    ("reproduce --out {w}/afile", "is a file"),
+    ("reproduce --out {w}/afile/new", "is a file"),
+    ("reproduce --out {w}/user_dir", "not empty"),
+    ("reproduce --out {w}/user_dir --overwrite", "not a gaugejax output"),
+    ("reproduce --out {w} --overwrite", "not a gaugejax output"),
+    ("reproduce --seed -1 --out {w}/new", "--seed"),
+]
+
+# --------------------------------------------------------------------------- the workspace
+def _header(path: Path, header) -> None:
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob)
+
+
+def _variant(w: Path, name: str, mutate) -> None:
+    d = w / name
+    shutil.copytree(w / "models" / "rms", d)
+    (d / ".gaugejax").unlink()
+    mutate(d)
+
+
+def _edit_config(**changes):
+    def mutate(d: Path) -> None:
+        cfg = json.loads((d / "config.json").read_text())
+        for k, v in changes.items():
+            if v is None:
+                cfg.pop(k, None)
+            else:
+                cfg[k] = v
+        (d / "config.json").write_text(json.dumps(cfg))
+    return mutate
+
+
+def _resave(w: Path, name: str, drop: str | None = None, add: str | None = None) -> None:
+    from gaugejax.io.safetensors_stream import SafetensorsFile, TensorInfo, write_safetensors
+
+    def mutate(d: Path) -> None:
+        sf = SafetensorsFile(w / "models" / "rms" / "model.safetensors")
+        items = [(sf.info(k), (lambda k=k: np.array(sf[k]))) for k in sf.keys() if k != drop]
+        if add:
+            items.append((TensorInfo(add, np.dtype("float32"), (2,)), lambda: np.zeros(2, np.float32)))
+        (d / "model.safetensors").unlink()
+        write_safetensors(d / "model.safetensors", items)
+    _variant(w, name, mutate)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory, tiny_checkpoint):
+    """The shared workspace of inputs, good and broken (built once, never changed by a case)."""
+    w = tmp_path_factory.mktemp("world")
+    models = w / "models"
+    models.mkdir()
+    shutil.copytree(tiny_checkpoint, models / "rms")
+    cfg = gj.load_model(tiny_checkpoint).config
+    gj.save_model(gj.random_model(cfg, 1), models / "rms2")
+    small = dict(d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=64)
+    gj.save_model(gj.random_model(gj.tiny_config("gpt2", **small), 0), models / "ln")
+    gj.save_model(gj.random_model(gj.tiny_config("bert", **small), 0), models / "bert")
+    d = 16
+    # gauges
+    g = gj.SignedPermutation.random(1, d)
+    g.save(w / "g.npz")
+    gj.SignedPermutation.identity(8).save(w / "g8.npz")
+    ar, ones = np.arange(d), np.ones(d, np.int8)
+    np.savez(w / "strperm.npz", perm=np.array([str(i) for i in ar]), signs=ones)
+    np.savez(w / "cplxperm.npz", perm=ar + 0j, signs=ones)
+    np.savez(w / "nansigns.npz", perm=ar, signs=np.where(ar == 3, np.nan, 1.0))
+    np.savez(w / "sign2.npz", perm=ar, signs=np.where(ar == 3, 2, 1))
+    np.savez(w / "strsigns.npz", perm=ar, signs=np.array(["+"] * d))
+    np.savez(w / "notperm.npz", perm=np.zeros(d, np.int64), signs=ones)
+    np.savez(w / "hugeperm.npz", perm=np.where(ar == 0, 1e300, ar), signs=ones)
+    np.savez(w / "nosigns.npz", perm=ar)
+    with open(w / "pickled.npz", "wb") as f:
+        np.savez(f, perm=np.array([object()] * d, dtype=object), signs=ones)
+    (w / "notzip.npz").write_text("not a zip archive")
+    # plain files, user folders, links
+    (w / "afile").write_bytes(b"user data\n")
+    for ext in ("npz", "npy", "png", "json"):
+        (w / f"afile.{ext}").write_bytes(b"user data, not a gaugejax output\n")
+    (w / "model.bin").write_bytes(pickle.dumps({"w": 1}))
+    (w / "user_dir").mkdir()
+    (w / "dir.npz").mkdir()
+    (w / "user_dir" / "thesis.tex").write_text("precious")
+    shutil.copytree(models / "rms", w / "prev_plus_user")
+    (w / "prev_plus_user" / "notes.txt").write_text("added by the user after gaugejax wrote the folder")
+    (w / "link_dir").symlink_to(models / "rms2", target_is_directory=True)
+    (w / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
+    # token files
+    (w / "empty.npy").write_bytes(b"")
+    np.save(w / "empty_arr.npy", np.zeros(0, np.int64))
+    np.save(w / "empty_float.npy", np.zeros(0, np.float32))
+    np.save(w / "float_tokens.npy", np.arange(32, dtype=np.float32))
+    np.save(w / "oob_tokens.npy", np.arange(32) + 1000)
+    np.save(w / "pickle_tokens.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    # vectors
+    np.save(w / "v16.npy", np.linspace(-1, 1, d).astype(np.float32))
+    np.save(w / "v16_other.npy", np.zeros(d, np.float32))
+    np.save(w / "v8.npy", np.zeros(8, np.float32))
+    np.save(w / "v_u8.npy", np.arange(d, dtype=np.uint8))
+    np.savez(w / "v_int.npz", layer_3=np.arange(d, dtype=np.int32))
+    np.save(w / "v_bool.npy", ar % 2 == 0)
+    np.save(w / "v_complex.npy", ar + 1j)
+    np.save(w / "v_V1.npy", np.zeros(d, np.float32).astype(ml_dtypes.float8_e4m3fn))
+    # neuron lists
+    (w / "nonutf8.json").write_bytes(b'[1, 2, "\xff"]')
+    (w / "nonutf8.csv").write_bytes(b"index,score\n1,0.5\n2,\xff\n")
+    (w / "big.json").write_text("[1e300]")
+    (w / "hugeint.json").write_text("[" + "9" * 400 + "]")
+    (w / "nan.json").write_text('[{"index": NaN}]')
+    (w / "neg.json").write_text("[-1]")
+    (w / "oob.json").write_text("[16]")
+    (w / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (w / "notjson.json").write_text("{index: 3")
+    (w / "features.json").write_text(json.dumps({"features": [3, 5]}))
+    (w / "feature_records.json").write_text(json.dumps([{"feature": 3, "score": 1.5}]))
+    (w / "features.csv").write_text("feature,activation\n3,1.5\n")
+    (w / "noindex.csv").write_text("name,score\na,1\n")
+    (w / "ragged.csv").write_text("index,score\n1,0.5,extra\n")
+    (w / "badscore.json").write_text(json.dumps([{"index": 1, "score": "high"}]))
+    (w / "good.json").write_text(json.dumps([1, 2]))
+    # SAEs
+    from gaugejax.io.safetensors_stream import TensorInfo, write_safetensors
+
+    def sae_file(path, tensors):
+        write_safetensors(path, [(TensorInfo(k, v.dtype, v.shape), (lambda v=v: v)) for k, v in tensors.items()])
+    k = 6
+    sae_file(w / "sae_nodec.safetensors", {"W_enc": np.zeros((d, k), np.float32)})
+    sae_file(w / "sae_d8.safetensors", {"W_enc": np.zeros((8, k), np.float32), "W_dec": np.zeros((k, 8), np.float32)})
+    np.savez(w / "sae_int.npz", W_enc=np.zeros((d, k), np.int8), W_dec=np.zeros((k, d), np.int8))
+    (w / "sae_dir").mkdir()
+    sae_file(w / "sae_dir" / "sae_weights.safetensors",
+             {"W_enc": np.zeros((d, k), np.float32), "W_dec": np.zeros((k, d), np.float32)})
+    (w / "sae_dir" / "cfg.json").write_text("{}")
+    # broken checkpoints
+    _variant(w, "ck_pickle", lambda c: ((c / "model.safetensors").unlink(),
+                                         (c / "pytorch_model.bin").write_bytes(pickle.dumps({}))))
+    _variant(w, "ck_listhdr", lambda c: _header(c / "model.safetensors", [1, 2]))
+    _variant(w, "ck_nooff", lambda c: _header(c / "model.safetensors", {"x": {"dtype": "F32", "shape": [1]}}))
+    _variant(w, "ck_noshape", lambda c: _header(c / "model.safetensors", {"x": {"dtype": "F32",
+                                                                                 "data_offsets": [0, 4]}}))
+    _variant(w, "ck_truncated", lambda c: (c / "model.safetensors").write_bytes(
+        (c / "model.safetensors").read_bytes()[:-64]))
+    _variant(w, "ck_hdrlen", lambda c: (c / "model.safetensors").write_bytes(struct.pack("<Q", 10**12) + b"{}"))
+    _variant(w, "ck_garbage", lambda c: (c / "model.safetensors").write_bytes(struct.pack("<Q", 4) + b"\xff\xfe{["))
+    _variant(w, "ck_emptyidx", lambda c: (c / "model.safetensors.index.json").write_text(""))
+    _variant(w, "ck_badidx", lambda c: (c / "model.safetensors.index.json").write_text("{not json"))
+    _variant(w, "ck_idx_list", lambda c: (c / "model.safetensors.index.json").write_text("[1, 2]"))
+    _variant(w, "ck_idx_escape", lambda c: (c / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"model.embed_tokens.weight": "../models/rms/model.safetensors"}})))
+    _resave(w, "ck_missing_tensor", drop="model.norm.weight")
+    _resave(w, "ck_extra_tensor", add="model.mystery.weight")
+    _variant(w, "ck_noconfig", lambda c: (c / "config.json").unlink())
+    _variant(w, "ck_unknown_arch", _edit_config(model_type="mamba", architectures=["MambaForCausalLM"]))
+    _variant(w, "ck_cfg_notjson", lambda c: (c / "config.json").write_text("{hidden_size: 16"))
+    _variant(w, "ck_cfg_list", lambda c: (c / "config.json").write_text("[16, 1]"))
+    _variant(w, "ck_cfg_nohidden", _edit_config(hidden_size=None))
+    _variant(w, "ck_cfg_heads0", _edit_config(num_attention_heads=0))
+    _variant(w, "ck_cfg_hidden_str", _edit_config(hidden_size="16"))
+    return w
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Relative path → content hash (files), link target (links) or "dir": the whole state of ``root``."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``(exit code, stdout, stderr)`` of an in-process run (argparse exits count as exit codes)."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _case_id(case) -> str:
+    return case[0].replace("{w}/", "").replace("{w}", "W")[:70]
+
+
+def _argv(line: str, w: Path) -> list[str]:
+    return shlex.split(line.format(w=w))
+
+
+# --------------------------------------------------------------------------- the tests
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_input(case, world, capsys, monkeypatch):
+    line, reason = case
+    monkeypatch.chdir(world)  # a relative default (reproduce --out results) would land in the workspace
+    before = tree(world)
+    code, out, err = run_cli(_argv(line, world), capsys)
+    after = tree(world)
+    lines = err.strip().splitlines()
+    assert code not in (0, None), f"exit {code}: {out[-400:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert reason in lines[0], lines[0]
+    assert after == before, {"new": sorted(set(after) - set(before)), "lost": sorted(set(before) - set(after)),
+                             "changed": sorted(k for k in before if k in after and before[k] != after[k])}
+
+
+def _subcommands() -> list[str]:
+    action = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    return list(action.choices)
+
+
+def test_every_command_has_cases():
+    covered = {shlex.split(line)[0] for line, _ in CASES}
+    missing = [c for c in _subcommands() if c not in covered]
+    assert not missing, f"commands without bad-input cases: {missing}"
+
+
+def test_every_writing_command_takes_overwrite(capsys):
+    """The public contract: every command with an output path has --overwrite."""
+    writers = {"apply", "align", "align-path", "compose", "transport", "merge", "audit", "canon", "reproduce"}
+    assert writers <= set(_subcommands())
+    for name in writers:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "--overwrite" in capsys.readouterr().out, name
+
+
+SUBPROCESS_CASES = [
+    ([sys.executable, "-m", "gaugejax", "compose", "{w}/strperm.npz", "-o", "{w}/new.npz"], "real numbers"),
+    (["gaugejax", "apply", "{w}/models/rms", "--gauge", "{w}/g.npz", "-o", "{w}/models"], "contains the input"),
+    (["gaugejax", "transport", "--kind", "neurons", "{w}/nonutf8.json", "--gauge", "{w}/g.npz", "-o",
+      "{w}/new.json"], "UTF-8"),
+    (["gaugejax", "demo", "--d-model", "x"], "invalid int"),
+]
+
+
+def test_real_entry_points(world):
+    """The installed script and ``python -m gaugejax``: one stderr line, exit 2, nothing written."""
+    before = tree(world)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [(subprocess.Popen([a.format(w=world) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env), reason) for argv, reason in SUBPROCESS_CASES]
+    for p, reason in procs:
+        out, err = p.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        assert p.returncode == 2, (p.args, out, err)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], err
+    assert tree(world) == before
