@@ -1,17 +1,19 @@
 """Test configuration: Hypothesis profiles, strict JAX settings, shared fixtures.
 
 Profiles: ``ci`` (derandomized, deadline=None: jit compiles on first call) is used when the CI
-environment variable is set, ``dev`` otherwise; override with HYPOTHESIS_PROFILE.
+environment variable is set, ``dev`` otherwise; override with HYPOTHESIS_PROFILE. They are the
+profiles gaugejax.testing registers for its users (``gaugejax-ci``, ``gaugejax-dev``).
 """
 
 import os
 
 import jax
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
-settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+from gaugejax.testing import CI_PROFILE, DEV_PROFILE
+
+settings.register_profile("ci", settings.get_profile(CI_PROFILE))
+settings.register_profile("dev", settings.get_profile(DEV_PROFILE))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 jax.config.update("jax_enable_x64", False)

@@ -12,8 +12,8 @@ random group elements. The algorithm (every step is a test of ``fn``, never a gu
    set of axes ``B`` that permute together without changing ``fn``, then ``τ`` on ``B`` only
    swaps ``u`` there (the rest is symmetric), so swapping ``u`` alone must leave ``fn`` unchanged,
    exactly; an axis that merely has size ``d`` (``n_heads · head_dim == d``, a q-norm over it)
-   changes it. The test does not depend on which other axes are right. Three random
-   transpositions; if the axes that pass do not make ``fn`` invariant on the permutation probes
+   changes it. The test does not depend on which other axes are right. Four transpositions
+   (see :func:`_test_pairs`); if the axes that pass do not make ``fn`` invariant on the permutation probes
    (rare: e.g. every transposition fell within one attention head), a descent toggles axes, one or
    two at a time, until they do. Leaves stacked on a leading layer axis are one leaf: the gauge
    acts on every layer alike.
@@ -142,6 +142,16 @@ def _symmetrized(x: Any, axes: list[int], i: int, j: int) -> np.ndarray:
         a[j] = a[i]
         a = np.moveaxis(a, 0, ax)
     return a
+
+
+def _test_pairs(d: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Transpositions for step 2: ``(i, i + d/2)`` lies in two different heads when heads are
+    contiguous blocks, ``(i, i + 1)`` when they are interleaved; two random ones besides. (Inside
+    one head, the query/key channels of a model without RoPE permute too: a real but separate
+    symmetry that would otherwise pass.)"""
+    a, b = int(rng.integers(0, d - d // 2)), int(rng.integers(0, d - 1))
+    pairs = [(a, a + d // 2), (b, b + 1)] + [tuple(sorted(rng.choice(d, 2, replace=False).tolist())) for _ in range(2)]
+    return list(dict.fromkeys(p for p in pairs if p[0] != p[1]))
 
 
 def _in_some_symmetry(h: Harness, units: list[Unit], pairs: list[tuple[int, int]], tol: float) -> set[Unit]:
@@ -294,7 +304,7 @@ def infer(fn: Callable[[Any, Any], Any], params: Any, inputs: Any, d: int, *, ou
 
     perm_sc = Scorer(h, probes("S_d", d, seed=seed)[:3], tol)
     rng = np.random.default_rng(seed)
-    pairs = [tuple(sorted(rng.choice(d, 2, replace=False).tolist())) for _ in range(3)]
+    pairs = _test_pairs(d, rng)
     cur = _permuting_axes(h, units, perm_sc, _in_some_symmetry(h, units, pairs, tol))
     cur, blocks = _split(h, cur, perm_sc)
     res = sorted(cur)
