@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "canon",
     "reproduce",
     "simulate",
+    "simulate",
 )
 
 
