@@ -27,7 +27,6 @@ COMMAND_MODULES = (
     "canon",
     "reproduce",
     "simulate",
-    "simulate",
 )
 
 
