@@ -22,7 +22,7 @@ random group elements. The algorithm (every step is a test of ``fn``, never a gu
 4. *Signs.* Start from the convention (leaves with all values ``>= 0``, gains and Adam's ``nu``,
    permute only; everything else takes the sign) and descend on the global sign flip; then try
    single-coordinate flips with the same placement. Both pass: ``B_d``; only the global one:
-   ``S_d × {±1}``; neither: ``S_d``. Where the sign could sit in either of two places (a gain or
+   ``S_d × {±1}``; neither: ``S_d`` (every axis permute-only). Where the sign could sit in either of two places (a gain or
    the readers of the normalised stream) the convention's placement is the one kept.
 5. *Verification.* The spec is checked on transpositions, sign flips and random elements of the
    group; a spec that fails is never returned.
@@ -235,6 +235,8 @@ def _placement(h: Harness, units: list[Unit], sc: Scorer, start: dict[Unit, bool
     """Step 4: descend from the convention's sign placement to one the sign probes accept."""
     leaves = h.flat.leaves
     cur = dict(start)
+    if not any(cur.values()):
+        return None
     energy = sc.energy(_axes(h, units, cur))
     for _ in range(2 * len(units) + 2):
         if sc.valid(_axes(h, units, cur)):
@@ -242,10 +244,12 @@ def _placement(h: Harness, units: list[Unit], sc: Scorer, start: dict[Unit, bool
         ranked = []
         for u in units:
             trial = {**cur, u: not cur[u]}
+            if not any(trial.values()):  # signing nothing passes trivially: it is not a sign symmetry
+                continue
             ax = _axes(h, units, trial)
             ranked.append((sc.energy(ax), disagreements(ax, leaves, True), u))
         ranked.sort()
-        if ranked[0][0] >= energy * (1 - 1e-9):
+        if not ranked or ranked[0][0] >= energy * (1 - 1e-9):
             return None
         energy, _, u = ranked[0]
         cur[u] = not cur[u]
@@ -281,46 +285,15 @@ def infer(fn: Callable[[Any, Any], Any], params: Any, inputs: Any, d: int, *, ou
         raise GaugeError(f"d={d}: the residual width must be at least 2")
     h = Harness(fn, params, inputs, out_axes=out_axes, jit=jit)
     tol = default_rtol(h) if rtol is None else float(rtol)
-    flat = h.flat
-    status: dict[int, str] = {}
-    notes: dict[int, str] = {}
-    units: list[Unit] = []
-    for i in range(len(flat)):
-        cands = flat.candidates(i, d)
-        if not cands:
-            status[i], notes[i] = ("no axis of size d", "") if is_float_array(flat.leaves[i]) else ("untouched", "not a float array")
-            continue
-        if _unused(h, i, seed, tol):
-            status[i], notes[i] = "unused", "fn's output does not depend on it"
-            continue
-        for ax in cands:
-            if _constant_along(h.host(i), ax):
-                status[i] = "undetermined"
-                notes[i] = f"constant along axis {ax}: no test sees it move; use generic values (gaugejax.testing.generic)"
-            else:
-                units.append((i, ax))
-    if not units:
-        raise GaugeError(f"no parameter has an axis of size d={d} that fn depends on; check d")
-
-    perm_sc = Scorer(h, probes("S_d", d, seed=seed)[:3], tol)
     rng = np.random.default_rng(seed)
-    pairs = _test_pairs(d, rng)
-    cur = _permuting_axes(h, units, perm_sc, _in_some_symmetry(h, units, pairs, tol))
+    units, status = _candidates(h, d, seed, tol)
+    perm_sc = Scorer(h, probes("S_d", d, seed=seed)[:3], tol)
+    cur = _permuting_axes(h, units, perm_sc, _in_some_symmetry(h, units, _test_pairs(d, rng), tol))
     cur, blocks = _split(h, cur, perm_sc)
     res = sorted(cur)
     if not res:
         raise GaugeError(f"no axis of size d={d} permutes without changing fn's output; check d")
-
-    pref = {u: not nonnegative(flat.leaves[u[0]]) for u in res}
-    i, j = sorted(rng.choice(d, 2, replace=False).tolist())
-    glob = Scorer(h, [("flip every sign", sign_flip(d)), ("swap and flip every sign", transposition(d, i, j, global_flip=True))], tol)
-    coord = Scorer(h, [(f"flip coordinate {i}", sign_flip(d, i)), (f"flip coordinate {j}", sign_flip(d, j)),
-                       ("a random element of B_d", random_element(Group.B_D, d, rng))], tol)
-    signed = _placement(h, res, glob, pref)
-    if signed is None:
-        group, signed = Group.S_D, pref
-    else:
-        group = Group.B_D if coord.valid(_axes(h, res, signed)) else Group.S_D_SIGN
+    group, signed, sign_probe = _signs(h, res, d, rng, tol)
     axes = _axes(h, res, signed)
 
     check = Scorer(h, probes(group, d, seed=seed + 1) + [(f"a random element of {group}", random_element(group, d, rng))
@@ -330,45 +303,81 @@ def infer(fn: Callable[[Any, Any], Any], params: Any, inputs: Any, d: int, *, ou
         worst = int(np.argmax(devs))
         raise GaugeError(f"the inferred spec fails verification under '{check.probes[worst][0]}' by {devs[worst]:.2g}; "
                          "fn may not be invariant under a residual gauge (check d and out_axes)")
-    evidence = _evidence(h, axes, res, signed, group, units, blocks, status, notes, tol, coord, glob)
-    return Inference(flat.spec(axes), group, evidence,
-                     tuple(tuple(f"{flat.paths[i]}:{ax}" for i, ax in sorted(b)) for b in blocks),
+    evidence = _evidence(h, axes, res, signed, group, sign_probe, units, blocks, status, tol)
+    return Inference(h.flat.spec(axes), group, evidence,
+                     tuple(tuple(f"{h.flat.paths[i]}:{ax}" for i, ax in sorted(b)) for b in blocks),
                      tuple((label, dev) for (label, _), dev in zip(check.probes, devs)), h.calls)
 
 
-def _evidence(h, axes, res, signed, group, units, blocks, status, notes, tol, coord, glob) -> tuple[LeafEvidence, ...]:
+def _candidates(h: Harness, d: int, seed: int, tol: float) -> tuple[list[Unit], dict[int, tuple[str, str]]]:
+    """Step 1: the axes of size ``d`` to test, and ``(status, note)`` of the leaves left out."""
+    units: list[Unit] = []
+    status: dict[int, tuple[str, str]] = {}
+    for i in range(len(h.flat)):
+        cands = h.flat.candidates(i, d)
+        if not cands:
+            status[i] = ("no axis of size d", "") if is_float_array(h.flat.leaves[i]) else ("untouched", "not a float array")
+        elif _unused(h, i, seed, tol):
+            status[i] = ("unused", "fn's output does not depend on it")
+        for ax in cands if i not in status else []:
+            if _constant_along(h.host(i), ax):
+                status[i] = ("undetermined", f"constant along axis {ax}: no test sees it move; use generic values "
+                             "(gaugejax.testing.generic)")
+            else:
+                units.append((i, ax))
+    if not units:
+        raise GaugeError(f"no parameter has an axis of size d={d} that fn depends on; check d")
+    return units, status
+
+
+def _signs(h: Harness, res: list[Unit], d: int, rng: np.random.Generator, tol: float):
+    """Step 4: the group and the sign placement: ``(group, {unit: signed}, the probe that decides it)``."""
+    pref = {u: not nonnegative(h.flat.leaves[u[0]]) for u in res}
+    i, j = sorted(rng.choice(d, 2, replace=False).tolist())
+    glob = Scorer(h, [("flip every sign", sign_flip(d)),
+                      ("swap and flip every sign", transposition(d, i, j, global_flip=True))], tol)
+    coord = Scorer(h, [(f"flip coordinate {i}", sign_flip(d, i)), (f"flip coordinate {j}", sign_flip(d, j)),
+                       ("a random element of B_d", random_element(Group.B_D, d, rng))], tol)
+    signed = _placement(h, res, glob, pref)
+    if signed is None:  # no sign flip leaves fn unchanged: permutations only
+        return Group.S_D, {u: False for u in res}, None
+    if coord.valid(_axes(h, res, signed)):
+        return Group.B_D, signed, coord.probes[0][1]
+    return Group.S_D_SIGN, signed, glob.probes[0][1]
+
+
+def _evidence(h: Harness, axes: list[Axes], res: list[Unit], signed: dict[Unit, bool], group: Group, sign_probe,
+              units: list[Unit], blocks: list[set[Unit]], status: dict[int, tuple[str, str]], tol: float
+              ) -> tuple[LeafEvidence, ...]:
+    """Per leaf, what the tests say: how far the output moves if its rule is dropped or its sign flipped."""
     flat = h.flat
-    probe = transposition(coord.probes[0][1].d, 0, 1)
-    sign_probe = coord.probes[0][1] if group is Group.B_D else glob.probes[0][1]
-    in_res = {i for i, _ in res}
+    probe = transposition(sign_probe.d if sign_probe is not None else flat.shape(res[0][0])[res[0][1]], 0, 1)
     in_block = {u for b in blocks for u in b}
     out = []
     for i in range(len(flat)):
-        if i in in_res:
+        mine = [u for u in res if u[0] == i]
+        others = [u for u in units if u[0] == i and u not in res]
+        if mine:
             dropped = list(axes)
             dropped[i] = Axes(*(None,) * len(axes[i].actions))
-            note = f"left untouched, the output moves by {h.gauge_deviation(dropped, probe):.2g}"
-            if group is not Group.S_D:
-                mine = [u for u in res if u[0] == i]
+            st, note = "residual", f"if left untouched, the output moves by {h.gauge_deviation(dropped, probe):.2g}"
+            if sign_probe is not None:
                 flipped = list(axes)
                 flipped[i] = _axes(h, mine, {u: not signed[u] for u in mine})[i]
                 dev = h.gauge_deviation(flipped, sign_probe)
                 which = "unsigned" if any(signed[u] for u in mine) else "signed"
-                note += (f"; {which}, by {dev:.2g}" if dev > tol
-                         else f"; {which} it also passes: the sign placement follows the convention")
-            out.append(LeafEvidence(flat.paths[i], flat.shape(i), axes[i], "residual", note))
-            continue
-        mine = [u for u in units if u[0] == i]
-        if mine and any(u in in_block for u in mine):
+                note += (f"; if {which}, by {dev:.2g}" if dev > tol
+                         else f"; {which} it also passes (the sign can sit elsewhere): the convention's placement is kept")
+        elif any(u in in_block for u in others):
             st, note = "other symmetry", "its axes of size d permute with a separate symmetry, not the residual stream"
-        elif mine:
+        elif others:
             trial = list(axes)
-            trial[i] = _axes(h, mine)[i]
+            trial[i] = _axes(h, others)[i]
             st = "untouched"
-            note = f"axis {', '.join(str(ax) for _, ax in mine)} has size d; moving it moves the output by " \
-                   f"{h.gauge_deviation(trial, probe):.2g}"
+            note = (f"axis {', '.join(str(ax) for _, ax in others)} has size d, but moving it moves the output by "
+                    f"{h.gauge_deviation(trial, probe):.2g}")
         else:
-            st, note = status.get(i, "no axis of size d"), notes.get(i, "")
+            st, note = status.get(i, ("no axis of size d", ""))
         out.append(LeafEvidence(flat.paths[i], flat.shape(i), axes[i], st, note))
     return tuple(out)
 
