@@ -13,6 +13,12 @@ one ``Xcᵀ Yc`` GEMM per layer plus ``O((n + d) d)`` elementwise work.
 Several layers at once: with a leading layer axis, ``X: (L, n, d)`` gives a ``(L, d, d)``
 cross-moment; one residual gauge is shared by all layers, so the matcher can sum the evidence.
 
+GEMM backend: on a CPU host the cross-moment GEMM of :func:`update` runs through numpy's BLAS
+(OpenBLAS/MKL sgemm), which is faster than XLA's CPU GEMM on these shapes (measured in
+``benchmarks/bench_stats.py``); on accelerators, under ``jit`` and for sharded inputs it stays in
+JAX. Both compute the same centered batch statistics and share :func:`merge`, so streaming, merging
+and sharding are unchanged; :func:`set_gemm_backend` or ``GAUGEJAX_GEMM=jax|numpy|auto`` pins it.
+
 Data parallel: :func:`make_sharded_update` shards the token axis over a device mesh (one or many
 processes, ``jax.distributed``); each device computes its shard's centered moments and they are
 all-reduced with the same exact merge (:func:`allreduce`).
@@ -35,6 +41,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, NamedTuple
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,8 +50,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = [
     "CorrStats", "Correlation", "init", "batch_stats", "merge", "update", "allreduce",
-    "make_sharded_update", "shard_tokens", "finalize", "CONSTANT_RTOL",
+    "make_sharded_update", "shard_tokens", "finalize", "CONSTANT_RTOL", "GEMM_BACKENDS", "gemm_backend",
+    "set_gemm_backend", "host_batch_stats",
 ]
+
+GEMM_BACKENDS = ("auto", "numpy", "jax")
+_gemm_choice = os.environ.get("GAUGEJAX_GEMM", "auto")
 
 CONSTANT_RTOL = 1e-5
 """A channel is *constant* when its standard deviation is at most ``CONSTANT_RTOL · |mean|``
@@ -160,16 +172,88 @@ def merge(a: CorrStats, b: CorrStats) -> CorrStats:
     )
 
 
+def set_gemm_backend(name: str) -> None:
+    """Pins the GEMM of :func:`update`: ``"numpy"`` (host BLAS), ``"jax"`` or ``"auto"`` (numpy on a
+    CPU backend, JAX on accelerators)."""
+    global _gemm_choice
+    if name not in GEMM_BACKENDS:
+        raise ValueError(f"unknown GEMM backend {name!r}; use one of {', '.join(GEMM_BACKENDS)}")
+    _gemm_choice = name
+
+
+def gemm_backend() -> str:
+    """The GEMM backend :func:`update` uses for host-resident inputs: ``"numpy"`` or ``"jax"``.
+
+    Example:
+      >>> gemm_backend() in ("numpy", "jax")
+      True
+    """
+    if _gemm_choice in ("numpy", "jax"):
+        return _gemm_choice
+    return "numpy" if jax.default_backend() == "cpu" else "jax"
+
+
+def _on_host(a: Any) -> bool:
+    """A numpy array, or a JAX array held whole by one CPU device (zero-copy view)."""
+    if isinstance(a, np.ndarray):
+        return True
+    if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array):
+        return not isinstance(a, jax.core.Tracer)
+    try:
+        devs = a.devices()
+    except Exception:  # noqa: BLE001 - deleted or otherwise unusable arrays: let JAX raise
+        return False
+    return len(devs) == 1 and next(iter(devs)).platform == "cpu" and a.is_fully_addressable
+
+
+def host_batch_stats(x: Any, y: Any) -> CorrStats:
+    """:func:`batch_stats` computed with numpy on the host (same centering; the GEMM is numpy's sgemm).
+
+    Means and second moments are accumulated in float64 (the centered values and the GEMM are
+    float32, as in the JAX path). Returns a :class:`CorrStats` of numpy arrays.
+
+    Example:
+      >>> x = np.arange(12, dtype=np.float32).reshape(4, 3)
+      >>> float(host_batch_stats(x, x).cxy[0, 0])
+      45.0
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    _check(x, y)
+    x = x.astype(np.float32, copy=False)
+    y = y.astype(np.float32, copy=False)
+    mx = x.mean(axis=-2, dtype=np.float64).astype(np.float32)
+    my = y.mean(axis=-2, dtype=np.float64).astype(np.float32)
+    xc = np.subtract(x, mx[..., None, :], dtype=np.float32)
+    yc = np.subtract(y, my[..., None, :], dtype=np.float32)
+    cxy = np.matmul(np.swapaxes(xc, -1, -2), yc)
+    m2x = np.einsum("...ni,...ni->...i", xc, xc, dtype=np.float64).astype(np.float32)
+    m2y = np.einsum("...ni,...ni->...i", yc, yc, dtype=np.float64).astype(np.float32)
+    return CorrStats(np.asarray(x.shape[-2], np.int32), mx, my, m2x, m2y, cxy)
+
+
+_merge_donated = jax.jit(lambda a, b: merge(a, b), donate_argnums=0)
+
+
 @partial(jax.jit, donate_argnums=0)
+def _update_jax(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
+    return merge(state, batch_stats(x, y))
+
+
 def update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
-    """Adds a batch: ``merge(state, batch_stats(x, y))`` (jitted; ``state`` is donated).
+    """Adds a batch: ``merge(state, batch_stats(x, y))`` (``state`` is donated).
+
+    Host-resident inputs on a CPU backend take numpy's BLAS for the GEMM (:func:`gemm_backend`);
+    otherwise the whole update is one jitted JAX call.
 
     Args:
       state: statistics so far (its buffers are reused; do not use it afterwards).
       x: ``(..., n, d_x)``; y: ``(..., n, d_y)`` on the same tokens. Any sharding works (XLA
         partitions the GEMM); :func:`make_sharded_update` makes the data-parallel reduction explicit.
     """
-    return merge(state, batch_stats(x, y))
+    if gemm_backend() == "numpy" and _on_host(x) and _on_host(y):
+        return _merge_donated(state, host_batch_stats(x, y))
+    return _update_jax(state, x, y)
 
 
 def allreduce(s: CorrStats, axis_name: str) -> CorrStats:
