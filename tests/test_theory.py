@@ -124,7 +124,8 @@ def test_library_spec_carries_the_gauge_through_every_family(family, label, make
     r = blocks.check_config(label, make)
     assert r.passed, r.failures()
     assert r.generated == blocks.group_order(r.norm) and not r.uncovered
-    assert {"embedding", "attention norm"} <= set(r.stages) or {"embedding sum", "attention norm"} <= set(r.stages)
+    names = list(r.stages)
+    assert names[0].startswith("embedding") and names[-1] in ("logits", "pooler") and any("norm" in n for n in names)
 
 
 def test_every_library_family_has_a_symbolic_model():
@@ -194,7 +195,7 @@ def test_a_wrong_role_in_the_parameter_tables_fails_the_proof(monkeypatch):
     checks, _ = blocks.check_library()
     rms = [c for c in checks if c.norm == "rmsnorm"]
     assert rms and not any(c.passed for c in rms)
-    assert all("attention norm under sign flip" in c.failures() for c in rms)
+    assert all(any("norm under sign flip" in f for f in c.failures()) for c in rms)
 
 
 def test_a_parameter_the_symbolic_model_ignores_is_reported(monkeypatch):

@@ -6,7 +6,8 @@ assertions, exhaustive enumerations, or Monte Carlo runs of the library's own ma
 * :mod:`theory.norm_charts`: which elements of ``B_d`` each norm chart admits (exhaustive, d ≤ 4);
 * :mod:`theory.general_d`: the gauge groups for general ``d`` (derivations (a)-(d));
 * :mod:`theory.blocks`: the library's own gauge spec through symbolic models of every family
-  (:mod:`theory.families` writes each family's forward pass in :mod:`theory.symbolic`);
+  (:mod:`theory.families` writes each family's forward pass with :mod:`theory.stages` and
+  :mod:`theory.symbolic`);
 * :mod:`theory.optimizer`: AdamW covariance (signed ``mu``, permutation-only ``nu``);
 * :mod:`theory.ceiling`: the ceiling theorem of raw signed matching and its finite-SNR behaviour.
 

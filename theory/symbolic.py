@@ -1,9 +1,10 @@
 """Transformer layers on sympy object arrays: the vocabulary the symbolic model families are written in.
 
 Arrays are numpy ``object`` arrays of sympy expressions in the library's layout (``nn.Linear``
-weights ``(out, in)``, streams ``(T, d)``). Every argument of a non-linearity (``sqrt``, ``exp``,
-the activation) is expanded first, so it is in sympy's canonical form and two computations that
-agree as polynomials produce identical expressions there. Element-wise activations are undefined functions
+weights ``(out, in)``, streams ``(T, d)``). The arguments of norms and activations are expanded
+(sympy's canonical form); everything else keeps sympy's automatic form, in which a sign flipped
+twice or a sum in another order is already the same expression. The final identity check expands
+everything (``exp`` of a sum stays one atom), so this only affects speed, never the verdict. Element-wise activations are undefined functions
 (:data:`ACT`), so an identity proved here holds for every activation; RoPE uses free symbols for
 ``cos``/``sin`` of each position and frequency, so it holds for every rotary schedule.
 
@@ -65,14 +66,14 @@ def rms_norm(x: np.ndarray, gain: np.ndarray, offset: float = 0.0) -> np.ndarray
     return np.array(rows, dtype=object)
 
 
-def layer_norm(x: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``gain ⊙ (x - mean) / sqrt(var + eps) + bias`` over the last axis of ``x (T, d)``."""
+def layer_norm(x: np.ndarray, gain: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """``gain ⊙ (x - mean) / sqrt(var + eps) (+ bias)`` over the last axis of ``x (T, d)``."""
     d = x.shape[-1]
     rows = []
     for row in x:
         c = [_expand1(v - sum(row) / d) for v in row]
         inv = 1 / sp.sqrt(_expand1(sum(v**2 for v in c) / d) + EPS)
-        rows.append([gain[i] * c[i] * inv + bias[i] for i in range(d)])
+        rows.append([gain[i] * c[i] * inv + (0 if bias is None else bias[i]) for i in range(d)])
     return np.array(rows, dtype=object)
 
 
@@ -114,6 +115,6 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool) -> n
         kv = n // rep
         for t in range(t_len):
             keys = range(t + 1) if causal else range(t_len)
-            probs = softmax([_expand1(q[t, n].dot(k[s, kv]) / sp.sqrt(hd)) for s in keys])
+            probs = softmax([q[t, n].dot(k[s, kv]) / sp.sqrt(hd) for s in keys])
             out[t, n] = sum(p * v[s, kv] for s, p in zip(keys, probs))
     return out.reshape(t_len, n_heads * hd)
