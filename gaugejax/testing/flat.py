@@ -157,6 +157,14 @@ def _run(fn: Callable[[Any, Any], Any], static: _Static, arrays: list, in_arrays
 _run_jit = jax.jit(_run, static_argnums=(0, 1))
 
 
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+        return True
+    except TypeError:
+        return False
+
+
 class Harness:
     """``fn(params, inputs)`` compiled once, with its output at the unmoved parameters.
 
@@ -190,8 +198,10 @@ class Harness:
         static = _Static(self.flat.treedef, tuple((i, x) for i, x in enumerate(self.flat.leaves) if not _is_array(x)),
                          in_def, tuple((i, x) for i, x in enumerate(in_leaves) if not _is_array(x)))
         self._inputs = [in_leaves[i] for i in in_dyn]
-        if jit:  # one compiled function per (fn, structure): later harnesses of the same model reuse it
+        if jit and _hashable(fn):  # one compiled function per (fn, structure): later harnesses reuse it
             run = lambda arrays, ins: _run_jit(fn, static, arrays, ins)  # noqa: E731
+        elif jit:
+            run = jax.jit(lambda arrays, ins: _run(fn, static, arrays, ins))
         else:
             run = lambda arrays, ins: _run(fn, static, arrays, ins)  # noqa: E731
         self._call = lambda leaves: run([leaves[i] for i in self._dyn], self._inputs)
