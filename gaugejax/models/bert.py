@@ -22,13 +22,8 @@ import jax.numpy as jnp
 
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
+from gaugejax.models.config_keys import Keys, get_choice, get_float, get_int, refuse
 from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
-
-_HF_KNOWN = {
-    "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "layer_norm_eps", "hidden_act", "max_position_embeddings", "type_vocab_size", "architectures",
-    "torch_dtype", "dtype", "tie_word_embeddings",
-}
 
 
 @dataclass(frozen=True)
@@ -56,25 +51,34 @@ class BertConfig(ModelConfig):
         return self.d_model // self.n_heads
 
 
-def config_from_hf(cfg: dict) -> BertConfig:
-    """Builds the config from a Hugging Face BERT ``config.json`` dict."""
-    from gaugejax.errors import CheckpointError
+KEYS = Keys(
+    computed={"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "layer_norm_eps", "hidden_act", "max_position_embeddings", "type_vocab_size"},
+    inert={"hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "tie_word_embeddings"},
+    fixed={"position_embedding_type": ("absolute",)},
+)
+"""The BERT ``config.json`` keys (everything else is refused); ``tie_word_embeddings`` only ties
+the masked-LM head, which a ``BertModel`` encoder does not have."""
 
-    if cfg.get("position_embedding_type", "absolute") != "absolute":
-        raise CheckpointError(f"BERT position_embedding_type={cfg['position_embedding_type']!r} is not supported")
-    if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
-        raise CheckpointError("BERT decoders (is_decoder / cross-attention) are not supported")
+
+def config_from_hf(cfg: dict) -> BertConfig:
+    """Builds the config from a Hugging Face BERT ``config.json`` dict (closed world: see :data:`KEYS`)."""
+    KEYS.check(cfg)
+    d = get_int(cfg, "hidden_size")
+    nh = get_int(cfg, "num_attention_heads")
+    if d % nh:
+        refuse(cfg, "num_attention_heads", f"hidden_size={d} is not a multiple of the head count")
     return BertConfig(
-        vocab_size=cfg["vocab_size"],
-        d_model=cfg["hidden_size"],
-        n_layers=cfg["num_hidden_layers"],
-        n_heads=cfg["num_attention_heads"],
-        d_ff=cfg["intermediate_size"],
-        norm_eps=cfg.get("layer_norm_eps", 1e-12),
-        activation=cfg.get("hidden_act", "gelu"),
-        max_positions=cfg.get("max_position_embeddings", 512),
-        type_vocab_size=cfg.get("type_vocab_size", 2),
-        hf_extra=json.dumps({k: v for k, v in cfg.items() if k not in _HF_KNOWN}),
+        vocab_size=get_int(cfg, "vocab_size"),
+        d_model=d,
+        n_layers=get_int(cfg, "num_hidden_layers"),
+        n_heads=nh,
+        d_ff=get_int(cfg, "intermediate_size"),
+        norm_eps=get_float(cfg, "layer_norm_eps", 1e-12),
+        activation=get_choice(cfg, "hidden_act", "gelu", L.ACTIVATIONS),
+        max_positions=get_int(cfg, "max_position_embeddings", 512),
+        type_vocab_size=get_int(cfg, "type_vocab_size", 2),
+        hf_extra=KEYS.extra(cfg),
     )
 
 

@@ -118,7 +118,11 @@ def family_module(config: ModelConfig) -> Family:
 
 def config_from_hf(cfg: dict) -> ModelConfig:
     """Config from a Hugging Face ``config.json`` dict; unknown architectures are refused."""
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"config.json must hold a JSON object, got a {type(cfg).__name__}")
     mt = cfg.get("model_type")
+    if not isinstance(mt, str):
+        raise CheckpointError(f"config.json has no model_type string (got {mt!r})")
     if mt not in MODEL_TYPES:
         raise CheckpointError(
             f"unsupported architecture model_type={mt!r}; supported: {', '.join(sorted(MODEL_TYPES))}")

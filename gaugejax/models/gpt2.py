@@ -15,49 +15,80 @@ import jax.numpy as jnp
 
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse
 from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
 
 
 @dataclass(frozen=True)
 class GPT2Config(ModelConfig):
-    """GPT-2 config (LayerNorm with bias, learned positions, GELU MLP, tied embeddings)."""
+    """GPT-2 config (LayerNorm with bias, learned positions, GELU MLP, tied embeddings).
+
+    Attributes:
+      max_positions: learned absolute positions (``n_positions``).
+      scale_attn: attention scores are divided by ``sqrt(head_dim)`` (``scale_attn_weights``).
+      scale_by_layer: block ``i``'s scores are also divided by ``i + 1``
+        (``scale_attn_by_inverse_layer_idx``).
+    """
 
     family: str = "gpt2"
     model_type: str = "gpt2"
     max_positions: int = 1024
     activation: str = "gelu_new"
     tie_embeddings: bool = True
+    scale_attn: bool = True
+    scale_by_layer: bool = False
 
     @property
     def norm(self) -> str:
         return "layernorm"
 
 
-_HF_KNOWN = {
-    "model_type", "vocab_size", "n_embd", "n_layer", "n_head", "n_inner", "layer_norm_epsilon",
-    "activation_function", "n_positions", "n_ctx", "tie_word_embeddings", "architectures", "torch_dtype", "dtype",
-}
+KEYS = Keys(
+    computed={"vocab_size", "n_embd", "n_layer", "n_head", "n_inner", "layer_norm_epsilon", "activation_function",
+              "n_positions", "tie_word_embeddings", "scale_attn_weights", "scale_attn_by_inverse_layer_idx"},
+    inert={"n_ctx", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_type", "summary_use_proj",
+           "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "reorder_and_upcast_attn"},
+)
+"""The GPT-2 ``config.json`` keys (everything else is refused). ``reorder_and_upcast_attn`` only
+changes the order and precision of a float16 product: the same function at float32. ``n_ctx`` is
+not read by transformers; ``summary_*`` configure the double-heads model's extra head."""
+_ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
+            "num_hidden_layers": "n_layer"}
+
+
+def _canonical(cfg: dict) -> dict:
+    """Resolves transformers' ``attribute_map`` aliases (``hidden_size`` is ``n_embd``, ...)."""
+    cfg = dict(cfg)
+    for alias, key in _ALIASES.items():
+        if alias in cfg:
+            value = cfg.pop(alias)
+            if key in cfg and cfg[key] != value:
+                refuse({**cfg, alias: value}, alias, f"contradicts {key}={cfg[key]!r}")
+            cfg[key] = value
+    return cfg
 
 
 def config_from_hf(cfg: dict) -> GPT2Config:
-    """Builds the config from a Hugging Face GPT-2 ``config.json`` dict."""
-    d = cfg["n_embd"]
-    from gaugejax.errors import CheckpointError
-
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if cfg.get(flag):
-            raise CheckpointError(f"GPT-2 option {flag}=true is not supported")
+    """Builds the config from a Hugging Face GPT-2 ``config.json`` dict (closed world: see :data:`KEYS`)."""
+    cfg = _canonical(cfg)
+    KEYS.check(cfg)
+    d = get_int(cfg, "n_embd")
+    nh = get_int(cfg, "n_head")
+    if d % nh:
+        refuse(cfg, "n_head", f"n_embd={d} is not a multiple of the head count")
     return GPT2Config(
-        vocab_size=cfg["vocab_size"],
+        vocab_size=get_int(cfg, "vocab_size"),
         d_model=d,
-        n_layers=cfg["n_layer"],
-        n_heads=cfg["n_head"],
-        d_ff=cfg.get("n_inner") or 4 * d,
-        norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
-        activation=cfg.get("activation_function", "gelu_new"),
-        max_positions=cfg.get("n_positions", 1024),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", True)),
-        hf_extra=json.dumps({k: v for k, v in cfg.items() if k not in _HF_KNOWN}),
+        n_layers=get_int(cfg, "n_layer"),
+        n_heads=nh,
+        d_ff=get_int(cfg, "n_inner", None, none_ok=True) or 4 * d,
+        norm_eps=get_float(cfg, "layer_norm_epsilon", 1e-5),
+        activation=get_choice(cfg, "activation_function", "gelu_new", L.ACTIVATIONS),
+        max_positions=get_int(cfg, "n_positions", 1024),
+        tie_embeddings=get_bool(cfg, "tie_word_embeddings", True),
+        scale_attn=get_bool(cfg, "scale_attn_weights", True),
+        scale_by_layer=get_bool(cfg, "scale_attn_by_inverse_layer_idx", False),
+        hf_extra=KEYS.extra(cfg),
     )
 
 
@@ -68,6 +99,7 @@ def config_to_hf(c: GPT2Config) -> dict:
         model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=c.vocab_size, n_embd=c.d_model,
         n_layer=c.n_layers, n_head=c.n_heads, n_inner=c.d_ff, layer_norm_epsilon=c.norm_eps,
         activation_function=c.activation, n_positions=c.max_positions, tie_word_embeddings=c.tie_embeddings,
+        scale_attn_weights=c.scale_attn, scale_attn_by_inverse_layer_idx=c.scale_by_layer,
     )
     return cfg
 
@@ -118,6 +150,10 @@ def block(c: GPT2Config, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, j
     h = L.layer_norm(x, p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
     q, k, v = jnp.split(L.linear(h, p["qkv"], p["qkv_bias"]), 3, axis=-1)
     q, k, v = (z.reshape(b, t, c.n_heads, hd) for z in (q, k, v))
+    if not c.scale_attn:  # attention() divides by sqrt(hd): undo it on q
+        q = q * jnp.sqrt(jnp.asarray(hd, q.dtype))
+    if c.scale_by_layer:
+        q = q / (ctx["layer"] + 1).astype(q.dtype)
     a = L.attention(q, k, v, ctx["mask"]).reshape(b, t, d)
     x = x + L.linear(a, p["o"], p["o_bias"])
     h = L.layer_norm(x, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps)

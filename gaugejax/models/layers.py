@@ -38,24 +38,42 @@ def layer_norm(x: jax.Array, gain: jax.Array | None, bias: jax.Array | None, eps
     return y
 
 
+def _gelu_tanh(x):
+    return jax.nn.gelu(x, approximate=True)
+
+
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS = {
+    "silu": jax.nn.silu, "swish": jax.nn.silu,
+    "gelu": _gelu, "gelu_python": _gelu,
+    "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh, "gelu_fast": _gelu_tanh, "gelu_tanh": _gelu_tanh,
+    "gelu_python_tanh": _gelu_tanh, "gelu_accurate": _gelu_tanh,
+    "gelu_10": lambda x: jnp.clip(_gelu(x), -10.0, 10.0),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu, "relu2": lambda x: jnp.square(jax.nn.relu(x)), "relu6": jax.nn.relu6,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),
+    "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "linear": lambda x: x,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+}
+"""Hugging Face ``hidden_act`` names → the function (same formula as ``transformers.activations``)."""
+
+
 def activation(name: str):
-    """The MLP non-linearity named as in Hugging Face configs."""
-    if name in ("silu", "swish"):
-        return jax.nn.silu
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh"):
-        return lambda x: jax.nn.gelu(x, approximate=True)
-    if name == "gelu":
-        return lambda x: jax.nn.gelu(x, approximate=False)
-    if name == "relu":
-        return jax.nn.relu
-    raise ValueError(f"unsupported activation {name!r}")
+    """The MLP non-linearity named as in Hugging Face configs (see :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unsupported activation {name!r}") from None
 
 
 def rope_inv_freq(rotary_dim: int, theta: float, scaling: dict | None) -> jnp.ndarray:
     """Inverse frequencies of rotary embeddings, with HF's ``linear`` / ``llama3`` scaling.
 
     ``linear`` is applied to positions by :func:`rope_cos_sin`; ``dynamic`` changes the base only
-    past ``original_max_position_embeddings`` and is handled there too.
+    past ``max_positions`` and is handled there too.
     """
     inv = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
@@ -72,14 +90,23 @@ def rope_inv_freq(rotary_dim: int, theta: float, scaling: dict | None) -> jnp.nd
     return inv
 
 
-def rope_cos_sin(positions: jax.Array, rotary_dim: int, theta: float, scaling: dict | None):
-    """``cos, sin`` of shape ``(T, rotary_dim)`` in HF's half-split (rotate_half) layout."""
+def rope_cos_sin(positions: jax.Array, rotary_dim: int, theta: float, scaling: dict | None,
+                 max_positions: int | None = None):
+    """``cos, sin`` of shape ``(T, rotary_dim)`` in HF's half-split (rotate_half) layout.
+
+    ``dynamic`` (NTK) scaling follows transformers' ``_compute_dynamic_ntk_parameters`` on a fresh
+    model: the base grows with ``seq = max(max(positions) + 1, max_positions)`` (the config's
+    ``max_position_embeddings``; ``original_max_position_embeddings`` plays no part), so sequences
+    up to ``max_positions`` use plain RoPE.
+    """
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     pos = positions.astype(jnp.float32)
     if kind == "linear":
         pos = pos / scaling["factor"]
     if kind == "dynamic":
-        old = scaling["original_max_position_embeddings"]
+        if max_positions is None:
+            raise ValueError("dynamic RoPE needs max_positions (the config's max_position_embeddings)")
+        old = max_positions
         seq = jnp.maximum(jnp.max(positions) + 1, old)
         factor = scaling["factor"]
         theta = theta * ((factor * seq / old) - (factor - 1)) ** (rotary_dim / (rotary_dim - 2))

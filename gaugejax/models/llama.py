@@ -12,9 +12,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gaugejax.errors import CheckpointError
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
-from gaugejax.models.table import GAIN, NONE, READ, WRITE, Param
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,14 @@ class LlamaConfig(ModelConfig):
       head_dim: per-head size (default ``d_model // n_heads``).
       rope_theta: RoPE base.
       rope_scaling: HF ``rope_scaling`` as JSON text (``linear``, ``dynamic``, ``llama3``) or ``None``.
-      qkv_bias: q/k/v projections have biases (Qwen2).
+      qkv_bias: q/k/v projections have biases (Qwen2; Llama's ``attention_bias``).
+      o_bias: the output projection has a bias too (Llama's ``attention_bias``).
       norm_offset: 1.0 for ``(1 + scale)`` gains (Gemma-style), else 0.0.
-      sliding_window: attention window (Mistral), or ``None``.
-      max_positions: HF ``max_position_embeddings``.
+      sliding_window: attention window (Mistral, Qwen2), or ``None``.
+      sliding_layers: the layers that use the window (Qwen2's ``max_window_layers`` /
+        ``layer_types``); ``None``: every layer.
+      max_positions: HF ``max_position_embeddings`` (also the length past which ``dynamic`` RoPE
+        scales).
     """
 
     n_kv_heads: int = 4
@@ -37,8 +43,10 @@ class LlamaConfig(ModelConfig):
     rope_theta: float = 10000.0
     rope_scaling: str | None = None
     qkv_bias: bool = False
+    o_bias: bool = False
     norm_offset: float = 0.0
     sliding_window: int | None = None
+    sliding_layers: tuple[int, ...] | None = None
     max_positions: int = 2048
 
     @property
@@ -50,60 +58,88 @@ class LlamaConfig(ModelConfig):
         return None if self.rope_scaling is None else json.loads(self.rope_scaling)
 
 
-_HF_KNOWN = {
-    "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "intermediate_size", "rms_norm_eps", "rope_theta", "rope_scaling",
-    "tie_word_embeddings", "hidden_act", "head_dim", "max_position_embeddings", "sliding_window",
-    "attention_bias", "use_sliding_window", "architectures", "torch_dtype", "dtype",
+_COMMON = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+           "intermediate_size", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings",
+           "hidden_act", "max_position_embeddings", "head_dim"}
+KEYS: dict[str, Keys] = {
+    "llama": Keys(computed=_COMMON | {"attention_bias"}, inert={"pretraining_tp"},
+                  fixed={"mlp_bias": (False,)}),
+    "mistral": Keys(computed=_COMMON | {"sliding_window"}),
+    "qwen2": Keys(computed=_COMMON | {"use_sliding_window", "sliding_window", "max_window_layers",
+                                      "layer_types"}),
 }
+"""Per ``model_type``: the ``config.json`` keys computed, inert or fixed (everything else is refused).
+
+``pretraining_tp`` only split matmuls in old transformers (the same function); Qwen2's q/k/v
+always have biases (its config has no ``attention_bias``)."""
 _ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
-def config_from_hf(cfg: dict) -> LlamaConfig:
-    """Builds the config from a Hugging Face ``config.json`` dict."""
-    mt = cfg.get("model_type", "llama")
-    d = cfg["hidden_size"]
-    nh = cfg["num_attention_heads"]
-    rope = cfg.get("rope_scaling")
-    theta = cfg.get("rope_theta")
-    rope_params = cfg.get("rope_parameters")
-    if rope_params:  # transformers >= 5 keeps theta and scaling together
-        theta = rope_params.get("rope_theta", theta)
-        if rope_params.get("rope_type", "default") != "default":
-            rope = {k: v for k, v in rope_params.items() if k != "rope_theta"}
-    if rope is not None:
-        kind = rope.get("rope_type", rope.get("type", "default"))
-        if kind not in ("default", "linear", "dynamic", "llama3"):
-            from gaugejax.errors import CheckpointError
+def _sliding_layers(cfg: dict, mt: str, n_layers: int) -> tuple[int | None, tuple[int, ...] | None]:
+    """``(window, layers it applies to or None for all)`` as transformers resolves them per model type."""
+    if mt == "mistral":
+        return get_int(cfg, "sliding_window", 4096, none_ok=True), None
+    if mt != "qwen2" or not get_bool(cfg, "use_sliding_window", False):
+        return None, None
+    window = get_int(cfg, "sliding_window", 4096, none_ok=True)
+    types = cfg.get("layer_types")
+    if types is None:
+        start = get_int(cfg, "max_window_layers", 28, low=0)
+        types = ["sliding_attention" if i >= start else "full_attention" for i in range(n_layers)]
+    if (not isinstance(types, list) or len(types) != n_layers
+            or not set(types) <= {"sliding_attention", "full_attention"}):
+        refuse(cfg, "layer_types", f"expected {n_layers} entries of sliding_attention / full_attention")
+    layers = tuple(i for i, t in enumerate(types) if t == "sliding_attention")
+    return (window, layers) if window is not None and layers else (None, None)
 
-            raise CheckpointError(f"rope scaling {kind!r} is not supported (supported: linear, dynamic, llama3)")
-        if kind == "default":
-            rope = None
-    window = cfg.get("sliding_window") if cfg.get("use_sliding_window", mt == "mistral") else None
+
+def config_from_hf(cfg: dict) -> LlamaConfig:
+    """Builds the config from a Hugging Face ``config.json`` dict (closed world: see :data:`KEYS`)."""
+    mt = cfg.get("model_type", "llama")
+    KEYS[mt].check(cfg)
+    d = get_int(cfg, "hidden_size")
+    nh = get_int(cfg, "num_attention_heads")
+    n_layers = get_int(cfg, "num_hidden_layers")
+    head_dim = get_int(cfg, "head_dim", None, none_ok=True) or d // nh
+    if head_dim < 1 or (head_dim % 2):
+        refuse(cfg, "head_dim", f"head size {head_dim} must be a positive even number (RoPE rotates pairs)")
+    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
+    if nh % nkv:
+        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    theta, rope, partial = rope_from_hf(cfg)
+    if partial != 1.0:
+        refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for this model type")
+    if rope is not None and rope["rope_type"] == "dynamic" and head_dim <= 2:
+        refuse(cfg, "rope_parameters", f"dynamic RoPE needs a head size > 2, got {head_dim}")
+    window, sliding_layers = _sliding_layers(cfg, mt, n_layers)
     return LlamaConfig(
         family="llama",
         model_type=mt,
-        vocab_size=cfg["vocab_size"],
+        vocab_size=get_int(cfg, "vocab_size"),
         d_model=d,
-        n_layers=cfg["num_hidden_layers"],
+        n_layers=n_layers,
         n_heads=nh,
-        n_kv_heads=cfg.get("num_key_value_heads") or nh,
-        head_dim=cfg.get("head_dim") or d // nh,
-        d_ff=cfg["intermediate_size"],
-        norm_eps=cfg.get("rms_norm_eps", 1e-6),
-        rope_theta=float(theta if theta is not None else 10000.0),
+        n_kv_heads=nkv,
+        head_dim=head_dim,
+        d_ff=get_int(cfg, "intermediate_size"),
+        norm_eps=get_float(cfg, "rms_norm_eps", 1e-6),
+        rope_theta=theta,
         rope_scaling=None if rope is None else json.dumps(rope, sort_keys=True),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        activation=cfg.get("hidden_act", "silu"),
-        qkv_bias=bool(cfg.get("attention_bias", mt == "qwen2")),
+        tie_embeddings=get_bool(cfg, "tie_word_embeddings", False),
+        activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
+        qkv_bias=mt == "qwen2" or get_bool(cfg, "attention_bias", False),
+        o_bias=mt == "llama" and get_bool(cfg, "attention_bias", False),
         sliding_window=window,
-        max_positions=cfg.get("max_position_embeddings", 2048),
-        hf_extra=json.dumps({k: v for k, v in cfg.items() if k not in _HF_KNOWN and k != "rope_parameters"}),
+        sliding_layers=sliding_layers,
+        max_positions=get_int(cfg, "max_position_embeddings", {"mistral": 131072, "qwen2": 32768}.get(mt, 2048)),
+        hf_extra=KEYS[mt].extra(cfg),
     )
 
 
 def config_to_hf(c: LlamaConfig) -> dict:
-    """The Hugging Face ``config.json`` dict of a config."""
+    """The Hugging Face ``config.json`` dict of a config (transformers builds the same function from it)."""
+    if c.norm_offset != 0.0:
+        raise CheckpointError("(1 + scale) RMSNorm gains have no Llama config.json form; save a Gemma-family model")
     cfg = json.loads(c.hf_extra)
     cfg.update(
         model_type=c.model_type,
@@ -113,22 +149,31 @@ def config_to_hf(c: LlamaConfig) -> dict:
         num_hidden_layers=c.n_layers,
         num_attention_heads=c.n_heads,
         num_key_value_heads=c.n_kv_heads,
-        head_dim=c.head_dim,
         intermediate_size=c.d_ff,
         rms_norm_eps=c.norm_eps,
-        rope_theta=c.rope_theta,
-        rope_scaling=c.rope_scaling_dict,
+        rope_parameters={"rope_theta": c.rope_theta, **(c.rope_scaling_dict or {"rope_type": "default"})},
         tie_word_embeddings=c.tie_embeddings,
         hidden_act=c.activation,
         max_position_embeddings=c.max_positions,
+        head_dim=c.head_dim,
     )
-    if c.model_type == "llama":
+    if c.model_type == "llama" and c.qkv_bias == c.o_bias:
         cfg["attention_bias"] = c.qkv_bias
+    elif (c.qkv_bias, c.o_bias) != (c.model_type == "qwen2", False):
+        raise CheckpointError(f"{c.model_type} configs cannot express qkv_bias={c.qkv_bias}, o_bias={c.o_bias}")
     if c.model_type == "mistral":
+        if c.sliding_layers is not None:
+            raise CheckpointError("mistral configs window every layer; use model_type qwen2 for per-layer windows")
         cfg["sliding_window"] = c.sliding_window
-    if c.model_type == "qwen2":
-        cfg["use_sliding_window"] = c.sliding_window is not None
-        cfg["sliding_window"] = c.sliding_window
+    elif c.model_type == "qwen2":
+        layers = range(c.n_layers) if c.sliding_layers is None else c.sliding_layers
+        windowed = c.sliding_window is not None
+        cfg.update(use_sliding_window=windowed, sliding_window=c.sliding_window,
+                   max_window_layers=min(layers, default=c.n_layers) if windowed else cfg.get("max_window_layers", 28),
+                   layer_types=["sliding_attention" if windowed and i in layers else "full_attention"
+                                for i in range(c.n_layers)])
+    elif c.sliding_window is not None:
+        raise CheckpointError("llama configs have no sliding window; use model_type mistral or qwen2")
     return cfg
 
 
@@ -155,6 +200,8 @@ def params(c: LlamaConfig) -> list[Param]:
         table += [Param("q_bias", (q,), NONE, _L + "self_attn.q_proj.bias", shard=0, gguf=_B + "attn_q.bias"),
                   Param("k_bias", (kv,), NONE, _L + "self_attn.k_proj.bias", shard=0, gguf=_B + "attn_k.bias"),
                   Param("v_bias", (kv,), NONE, _L + "self_attn.v_proj.bias", shard=0, gguf=_B + "attn_v.bias")]
+    if c.o_bias:
+        table.append(Param("o_bias", (d,), VECTOR, _L + "self_attn.o_proj.bias", gguf=_B + "attn_output.bias"))
     table.append(Param("final_norm", (d,), GAIN, "model.norm.weight", gguf="output_norm.weight"))
     if not c.tie_embeddings:
         table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0, gguf="output.weight"))
@@ -162,9 +209,13 @@ def params(c: LlamaConfig) -> list[Param]:
 
 
 def context(c: LlamaConfig, t: int) -> dict[str, jax.Array]:
-    """RoPE ``cos``/``sin`` and the causal (sliding-window) mask for ``t`` positions."""
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.head_dim, c.rope_theta, c.rope_scaling_dict)
-    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t, c.sliding_window)}
+    """RoPE ``cos``/``sin`` and the causal mask (``window_mask`` too for per-layer windows)."""
+    cos, sin = L.rope_cos_sin(jnp.arange(t), c.head_dim, c.rope_theta, c.rope_scaling_dict, c.max_positions)
+    if c.sliding_layers is None:
+        return {"cos": cos, "sin": sin, "mask": L.causal_mask(t, c.sliding_window)}
+    windowed = jnp.isin(jnp.arange(c.n_layers), jnp.asarray(c.sliding_layers, jnp.int32))
+    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t), "window_mask": L.causal_mask(t, c.sliding_window),
+            "windowed": windowed}
 
 
 def embed(c: LlamaConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
@@ -180,8 +231,10 @@ def block(c: LlamaConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, 
     k = L.linear(h, p["k"], p.get("k_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
     v = L.linear(h, p["v"], p.get("v_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
     q, k = L.apply_rope(q, ctx["cos"], ctx["sin"]), L.apply_rope(k, ctx["cos"], ctx["sin"])
-    a = L.attention(q, k, v, ctx["mask"]).reshape(b, t, c.n_heads * c.head_dim)
-    x = x + L.linear(a, p["o"])
+    mask = ctx["mask"] if "windowed" not in ctx else jnp.where(ctx["windowed"][ctx["layer"]], ctx["window_mask"],
+                                                                ctx["mask"])
+    a = L.attention(q, k, v, mask).reshape(b, t, c.n_heads * c.head_dim)
+    x = x + L.linear(a, p["o"], p.get("o_bias"))
     h = L.rms_norm(x, p["mlp_norm"], c.norm_eps, c.norm_offset)
     act = L.activation(c.activation)
     return x + L.linear(act(L.linear(h, p["gate"])) * L.linear(h, p["up"]), p["down"])

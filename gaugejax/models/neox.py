@@ -16,17 +16,26 @@ import jax.numpy as jnp
 
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
 from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
 
 
 @dataclass(frozen=True)
 class NeoXConfig(ModelConfig):
-    """GPT-NeoX config (LayerNorm, partial rotary, optional parallel residual)."""
+    """GPT-NeoX config (LayerNorm, partial rotary, optional parallel residual).
+
+    Attributes:
+      rotary_pct: fraction of each head that RoPE rotates.
+      rope_theta: RoPE base.
+      rope_scaling: RoPE scaling (``linear``, ``dynamic``, ``llama3``) as JSON text, or ``None``.
+      parallel_residual: ``x + attn(ln1(x)) + mlp(ln2(x))`` instead of two sequential residuals.
+    """
 
     family: str = "neox"
     model_type: str = "gpt_neox"
     rotary_pct: float = 0.25
     rope_theta: float = 10000.0
+    rope_scaling: str | None = None
     parallel_residual: bool = True
     max_positions: int = 2048
     activation: str = "gelu"
@@ -44,37 +53,54 @@ class NeoXConfig(ModelConfig):
         return int(self.head_dim * self.rotary_pct)
 
 
-_HF_KNOWN = {
-    "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "layer_norm_eps", "rotary_pct", "rotary_emb_base", "use_parallel_residual", "max_position_embeddings",
-    "hidden_act", "tie_word_embeddings", "architectures", "torch_dtype", "dtype", "attention_bias",
-    "partial_rotary_factor", "rope_theta",
-}
+KEYS = Keys(
+    computed={"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "layer_norm_eps", "rotary_pct", "rotary_emb_base", "rope_theta", "partial_rotary_factor",
+              "rope_parameters", "rope_scaling", "use_parallel_residual", "max_position_embeddings", "hidden_act",
+              "tie_word_embeddings"},
+    inert={"hidden_dropout", "classifier_dropout"},
+    fixed={"attention_bias": (True,)},
+)
+"""The GPT-NeoX ``config.json`` keys (everything else is refused)."""
 
 
 def config_from_hf(cfg: dict) -> NeoXConfig:
-    """Builds the config from a Hugging Face GPT-NeoX ``config.json`` dict."""
-    from gaugejax.errors import CheckpointError
+    """Builds the config from a Hugging Face GPT-NeoX ``config.json`` dict (closed world: see :data:`KEYS`).
 
-    if cfg.get("attention_bias", True) is False:
-        raise CheckpointError("GPT-NeoX with attention_bias=false is not supported")
-    rope = cfg.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default" or cfg.get("rope_scaling"):
-        raise CheckpointError("GPT-NeoX rope scaling is not supported")
+    transformers takes the RoPE base and rotary fraction from ``rope_parameters``, else from
+    ``rotary_emb_base`` / ``rotary_pct``; top-level ``rope_theta`` / ``partial_rotary_factor`` are
+    not read by it, so they are accepted only when they agree.
+    """
+    KEYS.check(cfg)
+    d = get_int(cfg, "hidden_size")
+    nh = get_int(cfg, "num_attention_heads")
+    if d % nh:
+        refuse(cfg, "num_attention_heads", f"hidden_size={d} is not a multiple of the head count")
+    theta, rope, partial = rope_from_hf(cfg, theta_key="rotary_emb_base", partial_key="rotary_pct",
+                                        default_partial=0.25)
+    for key, used in (("rope_theta", theta), ("partial_rotary_factor", partial)):
+        if key in cfg and cfg[key] != used:
+            refuse(cfg, key, f"transformers ignores it for GPT-NeoX and uses {used}")
+    rotary = int(d // nh * partial)
+    if rotary % 2 or not 0 < partial <= 1 or rotary < 2:
+        refuse(cfg, "rotary_pct", f"rotary dimension {rotary} must be a positive even number")
+    if rope is not None and rope["rope_type"] == "dynamic" and rotary <= 2:
+        refuse(cfg, "rope_parameters", f"dynamic RoPE needs a rotary dimension > 2, got {rotary}")
     return NeoXConfig(
-        vocab_size=cfg["vocab_size"],
-        d_model=cfg["hidden_size"],
-        n_layers=cfg["num_hidden_layers"],
-        n_heads=cfg["num_attention_heads"],
-        d_ff=cfg["intermediate_size"],
-        norm_eps=cfg.get("layer_norm_eps", 1e-5),
-        rotary_pct=rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))),
-        rope_theta=float(rope.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base", 10000)))),
-        parallel_residual=bool(cfg.get("use_parallel_residual", True)),
-        max_positions=cfg.get("max_position_embeddings", 2048),
-        activation=cfg.get("hidden_act", "gelu"),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        hf_extra=json.dumps({k: v for k, v in cfg.items() if k not in _HF_KNOWN and k != "rope_parameters"}),
+        vocab_size=get_int(cfg, "vocab_size"),
+        d_model=d,
+        n_layers=get_int(cfg, "num_hidden_layers"),
+        n_heads=nh,
+        d_ff=get_int(cfg, "intermediate_size"),
+        norm_eps=get_float(cfg, "layer_norm_eps", 1e-5),
+        rotary_pct=partial,
+        rope_theta=theta,
+        rope_scaling=None if rope is None else json.dumps(rope, sort_keys=True),
+        parallel_residual=get_bool(cfg, "use_parallel_residual", True),
+        max_positions=get_int(cfg, "max_position_embeddings", 2048),
+        activation=get_choice(cfg, "hidden_act", "gelu", L.ACTIVATIONS),
+        tie_embeddings=get_bool(cfg, "tie_word_embeddings", False),
+        hf_extra=KEYS.extra(cfg),
     )
 
 
@@ -84,8 +110,9 @@ def config_to_hf(c: NeoXConfig) -> dict:
     cfg.update(
         model_type="gpt_neox", architectures=["GPTNeoXForCausalLM"], vocab_size=c.vocab_size,
         hidden_size=c.d_model, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
-        intermediate_size=c.d_ff, layer_norm_eps=c.norm_eps, rotary_pct=c.rotary_pct,
-        partial_rotary_factor=c.rotary_pct, rotary_emb_base=c.rope_theta, rope_theta=c.rope_theta,
+        intermediate_size=c.d_ff, layer_norm_eps=c.norm_eps, rotary_pct=c.rotary_pct, rotary_emb_base=c.rope_theta,
+        rope_parameters={"rope_theta": c.rope_theta, "partial_rotary_factor": c.rotary_pct,
+                         **(json.loads(c.rope_scaling) if c.rope_scaling else {"rope_type": "default"})},
         use_parallel_residual=c.parallel_residual, max_position_embeddings=c.max_positions,
         hidden_act=c.activation, tie_word_embeddings=c.tie_embeddings, attention_bias=True,
     )
@@ -122,7 +149,8 @@ def params(c: NeoXConfig) -> list[Param]:
 
 def context(c: NeoXConfig, t: int) -> dict[str, jax.Array]:
     """Partial-rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, c.rope_theta, None)
+    scaling = None if c.rope_scaling is None else json.loads(c.rope_scaling)
+    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, c.rope_theta, scaling, c.max_positions)
     return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
 
 
