@@ -8,7 +8,6 @@ reuses the compiled function (moving a leaf never changes a shape).
 
 Example:
   >>> import numpy as np
-  >>> from gaugejax.spec import Axes, RESIDUAL
   >>> h = Harness(lambda p, x: x @ p["w"], {"w": np.eye(3, 2, dtype=np.float32)}, np.ones((1, 3), np.float32))
   >>> h.flat.paths, h.flat.candidates(0, 3)
   (['w'], [0])
