@@ -303,15 +303,42 @@ def simulate(d: int, n: int, rho: float, positive_fraction: float, seed: int,
     return out
 
 
+def _device_runs(d, n, rho, positive_fraction, trials, seed, methods=METHODS):
+    """``trials`` Monte Carlo runs on device (``gj.simulate.ceiling``), as per-trial dicts like :func:`simulate`."""
+    import jax
+
+    from gaugejax.simulate import ceiling
+
+    key = jax.random.fold_in(jax.random.key(seed), int(round(positive_fraction * 1000)) + 7919 * d)
+    out = jax.device_get(ceiling(key, d=d, n=n, rho=rho, positive_fraction=positive_fraction, trials=trials,
+                                 methods=methods))
+    m = int(round((1.0 - positive_fraction) * d))
+    return [{"m": m, **{mt: {k: float(out[mt][k][t]) for k in ("perm", "signed")} for mt in methods}}
+            for t in range(trials)]
+
+
+def _runs(d, n, rho, f, seeds, trials, engine):
+    if engine == "device":
+        return _device_runs(d, n, rho, f, trials or len(seeds), seeds[0])
+    return [simulate(d, n, rho, f, s) for s in seeds]
+
+
 def mc_table(ds=(64, 256, 1024), fractions=FRACTIONS, n: int = 4096, rho: float = 0.9,
-             seeds=(0, 1, 2)) -> list[dict]:
-    """High-SNR Monte Carlo table: mean agreement per ``(d, positive fraction, method)``."""
+             seeds=(0, 1, 2), trials: int | dict | None = None, engine: str = "host") -> list[dict]:
+    """High-SNR Monte Carlo table: mean agreement per ``(d, positive fraction, method)``.
+
+    Args:
+      engine: ``"host"`` (one ``gaugejax.matching.match`` per seed and method) or ``"device"``
+        (``gj.simulate.ceiling``: ``trials`` trials per cell on device, seeded by ``seeds[0]``).
+      trials: trials per cell for the device engine (an int, or ``{d: trials}``; default ``len(seeds)``).
+    """
     rows = []
     for d in ds:
+        t = trials.get(d) if isinstance(trials, dict) else trials
         for f in fractions:
-            runs = [simulate(d, n, rho, f, s) for s in seeds]
+            runs = _runs(d, n, rho, f, seeds, t, engine)
             row = {"d": d, "positive_fraction": f, "m": runs[0]["m"], "n": n, "rho": rho,
-                   "seeds": len(seeds)}
+                   "seeds": len(runs), "engine": engine}
             for method in METHODS:
                 row[method] = {k: float(np.mean([r[method][k] for r in runs])) for k in ("perm", "signed")}
                 row[method]["perm_min"] = float(min(r[method]["perm"] for r in runs))
@@ -321,17 +348,22 @@ def mc_table(ds=(64, 256, 1024), fractions=FRACTIONS, n: int = 4096, rho: float 
 
 
 def snr_sweep(ds=(64, 256, 1024), taus=(1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0), n: int = 2048,
-              positive_fraction: float = 0.5, seeds=(0, 1, 2)) -> list[dict]:
-    """Accuracy against ``τ = ρ sqrt(n)`` (MC mean and the approximation bracket)."""
+              positive_fraction: float = 0.5, seeds=(0, 1, 2), trials: int | dict | None = None,
+              engine: str = "host") -> list[dict]:
+    """Accuracy against ``τ = ρ sqrt(n)`` (MC mean and the approximation bracket); ``engine`` and
+    ``trials`` as in :func:`mc_table`."""
     rows = []
     for d in ds:
+        t = trials.get(d) if isinstance(trials, dict) else trials
         for tau in taus:
             rho = tau / math.sqrt(n)
-            runs = [simulate(d, n, rho, positive_fraction, s) for s in seeds]
+            runs = _runs(d, n, rho, positive_fraction, seeds, t, engine)
             for method in METHODS:
                 ap = approx_accuracy(method, tau, d, positive_fraction, rho)
+                vals = [r[method]["perm"] for r in runs]
                 rows.append({"d": d, "tau": tau, "rho": rho, "n": n, "positive_fraction": positive_fraction,
-                             "method": method, "mc": float(np.mean([r[method]["perm"] for r in runs])),
+                             "method": method, "mc": float(np.mean(vals)),
+                             "mc_se": float(np.std(vals) / math.sqrt(len(vals))), "trials": len(vals),
                              "approx_ev": ap["extreme_value"], "approx_2cyc": ap["two_cycle"],
                              "approx_lo": ap["lo"], "approx_hi": ap["hi"]})
     return rows
@@ -453,8 +485,11 @@ def plot_snr(sweep: list[dict], path: str) -> None:
 def table_markdown(rows: list[dict]) -> str:
     """The high-SNR MC table as Markdown."""
     n, rho, seeds = rows[0]["n"], rows[0]["rho"], rows[0]["seeds"]
-    head = (f"High SNR: ρ = {rho}, n = {n} tokens, {seeds} seeds per cell, library matcher "
-            "`gaugejax.matching.match`. Permutation accuracy (fraction of B's coordinates assigned "
+    trials = ", ".join(f"{t} at d = {d}" for d, t in sorted({r["d"]: r["seeds"] for r in rows}.items()))
+    engine = ("on device (`gj.simulate.ceiling`: jax.random data, the exact device assignment solver)"
+              if rows[0].get("engine") == "device" else "with the library matcher `gaugejax.matching.match`")
+    head = (f"High SNR: ρ = {rho}, n = {n} tokens, trials per cell: {trials}; computed {engine}. "
+            "Permutation accuracy (fraction of B's coordinates assigned "
             "their true source), and signed accuracy (source and sign).\n\n"
             "| d | positive fraction | m (negatives) | raw signed: perm | permutation: perm | "
             "permutation: signed | sign-marginalized: perm | sign-marginalized: signed |\n"
@@ -507,13 +542,21 @@ def write_readme_section(readme: str, markdown: str) -> None:
     os.replace(tmp, readme)
 
 
+def default_trials(d: int) -> int:
+    """Trials per Monte Carlo cell on device: 16384 / d, at least 16 (256 at d = 64, 16 at d = 1024)."""
+    return max(16, 16384 // d)
+
+
 def regenerate(out_dir: str, readme: str | None = None, ds=(64, 256, 1024), seeds=(0, 1, 2),
-               n: int = 4096, rho: float = 0.9, sweep_n: int = 2048) -> dict:
-    """Runs the full Monte Carlo, writes the figures and JSON into ``out_dir`` and (optionally)
-    the README section. Returns the data."""
+               n: int = 4096, rho: float = 0.9, sweep_n: int = 2048, trials: dict | None = None,
+               engine: str = "device") -> dict:
+    """Runs the full Monte Carlo (on device by default: ``gj.simulate.ceiling``, :func:`default_trials`
+    trials per cell, seeded by ``seeds[0]``), writes the figures and JSON into ``out_dir`` and
+    (optionally) the README section. Returns the data."""
     os.makedirs(out_dir, exist_ok=True)
-    rows = mc_table(ds, FRACTIONS, n, rho, seeds)
-    sweep = snr_sweep(ds, n=sweep_n, seeds=seeds)
+    trials = trials or {d: default_trials(d) for d in ds}
+    rows = mc_table(ds, FRACTIONS, n, rho, seeds, trials=trials, engine=engine)
+    sweep = snr_sweep(ds, n=sweep_n, seeds=seeds, trials=trials, engine=engine)
     fig1 = os.path.join(out_dir, "ceiling_fraction.png")
     fig2 = os.path.join(out_dir, "ceiling_snr.png")
     plot_fraction(rows, fig1)
