@@ -191,9 +191,9 @@ def check_output(target: str | os.PathLike, *, directory: bool = False, overwrit
     Example:
       >>> check_output("/tmp/new_dir", directory=True)  # doctest: +SKIP
     """
+    if os.fspath(target) == "":
+        raise GaugeJaxError("the output path is empty; name a file or folder")
     t = Path(target)
-    if str(t) == "":
-        raise GaugeJaxError("empty output path")
     rt = _resolved(t)
     for inp in inputs:
         if inp is None:

@@ -171,10 +171,12 @@ WRITERS = {
               "out.npz", False),
     "align-path": (["align-path", "{ck}", "{ck}", "--max-tokens", "128", "--n-tokens", "128", "--seq-len", "64",
                     "-o"], "out.npz", False),
+    "simulate": (["simulate", "--sweeps", "fraction", "--d", "8", "--n", "64", "--trials", "2", "--fractions", "0.5",
+                  "--out"], "out", True),
 }
 
 
-@pytest.mark.parametrize("name", list(WRITERS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "simulate" else n for n in WRITERS])
 def test_overwrite_contract(name, trust, tmp_path, capsys):
     """Refused without --overwrite; with it, a previous output is replaced but a foreign file never is."""
     w, ck = trust

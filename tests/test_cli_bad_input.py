@@ -75,6 +75,8 @@ CASES = [
     ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/prev_plus_user --overwrite", "did not write"),
     ("apply {w}/models/rms --gauge {w}/g.npz -o {w}/link_dir --overwrite", "symbolic link"),
     ("apply {w}/models/rms --gauge {w}/g.npz -o /dev/null --overwrite", "regular file"),
+    ("apply {w}/models/rms --gauge {w}/g.npz -o ''", "--output is empty"),
+    ("reproduce --out ''", "--out is empty"),
     ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/afile/g.npz -o {w}/new", "is a file"),
     ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/afile.npz -o {w}/new", "not empty"),
     ("apply {w}/models/rms --random-gauge 1 --save-gauge {w}/afile.npz -o {w}/new --overwrite", "kind gaugejax"),
@@ -115,6 +117,7 @@ CASES = [
     ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --seed -1", "--seed"),
     ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tol nan", "--tol"),
     ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --tol -1", "--tol"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --n-tokens 1000000000000", "held in memory"),
     # align
     ("align {w}/models/rms {w}/models/rms -o {w}/new.txt", ".npz"),
     ("align {w}/models/rms {w}/models/rms -o {w}/afile/new.npz", "is a file"),
@@ -129,6 +132,8 @@ CASES = [
     ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --tokens {w}/empty.npy", "not a plain .npy"),
     ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --text {w}/latin1.txt", "tokenizer"),
     ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --seed -1", "--seed"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --max-tokens 1000000000000", "held in memory"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --confidence nan", "--confidence"),
     # align-path
     ("align-path {w}/models/rms {w}/models/rms -o {w}/new.npz --max-tokens 0", "--max-tokens"),
     ("align-path {w}/models/rms -o {w}/new.npz", "two checkpoints"),
@@ -238,6 +243,16 @@ CASES = [
     ("reproduce --out {w}/user_dir --overwrite", "not a gaugejax output"),
     ("reproduce --out {w} --overwrite", "not a gaugejax output"),
     ("reproduce --seed -1 --out {w}/new", "--seed"),
+    # simulate (every case is refused before the Monte Carlo runs)
+    ("simulate --out {w}/afile", "is a file"),
+    ("simulate --out {w}/afile/new", "is a file"),
+    ("simulate --out {w}/user_dir", "not empty"),
+    ("simulate --out {w}/user_dir --overwrite", "not a gaugejax output"),
+    ("simulate --out {w}/new --d 1", "--d"),
+    ("simulate --out {w}/new --n 4", "--n"),
+    ("simulate --out {w}/new --trials 0", "--trials"),
+    ("simulate --out {w}/new --rho 2", "--rho"),
+    ("simulate --out {w}/new --structures nonsense", "unknown structure"),
 ]
 
 # --------------------------------------------------------------------------- the workspace

@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    for name in ("output", "out", "save_gauge", "plot", "json"):  # Path("") would silently mean "."
+        if getattr(args, name, None) == "":
+            print(f"error: --{name.replace('_', '-')} is empty; name a file or folder", file=sys.stderr)
+            return 2
     try:
         return int(args.func(args) or 0)
     except GaugeJaxError as e:
@@ -79,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: out of memory; use smaller inputs (fewer tokens, smaller batches); nothing was written",
+              file=sys.stderr)
+        return 2
     except OSError as e:  # read-only file system, disk full, permissions, ...: one line, nothing half-written
         where = f": {e.filename}" if e.filename else ""
         print(f"error: {e.strerror or str(e).splitlines()[0]}{where}", file=sys.stderr)

@@ -13,6 +13,9 @@ import numpy as np
 
 from gaugejax.errors import GaugeJaxError
 
+MAX_PROBE_TOKENS = 1 << 26
+"""Most probe tokens a command materialises at once (ids are built in memory before batching)."""
+
 
 def console(stderr: bool = False):
     """A rich console (plain text when not a terminal)."""
@@ -111,6 +114,9 @@ def token_source(args: argparse.Namespace, vocab_size: int, n_tokens: int,
     from gaugejax.corpus import probe_tokens, to_rows
     from gaugejax.io import load_tokenizer
 
+    if n_tokens > MAX_PROBE_TOKENS:
+        raise GaugeJaxError(f"{n_tokens} probe tokens asked for; at most {MAX_PROBE_TOKENS} are held in memory at once "
+                            "(use fewer tokens, or several runs)")
     ids = load_token_file(args.tokens) if args.tokens else None
     tok = None
     for c in checkpoints if ids is None else ():
@@ -158,6 +164,8 @@ def output(path: str | os.PathLike, *, directory: bool = False, recognise=None):
     """An :class:`gaugejax.atomic.Output` for ``check_outputs``."""
     from gaugejax.atomic import Output
 
+    if os.fspath(path) == "":
+        raise GaugeJaxError("the output path is empty; name a file or folder")
     return Output(Path(path), directory, True, recognise)
 
 

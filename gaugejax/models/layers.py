@@ -139,12 +139,15 @@ def causal_mask(t: int, sliding_window: int | None = None) -> jax.Array:
     return mask
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, scale: float | None = None,
+              softcap: float | None = None) -> jax.Array:
     """Grouped-query softmax attention.
 
     Args:
       q: (B, T, N, H) queries; k, v: (B, S, K, H) with ``N % K == 0``.
       mask: (T, S) boolean, True where attention is allowed (every row has one True).
+      scale: scores are ``q·k · scale`` (default ``1/sqrt(H)``).
+      softcap: scores are soft-capped as ``cap · tanh(scores / cap)`` before masking (Gemma 2).
 
     Returns:
       (B, T, N, H).
@@ -152,7 +155,13 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     b, t, n, h = q.shape
     kv = k.shape[2]
     qg = q.reshape(b, t, kv, n // kv, h)  # B T K R H
-    scores = jnp.einsum("btkrh,bskh->bkrts", qg, k) / jnp.sqrt(jnp.asarray(h, q.dtype))
+    scores = jnp.einsum("btkrh,bskh->bkrts", qg, k)
+    if scale is None:
+        scores = scores / jnp.sqrt(jnp.asarray(h, q.dtype))
+    else:
+        scores = scores * jnp.asarray(scale, q.dtype)
+    if softcap is not None:
+        scores = softcap * jnp.tanh(scores / softcap)
     scores = jnp.where(mask, scores, -jnp.inf)
     probs = jax.nn.softmax(scores, axis=-1)
     out = jnp.einsum("bkrts,bskh->btkrh", probs, v)
