@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from gaugejax.errors import CheckpointError
-from gaugejax.models import bert, gpt2, llama, neox, qwen3, runner, table
+from gaugejax.models import bert, gemma, gpt2, llama, neox, qwen3, runner, table
 from gaugejax.models.base import ModelConfig
 
 
@@ -99,15 +99,21 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", llama), "gpt2": Family("gpt2", gpt2), "neox": Family("neox", neox),
     "bert": Family("bert", bert),
-    "qwen3": Family("qwen3", qwen3),
+    "qwen3": Family("qwen3", qwen3), "gemma": Family("gemma", gemma),
 }
 """family name → :class:`Family`."""
 
 MODEL_TYPES: dict[str, str] = {
     "llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2", "gpt_neox": "neox", "bert": "bert",
-    "qwen3": "qwen3",
+    "qwen3": "qwen3", "gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma",
 }
 """Hugging Face ``model_type`` → family."""
+
+REFUSED_MODEL_TYPES: dict[str, str] = {
+    "gemma3": "the multimodal Gemma 3 wraps a text_config beside a vision tower; gaugejax reads text-only "
+              "Gemma3ForCausalLM checkpoints (model_type gemma3_text)",
+}
+"""Hugging Face ``model_type`` → why it is refused, where a more precise reason than "unsupported" helps."""
 
 
 def family_module(config: ModelConfig) -> Family:
@@ -125,6 +131,8 @@ def config_from_hf(cfg: dict) -> ModelConfig:
     mt = cfg.get("model_type")
     if not isinstance(mt, str):
         raise CheckpointError(f"config.json has no model_type string (got {mt!r})")
+    if mt in REFUSED_MODEL_TYPES:
+        raise CheckpointError(f"unsupported architecture model_type={mt!r}: {REFUSED_MODEL_TYPES[mt]}")
     if mt not in MODEL_TYPES:
         raise CheckpointError(
             f"unsupported architecture model_type={mt!r}; supported: {', '.join(sorted(MODEL_TYPES))}")
