@@ -22,13 +22,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import os
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from gaugejax import stats
 from gaugejax.errors import CheckpointError, GaugeError
 from gaugejax.matching import MatchResult, _warn, match_stats
+from gaugejax.runstate import DEFAULT_CHECKPOINT_TOKENS, RunState, fingerprint, load_state, save_state
 from gaugejax.verify import Progress, as_token_rows, check_finite
 
 __all__ = ["align", "align_activations", "default_layers", "check_pair", "DEFAULT_MIN_TOKENS",
@@ -68,6 +70,9 @@ def align_activations(
     total_tokens: int | None = None,
     names: tuple[str, str] = ("model A", "model B"),
     warn: bool = True,
+    resume: RunState | None = None,
+    checkpoint: Callable[[RunState], None] | None = None,
+    checkpoint_tokens: int = DEFAULT_CHECKPOINT_TOKENS,
     **match_kwargs: Any,
 ) -> MatchResult:
     """Streams activation batches until the gauge is certified (or ``max_tokens``).
@@ -86,6 +91,10 @@ def align_activations(
       total_tokens: tokens the batches hold, if known (for ``progress`` only).
       names: what to call the sources of ``X`` and ``Y`` in errors.
       warn: warn about ambiguous coordinates of the final result.
+      resume: a saved :class:`~gaugejax.runstate.RunState`; ``batches`` must start right after its
+        ``n_tokens`` (the run then ends as the uninterrupted one would, bit for bit).
+      checkpoint: ``checkpoint(state)`` every ``checkpoint_tokens`` tokens and at the end.
+      checkpoint_tokens: tokens between checkpoints.
       **match_kwargs: ``group``, ``norm``, ``solver`` (see :func:`gaugejax.matching.match_correlation`).
 
     Returns:
@@ -107,6 +116,11 @@ def align_activations(
     n = 0
     next_check = max(int(min_tokens), 4)
     result: MatchResult | None = None
+    if resume is not None:
+        state, n, next_check = resume.stats, resume.n_tokens, resume.next_check
+        if resume.finished:
+            batches = ()
+    saved = n
     for x, y in batches:
         x = np.asarray(x) if not hasattr(x, "shape") else x
         y = np.asarray(y) if not hasattr(y, "shape") else y
@@ -126,10 +140,15 @@ def align_activations(
             done = done or result.certified
         if progress is not None:
             progress(min(n, total) if total else n, total)
+        if checkpoint is not None and not done and n - saved >= checkpoint_tokens:
+            checkpoint(RunState(state, n, next_check, False))
+            saved = n
         if done:
             break
     if state is None:
         raise GaugeError("no activations to align (empty token source)")
+    if checkpoint is not None:
+        checkpoint(RunState(state, n, next_check, True))
     if result is None or result.n_tokens != n:
         result = match_stats(state, method, layer_labels=layers, confidence=confidence, warn=False, **match_kwargs)
     if warn:
@@ -164,6 +183,12 @@ def align(
     progress: Progress | None = None,
     names: tuple[str, str] = ("model A", "model B"),
     warn: bool = True,
+    mesh: Any = None,
+    compute_dtype: Any = None,
+    stream: bool = False,
+    state_file: str | os.PathLike | None = None,
+    state_key: str = "",
+    checkpoint_tokens: int = DEFAULT_CHECKPOINT_TOKENS,
     **match_kwargs: Any,
 ) -> MatchResult:
     """Recovers the gauge A→B of two checkpoints from their residual streams on ``tokens``.
@@ -178,6 +203,16 @@ def align(
       progress: ``progress(tokens done, tokens total)`` after every batch (total:
         ``min(tokens.size, max_tokens)``).
       min_tokens, max_tokens, confidence, names, warn: see :func:`align_activations`.
+      mesh: a :class:`jax.sharding.Mesh` with a ``data`` and/or ``model`` axis
+        (:mod:`gaugejax.sharding`): token rows run over ``data``, parameters are split over ``model``.
+      compute_dtype: dtype of the models' matmuls and streams (``bfloat16`` or float32, the
+        default); norms, softmax and the statistics stay float32.
+      stream: run block by block (:func:`gaugejax.streaming.align_streamed`, one block of each
+        model in memory); the models may then also be checkpoint paths. Uses the first
+        ``max_tokens`` tokens, without early stop.
+      state_file: ``.npz`` checkpoint of the statistics (:mod:`gaugejax.runstate`): resumed when it
+        exists, updated every ``checkpoint_tokens`` tokens.
+      state_key: extra text for the state fingerprint (e.g. checkpoint fingerprints).
       **match_kwargs: ``group``, ``solver``.
 
     Raises:
@@ -187,6 +222,12 @@ def align(
     """
     from gaugejax.models import residual_stream
 
+    if stream:
+        if state_file is not None or mesh is not None:
+            raise GaugeError("state_file and mesh are not supported with stream=True yet; drop one of them")
+        return _align_streamed(model_a, model_b, tokens, layers=layers, method=method, batch_rows=batch_rows,
+                               max_tokens=max_tokens, confidence=confidence, progress=progress, names=names,
+                               warn=warn, compute_dtype=compute_dtype, **match_kwargs)
     ca, cb = model_a.config, model_b.config
     check_pair(ca, cb)
     tok = as_token_rows(tokens)
@@ -198,14 +239,56 @@ def align(
     match_kwargs.setdefault("norm", ca.norm)
     batch_rows = max(1, int(batch_rows))
 
+    run = _placed(model_a, model_b, mesh)
+    resume, checkpoint = None, None
+    if state_file is not None:
+        key = fingerprint(tok, layers, method, batch_rows, min_tokens, max_tokens, confidence, ca, cb,
+                          None if compute_dtype is None else np.dtype(compute_dtype).name, state_key)
+        resume = load_state(state_file, key)
+        checkpoint = lambda st: save_state(state_file, st, key)  # noqa: E731
+    start = 0 if resume is None else resume.n_tokens // tok.shape[1]
+
     def batches():
-        for i in range(0, tok.shape[0], batch_rows):
-            t = tok[i:i + batch_rows]
-            ha = residual_stream(model_a, t, final_norm=False)[idx]
-            hb = residual_stream(model_b, t, final_norm=False)[idx]
+        for i in range(start, tok.shape[0], batch_rows):
+            ha, hb = run(tok[i:i + batch_rows], idx, compute_dtype)
             L, b, s, d = ha.shape
             yield ha.reshape(L, b * s, d), hb.reshape(L, b * s, d)
 
     return align_activations(batches(), method=method, min_tokens=min_tokens, max_tokens=max_tokens,
                              confidence=confidence, layers=layers, progress=progress, total_tokens=int(tok.size),
-                             names=names, warn=warn, **match_kwargs)
+                             names=names, warn=warn, resume=resume, checkpoint=checkpoint,
+                             checkpoint_tokens=checkpoint_tokens, **match_kwargs)
+
+
+def _placed(model_a: Any, model_b: Any, mesh: Any):
+    """``run(rows, idx, compute_dtype) -> (ha, hb)``: both models' pre-norm streams at ``idx``,
+    on ``mesh`` when given (parameters split over ``model``, rows over ``data``)."""
+    from gaugejax.models import residual_stream
+
+    if mesh is None:
+        def run(t, idx, dt):
+            return (residual_stream(model_a, t, final_norm=False, compute_dtype=dt)[idx],
+                    residual_stream(model_b, t, final_norm=False, compute_dtype=dt)[idx])
+        return run
+    from gaugejax import sharding
+
+    ma, mb = sharding.shard_model(model_a, mesh), sharding.shard_model(model_b, mesh)
+
+    def run_sharded(t, idx, dt):
+        t = sharding.shard_rows(t, mesh)
+        return (residual_stream(ma, t, final_norm=False, compute_dtype=dt)[idx],
+                residual_stream(mb, t, final_norm=False, compute_dtype=dt)[idx])
+    return run_sharded
+
+
+def _align_streamed(model_a, model_b, tokens, *, layers, batch_rows, max_tokens, **kwargs) -> MatchResult:
+    """:func:`align` with ``stream=True``: the first ``max_tokens`` tokens, block by block."""
+    from gaugejax.streaming import align_streamed, block_source
+
+    a, b = block_source(model_a), block_source(model_b)
+    check_pair(a.config, b.config)
+    tok = as_token_rows(tokens)
+    if max_tokens is not None:
+        tok = tok[:max(1, -(-int(max_tokens) // tok.shape[1]))]
+    layers = tuple(default_layers(a.config.n_layers) if layers is None else (int(i) for i in layers))
+    return align_streamed(a, b, tok, layers=layers, chunk_rows=max(1, int(batch_rows)), **kwargs)

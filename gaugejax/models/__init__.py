@@ -73,16 +73,28 @@ def random_model(config: ModelConfig | str = "llama", seed: int | jax.Array = 0,
     return Model(config, family_module(config).init_params(config, key, dtype))
 
 
-@partial(jax.jit, static_argnums=(0, 3))
-def _stream_and_final(config: ModelConfig, params: Any, tokens: jax.Array, hook: Hook | None = None):
-    return family_module(config).hidden_states(config, runner.upcast(params), tokens, hook=hook)
+def _in_dtype(params: Any, compute_dtype: Any) -> Any:
+    """Global params in the compute dtype; the stacked blocks are cast one at a time inside the scan
+    (:func:`gaugejax.models.runner.hidden_states`), so bf16 weights never get a full float32 copy."""
+    if compute_dtype is None:
+        leaves = jax.tree.leaves(params)
+        compute_dtype = jnp.float64 if any(x.dtype == jnp.float64 for x in leaves) else jnp.float32
+    cast = lambda x: x.astype(compute_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+    return {k: (v if k == "layers" else jax.tree.map(cast, v)) for k, v in params.items()}
 
 
-@partial(jax.jit, static_argnums=(0, 3))
-def _logits(config: ModelConfig, params: Any, tokens: jax.Array, hook: Hook | None = None):
-    params = runner.upcast(params)
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def _stream_and_final(config: ModelConfig, params: Any, tokens: jax.Array, hook: Hook | None = None,
+                      compute_dtype: Any = None):
+    return family_module(config).hidden_states(config, _in_dtype(params, compute_dtype), tokens, hook=hook)
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def _logits(config: ModelConfig, params: Any, tokens: jax.Array, hook: Hook | None = None, compute_dtype: Any = None):
+    params = _in_dtype(params, compute_dtype)
     _, final = family_module(config).hidden_states(config, params, tokens, hook=hook)
-    return runner.unembed(config, params, final)
+    logits = runner.unembed(config, params, final)
+    return logits if compute_dtype is None else logits.astype(jnp.float32)
 
 
 def _check_tokens(model: Model, tokens: Any) -> tuple[jax.Array, bool]:
@@ -120,7 +132,17 @@ def _check_hook(model: Model, hook: Hook | None) -> Hook | None:
     return int(layer), fn
 
 
-def forward(model: Model, tokens: Any, *, hook: Hook | None = None) -> jax.Array:
+def _dtype_key(compute_dtype: Any) -> str | None:
+    """A hashable name of the compute dtype (``None``: float32, float64 for float64 weights)."""
+    if compute_dtype is None:
+        return None
+    dt = jnp.dtype(compute_dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise GaugeError(f"compute_dtype must be a float dtype (bfloat16, float32), got {compute_dtype!r}")
+    return dt.name
+
+
+def forward(model: Model, tokens: Any, *, hook: Hook | None = None, compute_dtype: Any = None) -> jax.Array:
     """Next-token logits.
 
     Args:
@@ -131,6 +153,8 @@ def forward(model: Model, tokens: Any, *, hook: Hook | None = None) -> jax.Array
         remaining blocks continue from it. ``fn`` is a compile-time constant: reuse the same
         function object to reuse the compiled program (or call
         :func:`gaugejax.models.runner.hidden_states` inside your own ``jax.jit``).
+      compute_dtype: dtype of matmuls and of the stream (default float32, or float64 for float64
+        weights); norms and softmax always run in float32. Weights are cast block by block.
 
     Returns:
       float32 logits ``(batch, seq, vocab)`` (no batch axis for 1-D input).
@@ -141,11 +165,12 @@ def forward(model: Model, tokens: Any, *, hook: Hook | None = None) -> jax.Array
       (1, 3, 256)
     """
     tokens, squeeze = _check_tokens(model, tokens)
-    out = _logits(model.config, model.params, tokens, _check_hook(model, hook))
+    out = _logits(model.config, model.params, tokens, _check_hook(model, hook), _dtype_key(compute_dtype))
     return out[0] if squeeze else out
 
 
-def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True, hook: Hook | None = None) -> jax.Array:
+def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True, hook: Hook | None = None,
+                    compute_dtype: Any = None) -> jax.Array:
     """The residual stream at every layer, as ``transformers``' ``output_hidden_states``.
 
     Args:
@@ -155,6 +180,7 @@ def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True, hook:
         ``False`` it is the pre-norm stream after the last block.
       hook: optional ``(layer, fn)`` edit of the stream, as in :func:`forward`; entry ``layer``
         holds the edited stream, later entries the blocks' response to it.
+      compute_dtype: as in :func:`forward` (the stream is returned in it).
 
     Returns:
       ``(n_layers + 1, batch, seq, d)``: index 0 the embeddings, index i after block i.
@@ -167,7 +193,8 @@ def residual_stream(model: Model, tokens: Any, *, final_norm: bool = True, hook:
       True
     """
     tokens, squeeze = _check_tokens(model, tokens)
-    stream, final = _stream_and_final(model.config, model.params, tokens, _check_hook(model, hook))
+    stream, final = _stream_and_final(model.config, model.params, tokens, _check_hook(model, hook),
+                                      _dtype_key(compute_dtype))
     if final_norm:
         stream = stream.at[-1].set(final)
     return stream[:, 0] if squeeze else stream

@@ -2,7 +2,7 @@
 
 Einsum letters: B batch, T query time, S key time, D model, N query heads, K kv heads,
 R heads per kv head (N = K·R), H head dim, F hidden (MLP).
-Everything here computes in the dtype it is given; the model functions upcast to float32.
+Matmuls compute in the dtype they are given; norms and softmax in (at least) float32, cast back.
 """
 
 from __future__ import annotations
@@ -22,20 +22,27 @@ def rms_norm(x: jax.Array, gain: jax.Array, eps: float, offset: float = 0.0) -> 
       >>> float(rms_norm(jnp.array([3.0, 4.0]), jnp.ones(2), 0.0)[1])  # doctest: +ELLIPSIS
       1.131...
     """
+    dt, x = x.dtype, _f32(x)
     inv = jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
-    return (offset + gain) * (x * inv)
+    return ((offset + _f32(gain)) * (x * inv)).astype(dt)
 
 
 def layer_norm(x: jax.Array, gain: jax.Array | None, bias: jax.Array | None, eps: float) -> jax.Array:
     """LayerNorm ``g ⊙ (x - mean) / sqrt(var + eps) + b`` over the last axis (biased variance)."""
+    dt, x = x.dtype, _f32(x)
     mu = jnp.mean(x, axis=-1, keepdims=True)
     xc = x - mu
     y = xc * jax.lax.rsqrt(jnp.mean(jnp.square(xc), axis=-1, keepdims=True) + eps)
     if gain is not None:
-        y = y * gain
+        y = y * _f32(gain)
     if bias is not None:
-        y = y + bias
-    return y
+        y = y + _f32(bias)
+    return y.astype(dt)
+
+
+def _f32(x: jax.Array) -> jax.Array:
+    """At least float32: half-precision inputs (bf16 compute) are normalised in float32."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _gelu_tanh(x):
@@ -163,7 +170,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, scal
     if softcap is not None:
         scores = softcap * jnp.tanh(scores / softcap)
     scores = jnp.where(mask, scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1)
+    probs = jax.nn.softmax(_f32(scores), axis=-1).astype(v.dtype)  # softmax in float32 under bf16 compute
     out = jnp.einsum("bkrts,bskh->btkrh", probs, v)
     return out.reshape(b, t, n, h)
 

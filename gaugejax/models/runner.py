@@ -35,7 +35,8 @@ def _scan(mod: types.ModuleType, c: ModelConfig, layers: Any, x: jax.Array, ctx:
 
     def step(x, inputs):
         p, i = inputs
-        y = mod.block(c, p, x, {**ctx, "layer": i})
+        p = jax.tree.map(lambda a: a.astype(x.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, p)
+        y = mod.block(c, p, x, {**ctx, "layer": i}).astype(x.dtype)
         return y, y
 
     sliced = jax.tree.map(lambda a: a[lo:hi], layers)
@@ -50,7 +51,8 @@ def hidden_states(mod: types.ModuleType, c: ModelConfig, params: Any, tokens: ja
     Args:
       mod: the family module.
       c: its config.
-      params: the params pytree (already in the compute dtype).
+      params: the params pytree, global entries in the compute dtype (the stacked blocks are cast
+        to the stream's dtype one block at a time).
       tokens: ``(B, T)`` integer ids.
       hook: optional ``(layer, fn)``: ``x = fn(x)`` at residual index ``layer`` (static), then on.
 

@@ -1,0 +1,178 @@
+"""Device meshes: parameters split over a ``model`` axis, token rows over a ``data`` axis.
+
+Each family declares, per parameter, which axis a model-parallel mesh may split (heads, ``d_ff``,
+vocabulary; :meth:`gaugejax.models.family.Family.shard_axes`). :func:`param_shardings` turns that
+into :class:`jax.sharding.NamedSharding` s (replicated where the axis size does not divide),
+:func:`shard_model` places an in-memory model, and :func:`load_sharded` builds every parameter
+with :func:`jax.make_array_from_callback` from the memory-mapped safetensors: each process reads
+only the slices its own devices hold (multi-host: call :func:`jax.distributed.initialize` first).
+jit then runs the forward pass with the parameters split and the rows spread; the correlation
+statistics reduce over the mesh as in :mod:`gaugejax.stats`.
+
+Example:
+  >>> parse_mesh("data=2,model=4")
+  {'data': 2, 'model': 4}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from gaugejax.errors import GaugeJaxError
+from gaugejax.models.base import Model, ModelConfig
+from gaugejax.models.family import family_module
+
+__all__ = ["parse_mesh", "make_mesh", "param_shardings", "shard_model", "shard_rows", "load_sharded",
+           "AXES"]
+
+AXES = ("data", "model")
+"""Mesh axis names: token rows over ``data``, parameters over ``model``."""
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+    """``"data=N,model=M"`` (either part optional) → ``{"data": N, "model": M}``.
+
+    Raises:
+      GaugeJaxError: unknown axis names or non-positive sizes.
+    """
+    out: dict[str, int] = {}
+    for part in str(spec).split(","):
+        name, _, size = part.strip().partition("=")
+        if name not in AXES or name in out or not size.strip().isdigit() or int(size) < 1:
+            raise GaugeJaxError(f"--mesh must look like data=N,model=M with positive N, M; got {spec!r}")
+        out[name] = int(size)
+    return {"data": out.get("data", 1), "model": out.get("model", 1)}
+
+
+def make_mesh(spec: str | dict[str, int] | Mesh) -> Mesh:
+    """A ``(data, model)`` mesh over all devices of all processes.
+
+    Raises:
+      GaugeJaxError: the sizes do not multiply to the number of devices.
+    """
+    if isinstance(spec, Mesh):
+        return spec
+    sizes = parse_mesh(spec) if isinstance(spec, str) else {"data": 1, "model": 1, **spec}
+    n = jax.device_count()
+    if sizes["data"] * sizes["model"] != n:
+        raise GaugeJaxError(f"--mesh data={sizes['data']},model={sizes['model']} needs "
+                            f"{sizes['data'] * sizes['model']} devices, but {n} are visible")
+    # Auto axes: jit propagates the parameter shardings (GSPMD) through the unchanged model code.
+    return jax.make_mesh((sizes["data"], sizes["model"]), AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def _spec(axis: int | None, shape: tuple[int, ...], mesh: Mesh) -> P:
+    m = mesh.shape.get("model", 1)
+    if axis is None or m == 1 or axis >= len(shape) or shape[axis] % m:
+        return P()
+    return P(*([None] * axis + ["model"]))
+
+
+def param_shardings(config: ModelConfig, shapes: Any, mesh: Mesh) -> Any:
+    """A :class:`NamedSharding` per parameter (``shapes``: the params, or anything with ``.shape``).
+
+    The family's declared axis is split over ``model`` when its size divides; everything else is
+    replicated.
+    """
+    axes = family_module(config).shard_axes(config)
+
+    def one(ax, a):
+        return NamedSharding(mesh, _spec(ax, tuple(a.shape), mesh))
+
+    return jax.tree.map(one, axes, shapes, is_leaf=lambda x: x is None)
+
+
+def shard_model(model: Model, mesh: Mesh) -> Model:
+    """``model`` with every parameter placed by :func:`param_shardings`."""
+    sh = param_shardings(model.config, model.params, mesh)
+    return Model(model.config, jax.tree.map(jax.device_put, model.params, sh))
+
+
+def shard_rows(tokens: Any, mesh: Mesh) -> jax.Array:
+    """Token rows split over ``data`` (replicated when the row count does not divide)."""
+    t = np.asarray(tokens)
+    d = mesh.shape.get("data", 1)
+    spec = P("data") if t.ndim >= 1 and t.shape[0] % d == 0 else P()
+    sh = NamedSharding(mesh, spec)
+    return jax.make_array_from_callback(t.shape, sh, lambda idx: t[idx])
+
+
+def _slice_reader(ckpt: Any, config: ModelConfig) -> Callable[[str, int | None, tuple], np.ndarray]:
+    """``read(key, layer, index)``: the block ``index`` (in our layout) of parameter ``key`` of
+    ``layer``, reading only those elements of the stored tensor (a memory map)."""
+    by_key: dict[tuple[str, int | None], list] = {}
+    for t in family_module(config).hf_tensors(config):
+        for k, size in (t.parts or ((t.key, None),)):
+            by_key.setdefault((k, t.layer), []).append(t)
+
+    def read(key: str, layer: int | None, index: tuple) -> np.ndarray:
+        out = []
+        for t in by_key[(key, layer)]:
+            offset = 0
+            for k, size in t.parts:
+                if k == key:
+                    break
+                offset += size
+            idx = list(index) + [slice(None)] * 4
+            if t.parts:
+                s = idx[t.fuse_axis]
+                lo, hi, _ = s.indices(dict(t.parts)[key])
+                idx[t.fuse_axis] = slice(offset + lo, offset + hi)
+            stored = ckpt.tensor(t.name)
+            idx = idx[:stored.ndim]
+            if t.transpose:
+                out.append(np.asarray(stored[tuple(idx[::-1])]).T)
+            else:
+                out.append(np.asarray(stored[tuple(idx)]))
+        return out[0]
+
+    return read
+
+
+def load_sharded(path: str | os.PathLike, mesh: Mesh, *, dtype: Any = None,
+                 reader: Callable | None = None) -> Model:
+    """A Hugging Face directory loaded straight onto ``mesh``, each process reading only its slices.
+
+    Args:
+      path: the checkpoint directory.
+      mesh: a ``(data, model)`` mesh (:func:`make_mesh`).
+      dtype: cast the weights (default: keep the stored dtype).
+      reader: for tests: wraps the slice reader (``reader(read) -> read``), e.g. to record reads.
+    """
+    from gaugejax.io.hf import HFCheckpoint
+
+    ckpt = HFCheckpoint(path)
+    ckpt.check_complete()
+    c = ckpt.config
+    read = _slice_reader(ckpt, c)
+    read = reader(read) if reader is not None else read
+    shapes = family_module(c).param_shapes(c)
+    stored = {t.name: ckpt.files[t.name].info(ckpt.aliases[t.name]).dtype for t in family_module(c).hf_tensors(c)}
+    store_dt = jnp.dtype(dtype) if dtype is not None else jnp.dtype(next(iter(stored.values())))
+    axes = family_module(c).shard_axes(c)
+    if any(t.expert is not None for t in family_module(c).hf_tensors(c)):
+        raise GaugeJaxError(f"{path}: sharded loading of mixture-of-experts checkpoints is not supported yet; "
+                            "load it without --mesh")
+
+    def build(key: str, shape: tuple, layered: bool) -> jax.Array:
+        full = ((c.n_layers,) if layered else ()) + tuple(shape)
+        ax = axes["layers"][key] if layered else axes[key]
+        sh = NamedSharding(mesh, _spec(ax, full, mesh))
+
+        def cb(index):
+            if not layered:
+                return read(key, None, tuple(index)).astype(store_dt)
+            lo, hi, _ = index[0].indices(c.n_layers)
+            return np.stack([read(key, i, tuple(index[1:])) for i in range(lo, hi)]).astype(store_dt)
+
+        return jax.make_array_from_callback(full, sh, cb)
+
+    params: dict[str, Any] = {k: build(k, s, False) for k, s in shapes.items() if k != "layers"}
+    params["layers"] = {k: build(k, s, True) for k, s in shapes["layers"].items()}
+    return Model(c, params)

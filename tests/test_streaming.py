@@ -1,0 +1,95 @@
+"""Layer streaming, compute dtype and memory budgets.
+
+Streaming runs the same block functions one block at a time; in float32 it reproduces the
+in-memory residual stream (compared at 1e-6 relative: same float32 ops, XLA may fuse differently).
+"""
+
+import numpy as np
+import jax.numpy as jnp
+import pytest
+
+import gaugejax as gj
+from gaugejax import memory
+from gaugejax.align import align
+from gaugejax.errors import GaugeError, GaugeJaxError
+from gaugejax.streaming import CheckpointBlocks, ModelBlocks, align_streamed, streamed_residuals
+
+TOKENS = np.random.default_rng(0).integers(0, 256, (6, 48))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A random Llama, a gauged copy, and both saved as bf16 checkpoints."""
+    m = gj.random_model(gj.tiny_config("llama", n_layers=3), seed=0)
+    g = gj.SignedPermutation.random(7, m.config.d_model)
+    mb = gj.apply_gauge(m, g)
+    root = tmp_path_factory.mktemp("stream")
+    gj.save_model(m, root / "a", dtype="bfloat16")
+    gj.save_model(mb, root / "b", dtype="bfloat16")
+    return m, mb, g, root / "a", root / "b"
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_streamed_residuals_match_in_memory(kind):
+    m = gj.random_model(kind, seed=1)
+    ref = np.asarray(gj.residual_stream(m, TOKENS, final_norm=True))
+    got = dict(streamed_residuals(m, TOKENS, final_norm=True, chunk_rows=4))
+    assert sorted(got) == list(range(m.config.n_layers + 1))
+    for i, h in got.items():
+        assert np.abs(h - ref[i]).max() <= 1e-6 * np.abs(ref[i]).max(), i
+
+
+def test_checkpoint_blocks_read_one_block(pair):
+    m, _, _, a, _ = pair
+    src = CheckpointBlocks(a)
+    blk = src.block(1)
+    ref = {k: np.asarray(v[1].astype(jnp.bfloat16).astype(jnp.float32)) for k, v in m.params["layers"].items()}
+    assert set(blk) == set(ref)
+    for k in ref:
+        np.testing.assert_array_equal(np.asarray(blk[k]), ref[k])  # bf16 storage, exact f32 widening
+    assert src.block(0, "bfloat16")["q"].dtype == jnp.bfloat16
+    assert 0 < src.block_bytes() * m.config.n_layers < src.weight_bytes()
+
+
+def test_align_streamed_from_checkpoints_recovers_gauge(pair):
+    m, mb, g, a, b = pair
+    for dt in (None, "bfloat16"):
+        r = align_streamed(a, b, TOKENS, layers=(1, 3), compute_dtype=dt, warn=False)
+        assert r.gauge == g and r.n_tokens == TOKENS.size
+    # the streamed statistics agree with in-memory align on the same tokens (float32 rounding only)
+    ref = align(m, mb, TOKENS, layers=(1, 3), min_tokens=TOKENS.size, warn=False)
+    got = align(m, mb, TOKENS, layers=(1, 3), stream=True, warn=False)
+    assert got.gauge == ref.gauge == g
+    np.testing.assert_allclose(got.matched_corr, ref.matched_corr, atol=1e-5)
+
+
+def test_bf16_compute_close_to_f32_and_keeps_bf16_weights():
+    m = gj.random_model("llama", seed=2)
+    f32 = np.asarray(gj.forward(m, TOKENS[:2]))
+    b16 = np.asarray(gj.forward(m, TOKENS[:2], compute_dtype="bfloat16"))
+    assert b16.dtype == np.float32
+    # bf16 has an 8-bit mantissa (eps 2^-8 ≈ 0.004); two blocks keep the error to a few eps.
+    assert np.abs(b16 - f32).max() <= 0.05 * np.abs(f32).max()
+    hs = gj.residual_stream(m, TOKENS[:2], compute_dtype="bfloat16")
+    assert hs.dtype == jnp.bfloat16
+    with pytest.raises(GaugeError, match="float dtype"):
+        gj.forward(m, TOKENS[:2], compute_dtype="int32")
+
+
+def test_align_bf16_compute_recovers_gauge():
+    m = gj.random_model("llama", seed=3)
+    g = gj.SignedPermutation.random(4, m.config.d_model)
+    r = align(m, gj.apply_gauge(m, g), TOKENS, compute_dtype="bfloat16", warn=False)
+    assert r.gauge == g
+
+
+def test_parse_size():
+    assert memory.parse_size("400MB") == 400 * 10**6
+    assert memory.parse_size("16GB") == 16 * 10**9
+    assert memory.parse_size("2GiB") == 2 * 2**30
+    assert memory.parse_size("1024") == 1024
+    for bad in ("", "-1GB", "12 parsecs", "GB", "0"):
+        with pytest.raises(GaugeJaxError, match="memory size"):
+            memory.parse_size(bad)
+    assert memory.rss_bytes() > 0 and memory.peak_rss_bytes() >= memory.rss_bytes()
+    assert memory.default_budget() > 0
