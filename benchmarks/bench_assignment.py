@@ -1,4 +1,4 @@
-"""Assignment solvers side by side: gaugejax ``auto`` vs scipy, lap.lapjv and optax's Hungarian.
+"""Assignment solvers side by side: gaugejax ``auto`` and ``device`` vs scipy, lap.lapjv and optax's Hungarian.
 
 Matrix families (float32, maximised):
 
@@ -89,6 +89,21 @@ def _optax_solve(s: np.ndarray, sj) -> float:
     return float(s[np.asarray(i), np.asarray(j)].astype(np.float64).sum())
 
 
+@functools.lru_cache(maxsize=None)
+def _device_fn():
+    import jax
+
+    from gaugejax import assignment_device
+
+    return jax.jit(assignment_device.solve)
+
+
+def _device_solve(s: np.ndarray, sj) -> float:
+    """gaugejax's on-device solver (certificate, priced warm start, shortest paths) on ``sj``; its objective."""
+    out = _device_fn()(sj)
+    return float(s[np.arange(s.shape[0]), np.asarray(out.cols)].astype(np.float64).sum())
+
+
 def _dispatch_only(s: np.ndarray):
     """auto's own work when it falls back: everything but the whole-matrix solver (replaced by a no-op)."""
     saved = dict(assignment._FULL)
@@ -105,7 +120,7 @@ def run(ds, kinds, timeout, repeat):
     import jax
 
     rows = []
-    solvers = ("scipy", "lapjv", "optax")
+    solvers = ("scipy", "lapjv", "optax", "device")
     history = {(k, m): {} for k in kinds for m in solvers}
     for d in ds:
         for kind in kinds:
@@ -123,6 +138,9 @@ def run(ds, kinds, timeout, repeat):
                 if m == "optax":
                     jax.block_until_ready(_optax_fn()(-sj))  # compile outside the timing
                     fns[m] = lambda: _optax_solve(s, sj)
+                elif m == "device":
+                    jax.block_until_ready(_device_fn()(sj))  # compile outside the timing
+                    fns[m] = lambda: _device_solve(s, sj)
                 else:
                     fns[m] = (lambda m=m: assignment.solve(s, method=m))
             slow = max([_predict(history[(kind, m)], d) for m in solvers if m in fns] + [0.0])
@@ -140,21 +158,24 @@ def run(ds, kinds, timeout, repeat):
             for m in solvers:
                 if m in best:
                     history[(kind, m)][d] = best[m]
-            objs = {m: (out[m] if m == "optax" else out[m].objective) for m in solvers if m in out}
+            objs = {m: (out[m] if m in ("optax", "device") else out[m].objective) for m in solvers if m in out}
             a_auto = out["auto"]
             exact = [objs[m] for m in ("scipy", "lapjv") if m in objs]
             same = all(abs(a_auto.objective - o) <= 1e-9 * max(1.0, abs(o)) for o in exact) if exact else "n/a"
-            if "optax" in objs and abs(objs["optax"] - a_auto.objective) > 1e-6 * abs(a_auto.objective):
-                notes.append("optax optimum differs (float32)")
+            for m in ("optax", "device"):
+                if m in objs and abs(objs[m] - a_auto.objective) > 1e-6 * abs(a_auto.objective):
+                    notes.append(f"{m} optimum differs (float32)")
             cell = {m: best.get(m, preds.get(m, math.nan)) for m in solvers}
             fastest = min([best[m] for m in ("scipy", "lapjv") if m in best] or [math.nan])
             rows.append([
                 d, kind, a_auto.solver, best["argmax"], best["auto"], best["auto"] / best["argmax"], best["dispatch"],
-                cell["scipy"], cell["lapjv"], cell["optax"], cell["scipy"] / best["auto"], fastest / best["auto"],
+                cell["scipy"], cell["lapjv"], cell["optax"], cell["device"], cell["device"] / fastest,
+                cell["scipy"] / best["auto"], fastest / best["auto"],
                 same, "; ".join(notes),
             ])
     cols = ["d", "matrix", "auto path", "argmax pass (s)", "auto (s)", "auto / argmax", "auto before dispatch (s)", "scipy (s)",
-            "lapjv (s)", "optax (s)", "scipy / auto", "min(scipy, lapjv) / auto", "same optimum", "notes"]
+            "lapjv (s)", "optax (s)", "device (s)", "device / min(scipy, lapjv)", "scipy / auto",
+            "min(scipy, lapjv) / auto", "same optimum", "notes"]
     return markdown_table(cols, rows)
 
 
@@ -178,7 +199,8 @@ def main(argv=None) -> int:
             "dispatch' is auto's own work when it falls back (argmax pass, conflict count, finiteness check): "
             "on random/hard matrices auto = that + the fastest solver, and the rest of any gap to lapjv "
             "is run-to-run noise of the shared machine.\n\n"
-            "optax: compiled once per shape outside the timing (float32, on CPU). Solvers predicted (power law "
+            "optax and device (`gaugejax.assignment_device.solve`, jitted, on the CPU backend; no GPU was "
+            "available): compiled once per shape outside the timing (float32). Solvers predicted (power law "
             "fitted on the two largest measured sizes, exponent clipped to [2, 3.5]) to exceed the timeout are "
             "not run; their cell holds the prediction and the notes say so.\n\n" + table)
     print(body)

@@ -267,9 +267,12 @@ def _ceiling(key, rho, m, *, d, n, trials, methods, structure, sampler, chunk, s
     return jax.tree.map(lambda a: a.reshape(-1)[:trials], out)
 
 
-def _default_chunk(d: int, n: int, sampler: str) -> int:
-    per_trial = (3 * n * d if sampler == "tokens" else 4 * d * d) * 4  # bytes of the largest buffers
-    return int(max(1, min(64, (512 << 20) // max(per_trial, 1))))
+def _default_chunk(d: int, n: int, sampler: str, trials: int) -> int:
+    """Trials per vmapped chunk: about 128 MB of the largest buffers (measured on CPU: larger chunks
+    are slower, memory-bound), at most 16, split evenly so that little padding is computed."""
+    per_trial = (3 * n * d if sampler == "tokens" else 4 * d * d) * 4
+    cap = int(max(1, min(16, (128 << 20) // max(per_trial, 1), trials)))
+    return -(-trials // -(-trials // cap))
 
 
 def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: float, trials: int,
@@ -287,7 +290,7 @@ def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: fl
       correlation: coordinate structure (``None``: decorrelated; see :func:`parse_structure`).
       sampler: ``"tokens"`` (draw ``X, Y``), ``"wishart"`` (decorrelated Gaussian only: exact
         sufficient statistics, no tokens) or ``"auto"`` (wishart when allowed and ``n > 2d``).
-      chunk: trials generated at once with ``vmap`` (default: by memory, at most 64).
+      chunk: trials generated at once with ``vmap`` (default: by memory, at most 16).
       solve_batch: assignments solved at once under ``vmap`` (default: 1 on CPU, where lockstep
         searches cost more than they save; the whole chunk on accelerators).
 
@@ -316,7 +319,7 @@ def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: fl
     if sampler == "auto":
         sampler = "wishart" if st.kind == "none" and n > 2 * d else "tokens"
     m = int(round((1.0 - positive_fraction) * d))
-    chunk = int(chunk or _default_chunk(d, n, sampler))
+    chunk = int(chunk or _default_chunk(d, n, sampler, trials))
     chunk = max(1, min(chunk, trials))
     if solve_batch is None:
         solve_batch = 1 if jax.default_backend() == "cpu" else chunk
