@@ -126,3 +126,22 @@ def test_bad_arguments():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "simulate" in dir(gj)
+
+
+def test_cli_simulate_writes_json_and_plots_and_respects_overwrite(tmp_path, capsys):
+    import json
+
+    from gaugejax.cli import main
+
+    out = tmp_path / "sim"
+    argv = ["simulate", "--out", str(out), "--sweeps", "fraction", "tau", "--d", "8", "--n", "256", "--trials", "2",
+            "--fractions", "0.5", "1", "--taus", "4", "15"]
+    assert main(argv) == 0
+    res = json.loads((out / "simulate.json").read_text())
+    assert [r["signed"]["perm"]["mean"] for r in res["fraction"]] == [0.5, 1.0]  # τ = 0.9·16: the ceiling
+    assert {p.name for p in out.glob("*.png")} == {"fraction.png", "tau.png"}
+    assert main(argv) == 2  # existing, non-empty output: refused without --overwrite
+    assert "overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    assert main(["simulate", "--out", str(tmp_path / "x"), "--d", "8", "--taus", "99", "--n", "256"]) == 2
+    assert not (tmp_path / "x").exists()
