@@ -1,4 +1,4 @@
-"""GGUF files (llama.cpp): read a Llama-architecture model, its tokenizer and a metadata summary.
+"""GGUF files (llama.cpp): read a model (llama, qwen2, qwen3, gemma 1-3, phi3), its tokenizer and a summary.
 
 The ``gguf`` package (``pip install gguf``) parses the file; quantized tensors are dequantized to
 float32 with ``gguf.quants.dequantize`` (vectorized per tensor), so every tool sees the same float
@@ -8,9 +8,12 @@ Two layout facts matter:
 
 * GGUF lists dimensions innermost first (``ne = [in, out]``); the reader's arrays are already in
   numpy order, i.e. ``(out, in)``, the PyTorch ``nn.Linear`` layout.
-* llama.cpp's converter permutes the rows of ``attn_q`` and ``attn_k`` from the Hugging Face
-  "rotate half" RoPE layout to its interleaved one. :func:`reverse_permute` undoes it, exactly as
+* llama.cpp's converter permutes the rows of ``attn_q`` and ``attn_k`` of the ``llama``
+  architecture from the Hugging Face "rotate half" RoPE layout to its interleaved one, and stores
+  Gemma's norm gains as ``w + 1``; :mod:`gaugejax.io.gguf_arch` undoes both, exactly as
   ``transformers``' GGUF loader does.
+* Tensor names come from the family's parameter table when it declares them, else from
+  ``gguf``'s own ``TensorNameMap`` (the map llama.cpp's converter and transformers use).
 
 Example:
   >>> from gaugejax.io.gguf import load_gguf, gguf_tokenizer
@@ -20,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -29,16 +31,13 @@ from typing import Any, Callable
 import numpy as np
 
 from gaugejax.errors import CheckpointError
+from gaugejax.io.gguf_arch import ARCHITECTURES, hf_config, reverse_permute
 from gaugejax.models.base import Model
-from gaugejax.models.llama import LlamaConfig
 from gaugejax.models.table import HFTensor
 
 __all__ = ["load_gguf", "gguf_tokenizer", "gguf_metadata", "reverse_permute", "SUPPORTED_ARCHITECTURES"]
 
-SUPPORTED_ARCHITECTURES = ("llama",)
-
-# Tensors llama.cpp may store that carry no weight of the Hugging Face model.
-_IGNORED = ("rope_freqs.weight",)
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
 
 def _gguf():
@@ -76,100 +75,24 @@ def _value(field) -> Any:
     return field.parts[-1].tolist()[0]
 
 
-def reverse_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undoes llama.cpp's Q/K row permutation (interleaved RoPE pairs → Hugging Face "rotate half").
-
-    llama.cpp writes ``w.reshape(n, 2, hd/2, in).swapaxes(1, 2)``; this is its inverse, the same
-    as ``transformers``' ``LlamaTensorProcessor._reverse_permute_weights``. ``n_heads`` is the
-    number of heads the rows belong to (``n_kv_heads`` for ``attn_k``).
-    """
-    rows = w.shape[0]
-    if rows % (2 * n_heads):
-        raise CheckpointError(f"cannot undo the RoPE row permutation: {rows} rows for {n_heads} heads")
-    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _config(meta: dict[str, Any], tensors: dict[str, Any], path: Path) -> LlamaConfig:
-    arch = meta.get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported "
-                              f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-
-    def get(key: str, default: Any = None, required: bool = False) -> Any:
-        v = meta.get(f"{arch}.{key}", default)
-        if v is None and required:
-            raise CheckpointError(f"{path}: GGUF metadata lacks {arch}.{key}")
-        return v
-
-    if "rope_freqs.weight" in tensors:
-        raise CheckpointError(f"{path}: per-frequency RoPE factors (rope_freqs.weight, Llama 3.1-style scaling) "
-                              "are not supported")
-    d = int(get("embedding_length", required=True))
-    n_heads = int(get("attention.head_count", required=True))
-    n_kv = get("attention.head_count_kv", n_heads)
-    if isinstance(n_kv, list):
-        if len(set(n_kv)) != 1:
-            raise CheckpointError(f"{path}: per-layer key/value head counts {sorted(set(n_kv))} are not supported")
-        n_kv = n_kv[0]
-    head_dim = int(get("attention.key_length", d // n_heads))
-    rot = get("rope.dimension_count")
-    if rot is not None and int(rot) != head_dim:
-        raise CheckpointError(f"{path}: partial rotary embeddings (rope.dimension_count={rot}, head_dim={head_dim}) "
-                              "are not supported")
-    scaling_type = get("rope.scaling.type", "none")
-    rope_scaling = None
-    if scaling_type == "linear":
-        rope_scaling = json.dumps({"factor": float(get("rope.scaling.factor", required=True)), "rope_type": "linear"},
-                                  sort_keys=True)
-    elif scaling_type not in ("none", None):
-        raise CheckpointError(f"{path}: rope scaling {scaling_type!r} is not supported (supported: linear)")
-    embd = tensors.get("token_embd.weight")
-    if embd is None:
-        raise CheckpointError(f"{path}: missing tensor 'token_embd.weight'")
-    vocab = int(embd[-1])  # GGUF shape lists the innermost dimension first: [d, vocab]
-    declared = get("vocab_size")
-    if declared is not None and int(declared) != vocab:
-        raise CheckpointError(f"{path}: {arch}.vocab_size={declared} but token_embd has {vocab} rows")
-    extra = {k: meta[f"tokenizer.ggml.{g}"] for k, g in (("bos_token_id", "bos_token_id"),
-                                                         ("eos_token_id", "eos_token_id"))
-             if f"tokenizer.ggml.{g}" in meta}
-    if meta.get("general.name"):
-        extra["_name_or_path"] = str(meta["general.name"])
-    return LlamaConfig(
-        family="llama",
-        model_type="llama",
-        vocab_size=vocab,
-        d_model=d,
-        n_layers=int(get("block_count", required=True)),
-        n_heads=n_heads,
-        n_kv_heads=int(n_kv),
-        head_dim=head_dim,
-        d_ff=int(get("feed_forward_length", required=True)),
-        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(get("rope.freq_base", 10000.0)),
-        rope_scaling=rope_scaling,
-        tie_embeddings="output.weight" not in tensors,
-        activation="silu",
-        max_positions=int(get("context_length", 2048)),
-        hf_extra=json.dumps(extra),
-    )
-
-
 def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
-    """Loads a Llama-architecture GGUF file into a :class:`Model`.
+    """Loads a GGUF file (architectures in :data:`SUPPORTED_ARCHITECTURES`) into a :class:`Model`.
 
     Args:
       path: the ``.gguf`` file.
       dtype: cast the weights to this dtype (default float32, the dequantized precision).
 
     Returns:
-      A ``llama``-family model (``model_type="llama"``); tied embeddings when the file has no
-      ``output.weight``. Q/K rows are un-permuted back to the Hugging Face layout, so
-      ``save_model`` writes a directory ``transformers`` loads with the same logits.
+      A model of the family of the Hugging Face ``model_type`` the architecture maps to (``llama``,
+      ``qwen2``, ``qwen3``, ``gemma``, ``gemma2``, ``gemma3_text``, ``phi3``); tied embeddings when
+      the file has no ``output.weight``. Q/K rows are un-permuted and Gemma norms un-shifted back
+      to the Hugging Face layout, so ``save_model`` writes a directory ``transformers`` loads with
+      the same logits.
 
     Raises:
-      CheckpointError: ``gguf`` missing, not a GGUF file, another architecture, missing or
-        unexpected tensors, shapes that disagree with the metadata.
+      CheckpointError: ``gguf`` missing, not a GGUF file, another architecture (the message lists
+        the supported ones), unknown metadata, missing or unexpected tensors, shapes that disagree
+        with the metadata.
     """
     p = Path(path)
     reader = _reader(p)
@@ -177,20 +100,18 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
     # the vocabulary arrays are large and not needed here
     meta = {k: _value(f) for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.") or k.endswith("_id")}
     tensors = {t.name: t for t in reader.tensors}
-    config = _config(meta, {k: v.shape for k, v in tensors.items()}, p)
+    arch, cfg = hf_config(meta, {k: v.shape for k, v in tensors.items()}, p)
     from gaugejax.io.hf import params_from_tensors
-    from gaugejax.models import family_module
+    from gaugejax.models import config_from_hf
 
-    names = family_module(config).gguf_names(config)  # HF name → GGUF name, from the family's table
-    unnamed = [t.name for t in family_module(config).hf_tensors(config) if t.name not in names]
-    if unnamed:
-        raise CheckpointError(f"{p}: no GGUF name for tensor {unnamed[0]!r}")
+    config = config_from_hf(cfg)
+    names = _tensor_names(config, meta["general.architecture"], p)
     wanted = set(names.values())
     missing = sorted(wanted - set(tensors))
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise CheckpointError(f"{p}: missing tensors {', '.join(missing[:3])}{more}")
-    extra = sorted(set(tensors) - wanted - set(_IGNORED))
+    extra = sorted(set(tensors) - wanted)
     if extra:
         raise CheckpointError(f"{p}: unexpected tensors {', '.join(extra[:3])} "
                               "(an architecture variant gaugejax does not support?)")
@@ -206,14 +127,36 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
         if w.size != int(np.prod(shape)):
             raise CheckpointError(f"{p}: tensor {name!r} holds {w.size} values, its shape says {shape}")
         w = w.reshape(shape)
-        if name.endswith("attn_q.weight"):
+        if arch.permute_qk and name.endswith("attn_q.weight"):
             w = reverse_permute(w, config.n_heads)
-        elif name.endswith("attn_k.weight"):
+        elif arch.permute_qk and name.endswith("attn_k.weight"):
             w = reverse_permute(w, config.n_kv_heads)
+        elif arch.norm_shift and name.endswith("norm.weight"):
+            w = w - np.float32(arch.norm_shift)
         return w
 
     params = params_from_tensors(config, get, np.float32 if dtype is None else dtype)
     return Model(config, params)
+
+
+def _tensor_names(config, arch_name: str, path: Path) -> dict[str, str]:
+    """HF tensor name → GGUF name: the family table's ``gguf`` names, else ``gguf``'s ``TensorNameMap``."""
+    from gaugejax.models import family_module
+
+    gguf = _gguf()
+    fam = family_module(config)
+    names = fam.gguf_names(config)
+    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch_name]
+    name_map = gguf.get_tensor_name_map(arch, config.n_layers)
+    for t in fam.hf_tensors(config):
+        if t.name in names:
+            continue
+        stem, _, suffix = t.name.rpartition(".")
+        g = name_map.get_name(stem)
+        if g is None:
+            raise CheckpointError(f"{path}: no GGUF name for tensor {t.name!r}")
+        names[t.name] = f"{g}.{suffix}"
+    return names
 
 
 def gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
