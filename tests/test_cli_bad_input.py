@@ -251,6 +251,7 @@ CASES = [
     ("simulate --out {w}/new --d 1", "--d"),
     ("simulate --out {w}/new --n 4", "--n"),
     ("simulate --out {w}/new --trials 0", "--trials"),
+    ("simulate --out {w}/new --n 100000000000", "--n <="),
     ("simulate --out {w}/new --rho 2", "--rho"),
     ("simulate --out {w}/new --structures nonsense", "unknown structure"),
 ]

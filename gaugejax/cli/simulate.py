@@ -84,6 +84,9 @@ def _validate(args) -> None:
 
     if args.trials < 1 or args.n < 8 or any(d < 2 for d in args.d):
         raise GaugeJaxError("need --trials >= 1, --n >= 8 and every --d >= 2")
+    if args.n > 1 << 24 or any(d > 4096 for d in args.d) or args.trials > 1 << 16:
+        raise GaugeJaxError("need --n <= 16777216, every --d <= 4096 and --trials <= 65536 (each trial's "
+                            "n × d activations are held on the device)")
     if not 0 < args.rho <= 1 or any(not 0 <= f <= 1 for f in [*args.fractions, args.fraction]):
         raise GaugeJaxError("need 0 < --rho <= 1 and fractions in [0, 1]")
     if any(t <= 0 or t > math.sqrt(args.n) for t in [*args.taus, args.tau_corr]):
