@@ -99,13 +99,15 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", llama), "gpt2": Family("gpt2", gpt2), "neox": Family("neox", neox),
     "bert": Family("bert", bert),
-    "qwen3": Family("qwen3", qwen3), "gemma": Family("gemma", gemma), "olmo2": Family("olmo2", olmo2), "granite": Family("granite", granite), "smollm3": Family("smollm3", smollm3),
+    "qwen3": Family("qwen3", qwen3), "gemma": Family("gemma", gemma), "olmo2": Family("olmo2", olmo2),
+    "granite": Family("granite", granite), "smollm3": Family("smollm3", smollm3),
 }
 """family name → :class:`Family`."""
 
 MODEL_TYPES: dict[str, str] = {
     "llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2", "gpt_neox": "neox", "bert": "bert",
-    "qwen3": "qwen3", "gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2", "granite": "granite", "smollm3": "smollm3",
+    "qwen3": "qwen3", "gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2",
+    "granite": "granite", "smollm3": "smollm3",
 }
 """Hugging Face ``model_type`` → family."""
 
