@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 from gaugejax.errors import GaugeError, GaugeJaxError
 
@@ -44,8 +46,53 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, default=0.99, help="level of the certificate (default 0.99)")
     p.add_argument("--solver", default="auto", choices=("auto", "scipy", "lapjv", "optax"),
                    help="assignment solver (default auto: certified fast path, then the fastest exact solver)")
+    add_scale_args(p)
+    p.add_argument("--state", metavar="FILE.npz",
+                   help="checkpoint the statistics to FILE every --checkpoint-tokens tokens (atomically) and "
+                   "resume from it after a kill; the resumed run ends bit for bit as an uninterrupted one")
+    p.add_argument("--checkpoint-tokens", type=int, default=4096,
+                   help="tokens between two --state checkpoints (default 4096)")
     p.set_defaults(func=run)
     return p
+
+
+def add_scale_args(p: argparse.ArgumentParser) -> None:
+    """``--dtype``, ``--stream``, ``--max-memory``, ``--mesh``: how large checkpoints are run."""
+    g = p.add_argument_group("models of any size")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="compute dtype of the matmuls (default float32); norms, softmax and statistics stay float32")
+    g.add_argument("--stream", action="store_true",
+                   help="run block by block from the safetensors files (one block of each model in memory)")
+    g.add_argument("--max-memory", metavar="SIZE",
+                   help="weights budget such as 400MB or 16GB; checkpoints larger than it are streamed block by "
+                   "block (default: half the free device memory)")
+    g.add_argument("--mesh", metavar="data=N,model=M",
+                   help="run on a device mesh: token rows over data, parameters split over model "
+                   "(multi-host: one process per host, see the README)")
+
+
+def use_streaming(args, paths) -> bool:
+    """Whether to stream: ``--stream``, or the checkpoints' weights exceed the ``--max-memory`` budget."""
+    from gaugejax.memory import default_budget, parse_size
+
+    budget = parse_size(args.max_memory) if args.max_memory else None
+    if args.stream:
+        return True
+    if args.mesh:
+        return False
+    need = sum(checkpoint_bytes(p) for p in paths)
+    return need > (budget if budget is not None else default_budget())
+
+
+def checkpoint_bytes(path) -> int:
+    """Bytes of a checkpoint's weights (safetensors headers; a file's size otherwise)."""
+    import os
+
+    if Path(path).is_dir():
+        from gaugejax.streaming import CheckpointBlocks
+
+        return CheckpointBlocks(path).weight_bytes()
+    return os.path.getsize(path)
 
 
 def _parse_layers(spec: str | None, n_layers: int):
@@ -65,7 +112,7 @@ def _parse_layers(spec: str | None, n_layers: int):
 
 def run(args) -> int:
     from gaugejax.align import align, check_pair
-    from gaugejax.cli.common import console, progress, table, token_source
+    from gaugejax.cli.common import console, table, token_source
     from gaugejax.io import checkpoint_fingerprint, load_model
     from gaugejax.matching import AmbiguousMatchWarning
 
@@ -84,8 +131,24 @@ def run(args) -> int:
     from gaugejax.cli.common import check_outputs, is_gauge_file, output
 
     check_outputs(args, [output(out, recognise=is_gauge_file)], inputs=[args.src, args.dst, args.tokens, args.text])
-    a = load_model(args.src)
-    b = load_model(args.dst)
+    if args.checkpoint_tokens <= 0:
+        raise GaugeJaxError("--checkpoint-tokens must be positive")
+    mesh = None
+    if args.mesh:
+        from gaugejax.sharding import make_mesh
+
+        mesh = make_mesh(args.mesh)
+    stream = use_streaming(args, [args.src, args.dst])
+    if stream and (args.state or mesh is not None):
+        raise GaugeJaxError("--state and --mesh do not combine with layer streaming yet; drop --stream or raise "
+                            "--max-memory")
+    if stream:
+        from gaugejax.streaming import block_source
+
+        a, b = block_source(args.src), block_source(args.dst)
+    else:
+        a = load_model(args.src, mesh=mesh)
+        b = load_model(args.dst, mesh=mesh)
     check_pair(a.config, b.config)
     if a.config.vocab_size != b.config.vocab_size:
         raise GaugeJaxError(f"different vocabularies: {a.config.vocab_size} vs {b.config.vocab_size}")
@@ -96,16 +159,14 @@ def run(args) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AmbiguousMatchWarning)
-        with progress(f"aligning ({a.config.norm}, d={a.config.d_model})", total) as advance:
-            seen = [0]
-
-            def report(done, _total):
-                advance(done - seen[0])
-                seen[0] = done
-
+        what = f"{'streaming' if stream else 'aligning'} ({a.config.norm}, d={a.config.d_model})"
+        with rate_progress(what, a.config.n_layers if stream else total, "blocks" if stream else "tokens") as report:
+            key = f"{checkpoint_fingerprint(args.src)}|{checkpoint_fingerprint(args.dst)}" if args.state else ""
             r = align(a, b, rows, layers=layers, method=args.method, batch_rows=args.batch_rows,
                       min_tokens=args.min_tokens, max_tokens=args.max_tokens, confidence=args.confidence,
-                      solver=args.solver, progress=report, names=(str(args.src), str(args.dst)))
+                      solver=args.solver, progress=report, names=(str(args.src), str(args.dst)),
+                      mesh=mesh, compute_dtype=args.dtype, stream=stream, state_file=args.state, state_key=key,
+                      checkpoint_tokens=args.checkpoint_tokens)
     r.save(out, src=str(args.src), dst=str(args.dst), src_fingerprint=checkpoint_fingerprint(args.src),
            dst_fingerprint=checkpoint_fingerprint(args.dst), token_source=source, norm=a.config.norm,
            family=a.config.family)
@@ -126,6 +187,38 @@ def run(args) -> int:
         ["weakest margins (j: margin, corr)",
          "; ".join(f"{j}: {m:.3f}, {v:+.3f}" for j, m, v in s["weakest"])],
         ["solver", s["solver"]],
+        ["run", f"{'streamed block by block' if stream else 'in memory'}, {args.dtype or 'float32'} compute"
+                f"{', mesh ' + args.mesh if args.mesh else ''}"],
     ])
     c.print(f"wrote {out}")
     return 0
+
+
+@contextlib.contextmanager
+def rate_progress(description: str, total: int, unit: str) -> Iterator:
+    """A rich progress bar on stderr with rate, what is left and resident memory; yields
+    ``report(done, total)``. Silent when stderr is not a terminal."""
+    import os
+    import sys
+
+    from gaugejax.memory import format_size, rss_bytes
+
+    if not sys.stderr.isatty() or os.environ.get("CI"):
+        yield lambda done, _total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gaugejax.cli.common import console
+
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(f"{{task.fields[rate]}} {unit}/s"), TimeRemainingColumn(), TextColumn("RSS {task.fields[rss]}")]
+    with Progress(*cols, console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total or None, rate="–", rss=format_size(rss_bytes() or 0))
+
+        def report(done, _total):
+            t = bar.tasks[0]
+            speed = t.speed
+            bar.update(task, completed=done, rss=format_size(rss_bytes() or 0),
+                       rate=f"{speed:,.0f}" if speed else "–")
+
+        yield report

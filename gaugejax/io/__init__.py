@@ -38,13 +38,16 @@ def _kind(path: Path) -> str:
     return "unknown"
 
 
-def load_model(path: str | os.PathLike, dtype=None) -> Model:
+def load_model(path: str | os.PathLike, dtype=None, *, mesh=None) -> Model:
     """Loads a checkpoint: a Hugging Face directory or a ``.gguf`` file.
 
     Args:
       path: directory with ``config.json`` and ``*.safetensors`` (sharded or not), or a ``.gguf``.
       dtype: cast the weights to this dtype (default: keep the stored one; GGUF dequantizes to
         float32).
+      mesh: a :class:`jax.sharding.Mesh` (or ``"data=N,model=M"``): every parameter is placed with
+        the family's model-parallel sharding, and each process reads only the slices its devices
+        hold (:func:`gaugejax.sharding.load_sharded`; a GGUF file is loaded, then placed).
 
     Raises:
       CheckpointError: missing files or tensors, pickle checkpoints, unknown architectures.
@@ -53,6 +56,13 @@ def load_model(path: str | os.PathLike, dtype=None) -> Model:
     if not p.exists():
         raise CheckpointError(f"{p} does not exist")
     kind = _kind(p)
+    if mesh is not None and kind in ("hf", "gguf"):
+        from gaugejax import sharding
+
+        mesh = sharding.make_mesh(mesh)
+        if kind == "hf":
+            return sharding.load_sharded(p, mesh, dtype=dtype)
+        return sharding.shard_model(load_model(p, dtype), mesh)
     if kind == "hf":
         return load_hf(p, dtype)
     if kind == "gguf":
