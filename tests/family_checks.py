@@ -66,7 +66,8 @@ def assert_parity(model: gj.Model, toks: np.ndarray, ref_logits: np.ndarray, ref
     err = rel_err(logits, ref_logits)
     assert err < RTOL, f"logits off by {err:.2e}"
     for i in range(len(hidden)):
-        assert rel_err(hidden[i], ref_hidden[i]) < RTOL, f"hidden state {i} off by {rel_err(hidden[i], ref_hidden[i]):.2e}"
+        err_i = rel_err(hidden[i], ref_hidden[i])
+        assert err_i < RTOL, f"hidden state {i} off by {err_i:.2e}"
     return err
 
 

@@ -27,11 +27,12 @@ CASES = {
     # odd sizes, GQA 6/3, n_heads·head_dim ≠ d; layers 1 and 2 slide (window 5 < 12 tokens)
     "sliding": dict(vocab_size=VOCAB, hidden_size=60, intermediate_size=97, num_hidden_layers=3, num_attention_heads=6,
                     num_key_value_heads=3, head_dim=14, max_position_embeddings=64, use_sliding_window=True,
-                    sliding_window=5, max_window_layers=1, rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
+                    sliding_window=5, max_window_layers=1,
+                    rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
     # tied, biased, and head_dim == d: the q/k norm gains have the residual width but are not gains of it
-    "tied_bias": dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=75, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=48, max_position_embeddings=64, tie_word_embeddings=True,
-                      attention_bias=True),
+    "tied_bias": dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=75, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=48, max_position_embeddings=64,
+                      tie_word_embeddings=True, attention_bias=True),
 }
 
 
