@@ -64,7 +64,7 @@ def randomize(model, seed: int = 0) -> None:
             module = name.rsplit(".", 2)[-2] if name.count(".") > 1 else name
             if name.endswith("bias"):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
-            elif "norm" in module or module.startswith("ln_"):
+            elif "norm" in name or module.startswith("ln_"):  # also per-head ``q_layernorm.norms.{h}``
                 p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
 
 

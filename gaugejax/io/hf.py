@@ -184,9 +184,16 @@ def params_from_tensors(config: ModelConfig, get: Callable[[HFTensor], np.ndarra
                 glob[key] = jnp.asarray(part)
             else:
                 per_layer.setdefault(key, []).append(part)
-    glob["layers"] = {k: jnp.asarray(np.stack(v)) for k, v in per_layer.items()}
+    glob["layers"] = {k: jnp.asarray(_stack_layers(v, config.n_layers)) for k, v in per_layer.items()}
     _check_shapes(config, glob)
     return glob
+
+
+def _stack_layers(parts: list[np.ndarray], n_layers: int) -> np.ndarray:
+    """Per-layer arrays on a leading layer axis; a stack of experts (layer by layer, expert by
+    expert) also on an expert axis."""
+    arr = np.stack(parts)
+    return arr if len(parts) == n_layers else arr.reshape(n_layers, -1, *arr.shape[1:])
 
 
 def _split_fused(t: HFTensor, arr: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -231,13 +238,15 @@ def _param_tensors(model: Model, dtype=None) -> Iterator[tuple[TensorInfo, Calla
         keys = [k for k, _ in t.parts] or [t.key]
         srcs = [model.params["layers"][k] if t.layer is not None else model.params[k] for k in keys]
 
-        def produce(srcs=srcs, t=t):
-            parts = [np.asarray(s[t.layer] if t.layer is not None else s) for s in srcs]
+        at = t.layer if t.expert is None else (t.layer, t.expert)  # one expert of a stack of experts
+
+        def produce(srcs=srcs, t=t, at=at):
+            parts = [np.asarray(s[at] if t.layer is not None else s) for s in srcs]
             a = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=t.fuse_axis)
             a = a.T if t.transpose else a
             return a if dtype is None else a.astype(dtype)
 
-        shapes = [tuple(s.shape[1:] if t.layer is not None else s.shape) for s in srcs]
+        shapes = [tuple(s.shape[(t.layer is not None) + (t.expert is not None):]) for s in srcs]
         shape = list(shapes[0])
         shape[t.fuse_axis] = sum(s[t.fuse_axis] for s in shapes)
         shape = tuple(shape[::-1] if t.transpose else shape)

@@ -136,6 +136,24 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return jnp.concatenate([out, xpass], axis=-1) if xpass.shape[-1] else out
 
 
+def apply_rope_interleaved(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotary embedding in the interleaved layout (GPT-J, Cohere): pair ``(2i, 2i + 1)`` of the first
+    ``cos.shape[-1]`` dims of ``x`` (B, T, heads, H) turns by frequency ``i``; the rest pass through.
+
+    Takes the half-split tables of :func:`rope_cos_sin` (their first half holds each frequency once).
+
+    Example:
+      >>> cos, sin = rope_cos_sin(jnp.arange(2), 2, 10000.0, None)
+      >>> apply_rope_interleaved(jnp.array([1.0, 0.0]).reshape(1, 1, 1, 2).repeat(2, 1), cos, sin)[0, 1, 0].round(4)
+      Array([0.5403, 0.8415], dtype=float32)
+    """
+    r = cos.shape[-1]
+    cos, sin = cos[None, :, None, : r // 2], sin[None, :, None, : r // 2]
+    x1, x2 = x[..., 0:r:2], x[..., 1:r:2]
+    out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(*x.shape[:-1], r)
+    return jnp.concatenate([out, x[..., r:]], axis=-1) if x.shape[-1] > r else out
+
+
 def causal_mask(t: int, sliding_window: int | None = None) -> jax.Array:
     """``(T, S)`` boolean mask: query ``t`` may attend key ``s`` iff ``s <= t`` (within the window)."""
     i = jnp.arange(t)[:, None]

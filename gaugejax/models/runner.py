@@ -82,7 +82,8 @@ def hidden_states(mod: types.ModuleType, c: ModelConfig, params: Any, tokens: ja
 def unembed(c: ModelConfig, params: Any, final: jax.Array) -> jax.Array:
     """Logits ``(B, T, V)`` from the final-normed stream, for every family.
 
-    The head is ``params["lm_head"]`` or, with tied embeddings, ``params["embed"]``; logits are
+    The head is ``params["lm_head"]`` or, with tied embeddings, ``params["embed"]``, plus
+    ``params["lm_head_bias"]`` when present (GPT-J, Phi-2); logits are
     multiplied by ``c.logit_scale`` and, when ``c.logit_softcap`` is set, soft-capped as
     ``cap · tanh(logits / cap)``. An encoder without a head (BERT) returns ``final`` unchanged.
     """
@@ -93,6 +94,8 @@ def unembed(c: ModelConfig, params: Any, final: jax.Array) -> jax.Array:
     else:
         return final
     logits = jnp.einsum("btd,vd->btv", final, head)
+    if "lm_head_bias" in params:
+        logits = logits + params["lm_head_bias"]
     if c.logit_scale != 1.0:
         logits = logits * c.logit_scale
     if c.logit_softcap is not None:

@@ -7,7 +7,10 @@ the shape pytree, the gauge spec, the list of HF tensors (with fused and transpo
 GGUF names, the sharding axes and random initial values.
 
 Per-layer parameters have ``{i}`` in their HF key; they are stacked on a leading layer axis under
-``params["layers"]`` (the shapes declared here never include that axis).
+``params["layers"]`` (the shapes declared here never include that axis). Stacked parameters
+(mixture-of-experts MLPs, StableLM's per-head norms) also have ``{e}`` in their HF key: their
+declared shape starts with the stack (expert) axis, which the gauge never acts on (the role
+applies to the axes after it), and each entry of the stack is a separate HF tensor.
 
 Example:
   >>> t = [Param("embed", (10, 4), Role.READ, "wte.weight"),
@@ -74,8 +77,10 @@ class Param:
       shape: shape in PyTorch ``nn.Linear`` layout ``(out, in)``, without the layer axis.
       role: how the gauge acts on it.
       hf: Hugging Face safetensors key; ``{i}`` stands for the layer index and marks the parameter
-        as per-layer. Several params naming the same key are *fused* in that tensor: concatenated
-        along ``fuse_axis`` (of our layout) in declaration order (e.g. Phi-3 ``qkv_proj``).
+        as per-layer; ``{e}`` stands for the expert index and marks a stack of experts (``shape[0]``
+        experts, one HF tensor each). Several params naming the same key are *fused* in that
+        tensor: concatenated along ``fuse_axis`` (of our layout) in declaration order (e.g. Phi-3
+        ``qkv_proj``).
       transpose: HF stores the tensor transposed, ``(in, out)`` (GPT-2 ``Conv1D``).
       shard: the axis of ``shape`` a ``model`` mesh axis may split (heads, MLP width or vocab);
         ``None`` replicates.
@@ -98,8 +103,15 @@ class Param:
         return "{i}" in self.hf
 
     @property
+    def per_expert(self) -> bool:
+        """True for a stack of experts (its HF key has ``{e}``): ``shape[0]`` is the expert axis."""
+        return "{e}" in self.hf
+
+    @property
     def axes(self) -> Axes:
-        """Gauge axes in our layout, without the layer axis."""
+        """Gauge axes in our layout, without the layer axis (an expert axis is never gauged)."""
+        if self.per_expert:
+            return self.role.axes(len(self.shape) - 1).prepend(1)
         return self.role.axes(len(self.shape))
 
 
@@ -114,6 +126,7 @@ class HFTensor(NamedTuple):
       transpose: the HF tensor is stored ``(in, out)`` (GPT-2 ``Conv1D``).
       parts: for a fused tensor, every ``(key, size along fuse_axis)`` in order; else empty.
       fuse_axis: the concatenation axis of a fused tensor, in our layout.
+      expert: for one expert of a stack of experts, its index (``params["layers"][key][layer, expert]``).
     """
 
     name: str
@@ -122,6 +135,7 @@ class HFTensor(NamedTuple):
     transpose: bool = False
     parts: tuple[tuple[str, int], ...] = ()
     fuse_axis: int = 0
+    expert: int | None = None
 
 
 def _nest(table: Iterable[Param], value) -> dict[str, Any]:
@@ -155,15 +169,18 @@ def hf_tensors(table: Iterable[Param], n_layers: int) -> list[HFTensor]:
     """Every safetensors key of the HF checkpoint and where it lives in ``params``.
 
     Order: the table's order, with all per-layer tensors layer by layer (layer 0's, then layer
-    1's, ...) where the first per-layer parameter stands.
+    1's, ...) where the first per-layer parameter stands; a stack of experts expert by expert.
     """
     groups: dict[str, list[Param]] = {}
     for p in table:
         groups.setdefault(p.hf, []).append(p)
 
-    def entry(ps: list[Param], i: int | None) -> HFTensor:
+    def entry(ps: list[Param], i: int | None, e: int | None = None) -> HFTensor:
         parts = tuple((p.name, p.shape[p.fuse_axis]) for p in ps) if len(ps) > 1 else ()
-        return HFTensor(ps[0].hf.format(i=i), ps[0].name, i, ps[0].transpose, parts, ps[0].fuse_axis)
+        return HFTensor(ps[0].hf.format(i=i, e=e), ps[0].name, i, ps[0].transpose, parts, ps[0].fuse_axis, e)
+
+    def entries(ps: list[Param], i: int) -> list[HFTensor]:
+        return [entry(ps, i, e) for e in range(ps[0].shape[0])] if ps[0].per_expert else [entry(ps, i)]
 
     out: list[HFTensor] = []
     layered = [ps for ps in groups.values() if ps[0].per_layer]
@@ -171,15 +188,17 @@ def hf_tensors(table: Iterable[Param], n_layers: int) -> list[HFTensor]:
         if not ps[0].per_layer:
             out.append(entry(ps, None))
         elif ps is layered[0]:
-            out += [entry(q, i) for i in range(n_layers) for q in layered]
+            out += [t for i in range(n_layers) for q in layered for t in entries(q, i)]
     return out
 
 
 def hf_axes(table: Iterable[Param]) -> dict[str, Axes]:
-    """HF key template → gauge axes in the stored layout (reversed for transposed tensors)."""
+    """HF key template → gauge axes in the stored layout (reversed for transposed tensors; one
+    expert's tensor for a stack of experts)."""
     out: dict[str, Axes] = {}
     for p in table:
-        a = p.axes.reversed() if p.transpose else p.axes
+        a = Axes(*p.axes.actions[1:]) if p.per_expert else p.axes
+        a = a.reversed() if p.transpose else a
         if out.setdefault(p.hf, a) != a:
             raise ValueError(f"fused tensor {p.hf!r} mixes gauge roles")
     return out
@@ -223,13 +242,17 @@ def init_params(table: Iterable[Param], n_layers: int, key: jax.Array, dtype=jnp
 
 def check_table(table: Iterable[Param]) -> None:
     """Raises ``ValueError`` on a malformed table (duplicate names, bad roles, bad fusions)."""
-    seen = set()
+    table, seen = list(table), set()
     for p in table:
         if p.name in seen or p.name == "layers":
             raise ValueError(f"parameter name {p.name!r} repeated or reserved")
         seen.add(p.name)
-        if p.role in (Role.VECTOR, Role.GAIN) and len(p.shape) != 1:
+        if p.role in (Role.VECTOR, Role.GAIN) and len(p.shape) - p.per_expert != 1:
             raise ValueError(f"{p.name}: a {p.role.value} parameter must be 1-D, got shape {p.shape}")
         if p.shard is not None and not 0 <= p.shard < len(p.shape):
             raise ValueError(f"{p.name}: shard axis {p.shard} out of range for shape {p.shape}")
+        if p.per_expert and (not p.per_layer or p.gguf is not None or len(p.shape) < 2
+                             or sum(q.hf == p.hf for q in table) > 1):
+            raise ValueError(f"{p.name}: a stack of experts must be per-layer, at least 2-D, unfused and without "
+                             "a GGUF name")
     hf_axes(table)
