@@ -239,6 +239,8 @@ def align(
     match_kwargs.setdefault("norm", ca.norm)
     batch_rows = max(1, int(batch_rows))
 
+    if tok.min() < 0 or tok.max() >= ca.vocab_size:
+        raise GaugeError(f"token ids must lie in [0, {ca.vocab_size}), got [{tok.min()}, {tok.max()}]")
     run = _placed(model_a, model_b, mesh)
     resume, checkpoint = None, None
     if state_file is not None:
@@ -271,13 +273,18 @@ def _placed(model_a: Any, model_b: Any, mesh: Any):
                     residual_stream(model_b, t, final_norm=False, compute_dtype=dt)[idx])
         return run
     from gaugejax import sharding
+    from gaugejax.models import _dtype_key, _stream_and_final
 
     ma, mb = sharding.shard_model(model_a, mesh), sharding.shard_model(model_b, mesh)
+    gather = sharding.replicated(mesh)  # every process gets the selected layers (statistics as today)
 
     def run_sharded(t, idx, dt):
-        t = sharding.shard_rows(t, mesh)
-        return (residual_stream(ma, t, final_norm=False, compute_dtype=dt)[idx],
-                residual_stream(mb, t, final_norm=False, compute_dtype=dt)[idx])
+        t = sharding.shard_rows(np.asarray(t, np.int32), mesh)  # ids were checked by as_token_rows / align
+        out = []
+        for m in (ma, mb):
+            stream, _ = _stream_and_final(m.config, m.params, t, None, _dtype_key(dt))
+            out.append(gather(stream[idx]))
+        return tuple(out)
     return run_sharded
 
 

@@ -28,8 +28,8 @@ from gaugejax.errors import GaugeJaxError
 from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.family import family_module
 
-__all__ = ["parse_mesh", "make_mesh", "param_shardings", "shard_model", "shard_rows", "load_sharded",
-           "AXES"]
+__all__ = ["parse_mesh", "make_mesh", "param_shardings", "shard_model", "shard_rows", "replicated",
+           "load_sharded", "AXES"]
 
 AXES = ("data", "model")
 """Mesh axis names: token rows over ``data``, parameters over ``model``."""
@@ -101,6 +101,11 @@ def shard_rows(tokens: Any, mesh: Mesh) -> jax.Array:
     spec = P("data") if t.ndim >= 1 and t.shape[0] % d == 0 else P()
     sh = NamedSharding(mesh, spec)
     return jax.make_array_from_callback(t.shape, sh, lambda idx: t[idx])
+
+
+def replicated(mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
+    """``f(x)``: ``x`` copied whole to every device of ``mesh`` (readable by every process)."""
+    return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, P()))
 
 
 def _slice_reader(ckpt: Any, config: ModelConfig) -> Callable[[str, int | None, tuple], np.ndarray]:
