@@ -209,8 +209,8 @@ def _on_host(a: Any) -> bool:
 def host_batch_stats(x: Any, y: Any) -> CorrStats:
     """:func:`batch_stats` computed with numpy on the host (same centering; the GEMM is numpy's sgemm).
 
-    Means and second moments are accumulated in float64 (the centered values and the GEMM are
-    float32, as in the JAX path). Returns a :class:`CorrStats` of numpy arrays.
+    Means are accumulated in float64 (large channel offsets), the centered values, second moments
+    and the GEMM in float32, as in the JAX path. Returns a :class:`CorrStats` of numpy arrays.
 
     Example:
       >>> x = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -227,8 +227,8 @@ def host_batch_stats(x: Any, y: Any) -> CorrStats:
     xc = np.subtract(x, mx[..., None, :], dtype=np.float32)
     yc = np.subtract(y, my[..., None, :], dtype=np.float32)
     cxy = np.matmul(np.swapaxes(xc, -1, -2), yc)
-    m2x = np.einsum("...ni,...ni->...i", xc, xc, dtype=np.float64).astype(np.float32)
-    m2y = np.einsum("...ni,...ni->...i", yc, yc, dtype=np.float64).astype(np.float32)
+    m2x = np.einsum("...ni,...ni->...i", xc, xc)  # float32 SIMD accumulation (4× faster than float64)
+    m2y = np.einsum("...ni,...ni->...i", yc, yc)
     return CorrStats(np.asarray(x.shape[-2], np.int32), mx, my, m2x, m2y, cxy)
 
 
