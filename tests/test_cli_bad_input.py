@@ -134,6 +134,9 @@ CASES = [
     ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --seed -1", "--seed"),
     ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --max-tokens 1000000000000", "held in memory"),
     ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --confidence nan", "--confidence"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --state {w}/afile/s.npz", "is a file"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --state {w}/user_dir", "is a directory"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --state {w}/new.npz", "must differ from -o"),
     # align-path
     ("align-path {w}/models/rms {w}/models/rms -o {w}/new.npz --max-tokens 0", "--max-tokens"),
     ("align-path {w}/models/rms -o {w}/new.npz", "two checkpoints"),

@@ -131,6 +131,13 @@ def run(args) -> int:
     from gaugejax.cli.common import check_outputs, is_gauge_file, output
 
     check_outputs(args, [output(out, recognise=is_gauge_file)], inputs=[args.src, args.dst, args.tokens, args.text])
+    if args.state:  # written during the run and read back on resume: its path must work before any work
+        from gaugejax.atomic import check_output
+
+        if Path(args.state).resolve() == out.resolve():
+            raise GaugeJaxError("--state must differ from -o (the state file is not the gauge file)")
+        check_output(args.state, overwrite=True, recognise=lambda p: True,
+                     inputs=[args.src, args.dst, args.tokens, args.text, out])
     if args.checkpoint_tokens <= 0:
         raise GaugeJaxError("--checkpoint-tokens must be positive")
     mesh = None
