@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from gaugejax.errors import CheckpointError
 from gaugejax.models import bert, gemma, gpt2, granite, llama, neox, olmo2, qwen3, runner, smollm3, table
-from gaugejax.models import moe, phi3
+from gaugejax.models import cohere, falcon, gptj, moe, opt, phi, phi3, stablelm
 from gaugejax.models.base import ModelConfig
 
 
@@ -100,7 +100,9 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", llama), "gpt2": Family("gpt2", gpt2), "neox": Family("neox", neox),
     "bert": Family("bert", bert),
-    "moe": Family("moe", moe), "phi3": Family("phi3", phi3),
+    "moe": Family("moe", moe), "phi3": Family("phi3", phi3), "gptj": Family("gptj", gptj),
+    "phi": Family("phi", phi), "cohere": Family("cohere", cohere), "opt": Family("opt", opt),
+    "stablelm": Family("stablelm", stablelm), "falcon": Family("falcon", falcon),
     "qwen3": Family("qwen3", qwen3), "gemma": Family("gemma", gemma), "olmo2": Family("olmo2", olmo2),
     "granite": Family("granite", granite), "smollm3": Family("smollm3", smollm3),
 }
@@ -108,7 +110,8 @@ FAMILIES: dict[str, Family] = {
 
 MODEL_TYPES: dict[str, str] = {
     "llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2", "gpt_neox": "neox", "bert": "bert",
-    "mixtral": "moe", "qwen2_moe": "moe", "qwen3_moe": "moe", "phi3": "phi3",
+    "mixtral": "moe", "qwen2_moe": "moe", "qwen3_moe": "moe", "phi3": "phi3", "gptj": "gptj", "phi": "phi",
+    "cohere": "cohere", "opt": "opt", "stablelm": "stablelm", "falcon": "falcon",
     "qwen3": "qwen3", "gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2",
     "granite": "granite", "smollm3": "smollm3",
 }

@@ -1,0 +1,173 @@
+"""Cohere (Command-R): bias-free LayerNorm, parallel block, interleaved rotary, scaled logits.
+
+Block: ``h = ln(x); x = x + attn(h) + mlp(h)`` with a SwiGLU MLP; logits
+``= logit_scale · ln(x) @ embed.T`` (tied by default). The LayerNorm has no bias but still
+subtracts the mean, so the gauge group is ``S_d × {±1}``, not ``B_d``. Rotary rotates adjacent
+pairs ``(2i, 2i + 1)`` of each head (GPT-J's layout). Optional per-head q/k LayerNorms
+(``use_qk_norm``) carry one gain per head, ``(heads, head_dim)``, acting on heads, not the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gaugejax.models import layers as L
+from gaugejax.models.base import ModelConfig
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+
+
+@dataclass(frozen=True)
+class CohereConfig(ModelConfig):
+    """Cohere config.
+
+    Attributes:
+      n_kv_heads, head_dim: GQA key/value heads and per-head size.
+      rope_theta: RoPE base.
+      qk_norm: per-head LayerNorms (no bias) on queries and keys.
+      attn_bias: q/k/v/o projections have biases.
+      max_positions: HF ``max_position_embeddings``.
+    """
+
+    family: str = "cohere"
+    model_type: str = "cohere"
+    tie_embeddings: bool = True
+    logit_scale: float = 0.0625
+    n_kv_heads: int = 4
+    head_dim: int = 16
+    rope_theta: float = 10000.0
+    qk_norm: bool = False
+    attn_bias: bool = False
+    max_positions: int = 8192
+
+    @property
+    def norm(self) -> str:
+        return "layernorm"
+
+
+KEYS = Keys(
+    computed={"vocab_size", "hidden_size", "intermediate_size", "logit_scale", "num_hidden_layers",
+              "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings",
+              "layer_norm_eps", "tie_word_embeddings", "rope_parameters", "rope_scaling", "rope_theta",
+              "attention_bias", "use_qk_norm"},
+)
+"""The ``config.json`` keys computed (everything else but the common inert keys is refused)."""
+
+
+def config_from_hf(cfg: dict) -> CohereConfig:
+    """Builds the config from a Hugging Face Cohere ``config.json`` dict (closed world: :data:`KEYS`)."""
+    KEYS.check(cfg)
+    d, nh = get_int(cfg, "hidden_size"), get_int(cfg, "num_attention_heads")
+    head_dim = get_int(cfg, "head_dim", None, none_ok=True) or d // nh
+    if head_dim % 2:
+        refuse(cfg, "head_dim", f"head size {head_dim} must be even (RoPE rotates pairs)")
+    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
+    if nh % nkv:
+        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    theta, _, partial = rope_from_hf(cfg, kinds=("default",))
+    if partial != 1.0:
+        refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for Cohere")
+    return CohereConfig(
+        vocab_size=get_int(cfg, "vocab_size"),
+        d_model=d,
+        n_layers=get_int(cfg, "num_hidden_layers"),
+        n_heads=nh,
+        n_kv_heads=nkv,
+        head_dim=head_dim,
+        d_ff=get_int(cfg, "intermediate_size"),
+        norm_eps=get_float(cfg, "layer_norm_eps", 1e-5),
+        tie_embeddings=get_bool(cfg, "tie_word_embeddings", True),
+        activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
+        logit_scale=get_float(cfg, "logit_scale", 0.0625),
+        rope_theta=theta,
+        qk_norm=get_bool(cfg, "use_qk_norm", False),
+        attn_bias=get_bool(cfg, "attention_bias", False),
+        max_positions=get_int(cfg, "max_position_embeddings", 8192),
+        hf_extra=KEYS.extra(cfg),
+    )
+
+
+def config_to_hf(c: CohereConfig) -> dict:
+    """The Hugging Face ``config.json`` dict of a config."""
+    cfg = json.loads(c.hf_extra)
+    cfg.pop("rope_scaling", None)
+    cfg.update(
+        model_type="cohere", architectures=["CohereForCausalLM"], vocab_size=c.vocab_size, hidden_size=c.d_model,
+        intermediate_size=c.d_ff, logit_scale=c.logit_scale, num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim,
+        hidden_act=c.activation, max_position_embeddings=c.max_positions, layer_norm_eps=c.norm_eps,
+        tie_word_embeddings=c.tie_embeddings, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+        attention_bias=c.attn_bias, use_qk_norm=c.qk_norm,
+    )
+    return cfg
+
+
+_L = "model.layers.{i}."
+
+
+def params(c: CohereConfig) -> list[Param]:
+    """The parameter table."""
+    d, f, v = c.d_model, c.d_ff, c.vocab_size
+    q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    a = _L + "self_attn."
+    table = [
+        Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0),
+        Param("norm", (d,), GAIN, _L + "input_layernorm.weight"),
+        Param("q", (q, d), READ, a + "q_proj.weight", shard=0),
+        Param("k", (kv, d), READ, a + "k_proj.weight", shard=0),
+        Param("v", (kv, d), READ, a + "v_proj.weight", shard=0),
+        Param("o", (d, q), WRITE, a + "o_proj.weight", shard=1),
+    ]
+    if c.attn_bias:
+        table += [Param("q_bias", (q,), NONE, a + "q_proj.bias", shard=0),
+                  Param("k_bias", (kv,), NONE, a + "k_proj.bias", shard=0),
+                  Param("v_bias", (kv,), NONE, a + "v_proj.bias", shard=0),
+                  Param("o_bias", (d,), VECTOR, a + "o_proj.bias")]
+    if c.qk_norm:  # one gain per head over head_dim: not residual gains
+        table += [Param("q_norm", (c.n_heads, c.head_dim), NONE, a + "q_norm.weight", shard=0),
+                  Param("k_norm", (c.n_kv_heads, c.head_dim), NONE, a + "k_norm.weight", shard=0)]
+    table += [
+        Param("gate", (f, d), READ, _L + "mlp.gate_proj.weight", shard=0),
+        Param("up", (f, d), READ, _L + "mlp.up_proj.weight", shard=0),
+        Param("down", (d, f), WRITE, _L + "mlp.down_proj.weight", shard=1),
+        Param("final_norm", (d,), GAIN, "model.norm.weight"),
+    ]
+    if not c.tie_embeddings:
+        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
+    return table
+
+
+def context(c: CohereConfig, t: int) -> dict[str, jax.Array]:
+    """Rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
+    cos, sin = L.rope_cos_sin(jnp.arange(t), c.head_dim, c.rope_theta, None)
+    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
+
+
+def embed(c: CohereConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
+    """Token embeddings ``(B, T, D)``."""
+    return p["embed"][tokens]
+
+
+def block(c: CohereConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
+    """``h = ln(x); x + attn(h) + mlp(h)``."""
+    b, t, d = x.shape
+    h = L.layer_norm(x, p["norm"], None, c.norm_eps)
+    q = L.linear(h, p["q"], p.get("q_bias")).reshape(b, t, c.n_heads, c.head_dim)
+    k = L.linear(h, p["k"], p.get("k_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
+    v = L.linear(h, p["v"], p.get("v_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
+    if c.qk_norm:
+        q, k = L.layer_norm(q, p["q_norm"], None, c.norm_eps), L.layer_norm(k, p["k_norm"], None, c.norm_eps)
+    q, k = L.apply_rope_interleaved(q, ctx["cos"], ctx["sin"]), L.apply_rope_interleaved(k, ctx["cos"], ctx["sin"])
+    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, -1), p["o"], p.get("o_bias"))
+    act = L.activation(c.activation)
+    return x + attn + L.linear(act(L.linear(h, p["gate"])) * L.linear(h, p["up"]), p["down"])
+
+
+def final_norm(c: CohereConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
+    """The final (bias-free) LayerNorm."""
+    return L.layer_norm(x, p["final_norm"], None, c.norm_eps)
