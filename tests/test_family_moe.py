@@ -109,7 +109,7 @@ def test_group_and_info(ckpts, kind):
     assert_group(ckpts[kind][0], Group.B_D)
 
 
-@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe", "qwen3_moe"])
 def test_align_recovers_hidden_gauge(ckpts, kind):
     assert_align(gj.load_model(ckpts[kind][0]))
 
