@@ -205,7 +205,7 @@ def test_gemma3_linear_rope_scaling_on_global_layers(tmp_path):
     assert rel_err(gj.forward(unscaled, toks), ref_logits) > 1e-3  # the scaling matters at these positions
 
 
-def test_unsupported_architecture_refused_listing_supported(tmp_path):
+def test_unsupported_architecture_refused_listing_supported(tmp_path, capsys):
     w = gguf.GGUFWriter(str(tmp_path / "s.gguf"), "starcoder2")
     w.add_embedding_length(8)
     w.write_header_to_file()
@@ -217,6 +217,11 @@ def test_unsupported_architecture_refused_listing_supported(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and all(a in msg for a in SUPPORTED_ARCHITECTURES)
     assert gguf_metadata(tmp_path / "s.gguf")["supported"] is False
+    from gaugejax.cli import main
+
+    assert main(["info", str(tmp_path / "s.gguf")]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "'starcoder2'" in err[0] and all(a in err[0] for a in SUPPORTED_ARCHITECTURES)
 
 
 def test_unknown_metadata_key_refused(tmp_path):
