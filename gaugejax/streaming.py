@@ -49,9 +49,20 @@ _HEAD_KEYS = ("lm_head", "lm_head_bias")
 
 
 def _cast(a: Any, dtype: Any) -> jax.Array:
-    if jnp.issubdtype(a.dtype, jnp.floating):
-        return jnp.asarray(a, dtype or jnp.float32)
+    """On the device in ``dtype`` when that is narrower than the storage (else as stored: the widening
+    happens inside the compiled block, so a bf16 block never has a float32 copy on the host)."""
+    a = a if isinstance(a, jax.Array) else np.asarray(a)
+    if dtype is not None and jnp.issubdtype(a.dtype, jnp.floating) and jnp.dtype(dtype).itemsize < a.dtype.itemsize:
+        return jnp.asarray(a, dtype)
     return jnp.asarray(a)
+
+
+def _device(tree: dict) -> dict:
+    return {k: jnp.asarray(v) for k, v in tree.items()}
+
+
+def _to(tree: Any, dt: str) -> Any:
+    return jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 class ModelBlocks:
@@ -61,12 +72,14 @@ class ModelBlocks:
         self.model = model
         self.config: ModelConfig = model.config
 
-    def globals(self, dtype: Any = None) -> dict[str, jax.Array]:
-        """Non-block parameters except the output head, in ``dtype`` (default float32)."""
-        return {k: _cast(v, dtype) for k, v in self.model.params.items() if k != "layers" and k not in _HEAD_KEYS}
+    def globals(self, dtype: Any = None, *, host: bool = False) -> dict[str, Any]:
+        """Non-block parameters except the output head (narrowed to ``dtype`` if that is smaller;
+        ``host``: left where they are)."""
+        out = {k: v for k, v in self.model.params.items() if k != "layers" and k not in _HEAD_KEYS}
+        return out if host else {k: _cast(v, dtype) for k, v in out.items()}
 
     def block(self, i: int, dtype: Any = None) -> dict[str, jax.Array]:
-        """Parameters of block ``i`` in ``dtype`` (default float32)."""
+        """Parameters of block ``i`` on the device (narrowed to ``dtype`` if that is smaller)."""
         return {k: _cast(v[i], dtype) for k, v in self.model.params["layers"].items()}
 
     def block_bytes(self) -> int:
@@ -92,7 +105,7 @@ class CheckpointBlocks:
         self.config: ModelConfig = self.checkpoint.config
         self._tensors = family_module(self.config).hf_tensors(self.config)
 
-    def _collect(self, layer: int | None, dtype: Any, skip: tuple[str, ...] = ()) -> dict[str, jax.Array]:
+    def _collect(self, layer: int | None, dtype: Any, skip: tuple[str, ...] = (), host: bool = False) -> dict[str, Any]:
         from gaugejax.io.hf import _split_fused
 
         out: dict[str, list] = {}
@@ -103,14 +116,17 @@ class CheckpointBlocks:
             arr = arr.T if t.transpose else arr
             for key, part in _split_fused(t, arr):
                 out.setdefault(key, []).append(part)
+        if host:
+            return {k: v[0] if len(v) == 1 else np.stack(v) for k, v in out.items()}
         return {k: _cast(v[0] if len(v) == 1 else np.stack(v), dtype) for k, v in out.items()}
 
-    def globals(self, dtype: Any = None) -> dict[str, jax.Array]:
-        """Non-block parameters except the output head, in ``dtype`` (default float32)."""
-        return self._collect(None, dtype, skip=_HEAD_KEYS)
+    def globals(self, dtype: Any = None, *, host: bool = False) -> dict[str, Any]:
+        """Non-block parameters except the output head (narrowed to ``dtype`` if that is smaller;
+        ``host``: memory maps, nothing read yet)."""
+        return self._collect(None, dtype, skip=_HEAD_KEYS, host=host)
 
     def block(self, i: int, dtype: Any = None) -> dict[str, jax.Array]:
-        """Parameters of block ``i`` read from disk, in ``dtype`` (default float32)."""
+        """Parameters of block ``i`` read from disk (narrowed to ``dtype`` if that is smaller)."""
         return self._collect(int(i), dtype)
 
     def _bytes(self, which) -> int:
@@ -143,25 +159,38 @@ def block_source(model_or_path: Any) -> ModelBlocks | CheckpointBlocks:
     return ModelBlocks(load_model(model_or_path))
 
 
-@partial(jax.jit, static_argnums=0)
-def _embed(config: ModelConfig, params: dict, tokens: jax.Array) -> jax.Array:
-    return family_module(config).module.embed(config, params, tokens)
+@partial(jax.jit, static_argnums=(0, 1))
+def _embed(config: ModelConfig, dt: str, params: dict, tokens: jax.Array) -> jax.Array:
+    return family_module(config).module.embed(config, _to(params, dt), tokens).astype(dt)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _block(config: ModelConfig, dt: str, t: int, params: dict, x: jax.Array, layer: jax.Array) -> jax.Array:
+    mod = family_module(config).module
+    return mod.block(config, _to(params, dt), x, {**mod.context(config, t), "layer": layer}).astype(dt)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _block(config: ModelConfig, t: int, params: dict, x: jax.Array, layer: jax.Array) -> jax.Array:
-    mod = family_module(config).module
-    return mod.block(config, params, x, {**mod.context(config, t), "layer": layer}).astype(x.dtype)
-
-
-@partial(jax.jit, static_argnums=0)
-def _final(config: ModelConfig, params: dict, x: jax.Array) -> jax.Array:
-    return family_module(config).module.final_norm(config, params, x)
+def _final(config: ModelConfig, dt: str, params: dict, x: jax.Array) -> jax.Array:
+    return family_module(config).module.final_norm(config, _to(params, dt), x).astype(dt)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
+
+
+def _embedding_rows(glob: dict, tokens: np.ndarray, chunk_rows: int) -> tuple[dict, jax.Array]:
+    """The globals with only the embedding rows ``tokens`` use (padded to a fixed count, so one
+    compiled program serves every chunk) and the tokens renumbered into them: the full table never
+    goes to the device."""
+    ids, inv = np.unique(tokens, return_inverse=True)
+    rows = np.zeros(chunk_rows * tokens.shape[1], ids.dtype)
+    rows[:len(ids)] = ids
+    table = np.asarray(glob["embed"][rows])  # fancy indexing of a memory map reads only these rows
+    params = {k: jnp.asarray(v) for k, v in glob.items() if k != "embed"}
+    params["embed"] = jnp.asarray(table)
+    return params, jnp.asarray(inv.reshape(tokens.shape), jnp.int32)
 
 
 def streamed_residuals(source: Any, tokens: Any, *, layers: Sequence[int] | None = None,
@@ -184,22 +213,23 @@ def streamed_residuals(source: Any, tokens: Any, *, layers: Sequence[int] | None
     c = src.config
     tok = as_token_rows(tokens)
     want = set(range(c.n_layers + 1) if layers is None else (int(i) for i in layers))
-    dt = jnp.dtype(compute_dtype or jnp.float32)
-    glob = src.globals(dt)
-    h = np.concatenate([np.asarray(_embed(c, glob, jnp.asarray(tok[s], jnp.int32)).astype(dt))
+    dt = jnp.dtype(compute_dtype or jnp.float32).name
+    glob = src.globals(None, host=True)
+    h = np.concatenate([np.asarray(_embed(c, dt, *_embedding_rows(glob, tok[s], chunk_rows)))
                         for s in _chunks(len(tok), chunk_rows)])
+    glob = {k: v for k, v in glob.items() if k != "embed"}
     if 0 in want:
         yield 0, h
     top = max(want)
     for i in range(min(top, c.n_layers)):
         p = src.block(i, dt)
         layer = jnp.asarray(i, jnp.int32)
-        h = np.concatenate([np.asarray(_block(c, tok.shape[1], p, jnp.asarray(h[s]), layer))
+        h = np.concatenate([np.asarray(_block(c, dt, tok.shape[1], p, jnp.asarray(h[s]), layer))
                             for s in _chunks(len(tok), chunk_rows)])  # a new array: yielded ones stay valid
         del p
         if i + 1 in want:
             if i + 1 == c.n_layers and final_norm:
-                yield i + 1, np.concatenate([np.asarray(_final(c, glob, jnp.asarray(h[s])).astype(dt))
+                yield i + 1, np.concatenate([np.asarray(_final(c, dt, _device(glob), jnp.asarray(h[s])))
                                              for s in _chunks(len(tok), chunk_rows)])
             else:
                 yield i + 1, h
