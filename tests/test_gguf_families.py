@@ -64,8 +64,9 @@ def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path: Path, model, arch: str) -> Path:
-    """Writes a transformers model as llama.cpp's ``convert_hf_to_gguf.py`` would (F32 tensors)."""
+def write_gguf(path: Path, model, arch: str, qtype=None) -> Path:
+    """Writes a transformers model as llama.cpp's ``convert_hf_to_gguf.py`` would (F32 tensors;
+    matrices in ``qtype`` when given, 1-D tensors F32 as llama.cpp keeps them)."""
     c = model.config
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(f"tiny {arch}")
@@ -106,7 +107,11 @@ def write_gguf(path: Path, model, arch: str) -> Path:
             a = llama_cpp_permute(a, c.num_key_value_heads)
         elif arch.startswith("gemma") and name.endswith("norm.weight"):
             a = a + 1  # llama.cpp's Gemma converters: data_torch + 1
-        w.add_tensor(name, np.ascontiguousarray(a))
+        a = np.ascontiguousarray(a)
+        if qtype is not None and a.ndim == 2:
+            w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -156,6 +161,12 @@ def test_gguf_matches_transformers_gguf_load(case):
         pytest.skip(f"transformers cannot load {arch} GGUF files; compared with the original model only")
     hf = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=path.name, dtype=torch.float32).eval()
     ours = load_model(path)
+    _assert_same_weights(ours, hf)
+    _compare(ours, toks, *run_hf(hf, toks))
+
+
+def _assert_same_weights(ours: gj.Model, hf) -> None:
+    """Our params equal transformers' state dict bit for bit (fused tensors part by part)."""
     sd = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
     fam = gj.models.family_module(ours.config)
     for t in fam.hf_tensors(ours.config):
@@ -163,7 +174,6 @@ def test_gguf_matches_transformers_gguf_load(case):
         if t.parts:  # a fused tensor (phi3 qkv_proj / gate_up_proj): compare its parts
             mine = np.concatenate([np.asarray(ours.params["layers"][k][t.layer]) for k, _ in t.parts], t.fuse_axis)
         np.testing.assert_array_equal(mine, sd[t.name], err_msg=t.name)
-    _compare(ours, toks, *run_hf(hf, toks))
 
 
 def test_layout_steps_matter(case):
@@ -185,6 +195,26 @@ def test_layout_steps_matter(case):
     finally:
         mp.undo()
     assert rel_err(gj.forward(bad, toks), run_hf(model, toks)[0]) > 1e-2
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma2", "phi3"])
+def test_quantized_gguf_matches_transformers_gguf_load(tmp_path, arch):
+    """Q8_0 matrices (rows of 64/96/512 values: whole 32-value blocks): the same dequantized weights
+    as transformers', bit for bit, Gemma norms un-shifted and Phi-3's fused tensors split alike."""
+    cfg_cls, model_cls, kwargs, _ = CASES[arch]
+    kwargs = dict(kwargs, hidden_size=64, intermediate_size=96)
+    torch.manual_seed(2)
+    model = getattr(transformers, model_cls)(getattr(transformers, cfg_cls)(**kwargs)).eval()
+    randomize(model, 2)
+    path = write_gguf(tmp_path / "q.gguf", model, arch, qtype=gguf.GGMLQuantizationType.Q8_0)
+    assert gguf_metadata(path)["tensor_types"]["Q8_0"] > 0
+    ours = load_model(path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32).eval()
+    _assert_same_weights(ours, hf)
+    toks = np.random.default_rng(2).integers(0, kwargs["vocab_size"], (2, 11))
+    ref_logits, ref_hidden = run_hf(hf, toks)
+    _compare(ours, toks, ref_logits, ref_hidden)
+    assert rel_err(gj.forward(ours, toks), run_hf(model, toks)[0]) < 5e-2  # Q8_0 moves the logits a little
 
 
 def test_gemma3_linear_rope_scaling_on_global_layers(tmp_path):
