@@ -233,6 +233,8 @@ _HEAD = dict(num_attention_heads=1, num_key_value_heads=1, head_dim=2)  # d = 3,
 CONFIGS: dict[str, list[tuple[str, Callable]]] = {
     "llama": [
         ("llama: GQA 2:1, untied head", _tiny("llama", n_heads=2, n_kv_heads=1, head_dim=2, **_SMALL)),
+        ("llama: attention_bias and mlp_bias (q/k/v/o and gate/up/down biases)",
+         _tiny("llama", n_heads=1, n_kv_heads=1, head_dim=2, qkv_bias=True, o_bias=True, mlp_bias=True, **_SMALL)),
         ("qwen2: q/k/v biases, tied head, (1 + scale) gains",
          _tiny("qwen2", n_heads=1, n_kv_heads=1, head_dim=2, tie_embeddings=True, norm_offset=1.0, **_SMALL)),
     ],

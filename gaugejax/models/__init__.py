@@ -16,6 +16,7 @@ import numpy as np
 
 from gaugejax.errors import CheckpointError, GaugeError
 from gaugejax.gauge import SignedPermutation
+from gaugejax.group import Group
 from gaugejax.models import bert, runner
 from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.family import FAMILIES, MODEL_TYPES, Family, config_from_hf, family_module
@@ -217,14 +218,10 @@ def gauge_spec(config: ModelConfig | Model) -> dict[str, Any]:
 def check_gauge_for(config: ModelConfig, gauge: SignedPermutation) -> None:
     """Raises unless ``gauge`` is a symmetry of models of this config (docs/conventions.md §2).
 
-    RMSNorm (generic gains): all of ``B_d``. LayerNorm: permutations with one global sign.
+    The group is :meth:`gaugejax.group.Group.of` the config (RMSNorm with generic gains: all of
+    ``B_d``; LayerNorm: permutations with one global sign).
     """
-    if gauge.d != config.d_model:
-        raise GaugeError(f"gauge has d={gauge.d} but the model's residual width is {config.d_model}")
-    if config.norm == "layernorm" and not gauge.is_global_sign:
-        raise GaugeError(
-            "a LayerNorm model only admits permutations with one global sign (S_d × {±1}); this gauge flips "
-            f"{int((gauge.signs < 0).sum())} of {gauge.d} coordinates. Use method='permutation' or gauge.permutation_part()")
+    Group.of(config).check(gauge, config.d_model)
 
 
 def apply_gauge(model: Model, gauge: SignedPermutation) -> Model:

@@ -160,12 +160,30 @@ ROPE_KEYS: Mapping[str, frozenset[str]] = {
     # transformers' dynamic NTK scales from max_position_embeddings; original_max_position_embeddings is unused
     "dynamic": frozenset({"factor", "original_max_position_embeddings"}),
     "llama3": frozenset({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}),
+    "yarn": frozenset({"factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow",
+                       "mscale", "mscale_all_dim", "truncate"}),
+    "longrope": frozenset({"short_factor", "long_factor", "factor", "attention_factor",
+                           "original_max_position_embeddings"}),
 }
 """RoPE types gaugejax computes and the ``rope_parameters`` keys each one reads."""
 
+ROPE_REQUIRED: Mapping[str, frozenset[str]] = {
+    "linear": frozenset({"factor"}), "dynamic": frozenset({"factor"}),
+    "llama3": frozenset({"factor", "low_freq_factor", "high_freq_factor"}), "yarn": frozenset({"factor"}),
+    "longrope": frozenset({"short_factor", "long_factor"}),
+}
+"""The keys each RoPE type cannot do without (the others have transformers' defaults)."""
+
+BASIC_ROPE = ("default", "linear", "dynamic", "llama3")
+"""The RoPE types a family accepts unless it asks for more (``yarn`` / ``longrope`` need the
+family's rotary module to apply their attention factor, as Llama's does)."""
+
+_ROPE_OPTIONAL = frozenset({"attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"})
+"""Keys that may be ``null`` (transformers then derives them; longrope's ``factor`` too)."""
+
 
 def rope_from_hf(cfg: dict, *, theta_key: str = "rope_theta", partial_key: str | None = None,
-                 default_partial: float = 1.0, kinds: Iterable[str] = tuple(ROPE_KEYS)) -> tuple[float, dict | None, float]:
+                 default_partial: float = 1.0, kinds: Iterable[str] = BASIC_ROPE) -> tuple[float, dict | None, float]:
     """RoPE base, scaling and partial rotary factor, as transformers 5 resolves them.
 
     ``rope_scaling`` (older files) replaces ``rope_parameters`` when set; the base and the partial
@@ -198,10 +216,26 @@ def rope_from_hf(cfg: dict, *, theta_key: str = "rope_theta", partial_key: str |
     if unknown:
         raise CheckpointError(f"{cfg.get('model_type')} RoPE key {unknown[0]!r} is not computed for rope_type {kind!r}")
     for k in ROPE_KEYS[kind]:
-        if k not in params and k != "original_max_position_embeddings":
-            raise CheckpointError(f"{cfg.get('model_type')} RoPE type {kind!r} lacks {k!r}")
-        if k in params:
-            get_float({"model_type": cfg.get("model_type"), k: params[k]}, k)
-    if kind == "llama3" and "original_max_position_embeddings" not in params:
+        if k not in params:
+            if k in ROPE_REQUIRED[kind]:
+                raise CheckpointError(f"{cfg.get('model_type')} RoPE type {kind!r} lacks {k!r}")
+            continue
+        _check_rope_value(cfg, kind, k, params[k])
+    if kind in ("llama3", "yarn", "longrope") and "original_max_position_embeddings" not in params:
         params["original_max_position_embeddings"] = cfg.get("max_position_embeddings")
     return theta, (None if kind == "default" else {"rope_type": kind, **params}), partial
+
+
+def _check_rope_value(cfg: dict, kind: str, key: str, value: Any) -> None:
+    """Refuses a ``rope_parameters`` value of the wrong type (lists of factors, ``truncate``, numbers)."""
+    where = {"model_type": cfg.get("model_type"), key: value}
+    if key in ("short_factor", "long_factor"):
+        if (not isinstance(value, list) or not value
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in value)):
+            refuse(where, key, "expected a non-empty list of finite numbers")
+    elif key == "truncate":
+        get_bool(where, key, True)
+    elif value is None and (key in _ROPE_OPTIONAL or (kind == "longrope" and key == "factor")):
+        return
+    else:
+        get_float(where, key, positive=key not in _ROPE_OPTIONAL)

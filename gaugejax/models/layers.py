@@ -97,6 +97,65 @@ def rope_inv_freq(rotary_dim: int, theta: float, scaling: dict | None) -> jnp.nd
     return inv
 
 
+def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def yarn_inv_freq(rotary_dim: int, theta: float, s: dict) -> tuple[jnp.ndarray, float]:
+    """YaRN inverse frequencies and attention factor, as transformers' ``_compute_yarn_parameters``.
+
+    Frequencies blend interpolation (``/ factor``) and extrapolation by a linear ramp over the
+    dimensions between the correction range of ``beta_fast`` / ``beta_slow`` rotations within
+    ``original_max_position_embeddings`` (floored / ceiled when ``truncate``, the default). The
+    attention factor defaults to ``0.1 ln(factor) + 1`` (or the ``mscale`` / ``mscale_all_dim`` ratio).
+
+    Example:
+      >>> inv, att = yarn_inv_freq(8, 10000.0, {"factor": 4.0, "original_max_position_embeddings": 16})
+      >>> inv.shape, round(att, 4)
+      ((4,), 1.1386)
+    """
+    factor, orig = s["factor"], s["original_max_position_embeddings"]
+    att = s.get("attention_factor")
+    if att is None:
+        m, m_all = s.get("mscale"), s.get("mscale_all_dim")
+        att = _yarn_mscale(factor, m) / _yarn_mscale(factor, m_all) if m and m_all else _yarn_mscale(factor)
+    fast, slow = s.get("beta_fast") or 32, s.get("beta_slow") or 1
+    corr = lambda n: rotary_dim * math.log(orig / (n * 2 * math.pi)) / (2 * math.log(theta))  # noqa: E731
+    low, high = corr(fast), corr(slow)
+    if s.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rotary_dim - 1)
+    if low == high:
+        high += 0.001
+    extrapolate = 1 - jnp.clip((jnp.arange(rotary_dim // 2, dtype=jnp.float32) - low) / (high - low), 0, 1)
+    pos_freqs = theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim)
+    inv = (1.0 / (factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
+    return inv, float(att)
+
+
+def longrope_inv_freq(positions: jax.Array, rotary_dim: int, theta: float, s: dict,
+                      max_positions: int | None) -> tuple[jax.Array, float]:
+    """LongRoPE inverse frequencies and attention factor, as transformers' forward picks them.
+
+    The frequencies are divided by ``long_factor`` when the sequence (``max(positions) + 1``) is
+    longer than ``original_max_position_embeddings``, else by ``short_factor``; the attention
+    factor is ``sqrt(1 + ln(factor) / ln(original))`` with ``factor`` defaulting to
+    ``max_positions / original`` (1 when ``factor <= 1``), unless ``attention_factor`` is given.
+    """
+    orig = s["original_max_position_embeddings"]
+    factor, att = s.get("factor"), s.get("attention_factor")
+    if factor is None:
+        if max_positions is None:
+            raise ValueError("longrope RoPE without factor needs max_positions (max_position_embeddings)")
+        factor = max_positions / orig
+    if att is None:
+        att = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+    base = theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim)
+    long = jnp.max(positions) + 1 > orig
+    ext = jnp.where(long, jnp.asarray(s["long_factor"], jnp.float32), jnp.asarray(s["short_factor"], jnp.float32))
+    return 1.0 / (ext * base), float(att)
+
+
 def rope_cos_sin(positions: jax.Array, rotary_dim: int, theta: float, scaling: dict | None,
                  max_positions: int | None = None):
     """``cos, sin`` of shape ``(T, rotary_dim)`` in HF's half-split (rotate_half) layout.
@@ -104,12 +163,19 @@ def rope_cos_sin(positions: jax.Array, rotary_dim: int, theta: float, scaling: d
     ``dynamic`` (NTK) scaling follows transformers' ``_compute_dynamic_ntk_parameters`` on a fresh
     model: the base grows with ``seq = max(max(positions) + 1, max_positions)`` (the config's
     ``max_position_embeddings``; ``original_max_position_embeddings`` plays no part), so sequences
-    up to ``max_positions`` use plain RoPE.
+    up to ``max_positions`` use plain RoPE. ``yarn`` and ``longrope`` (:func:`yarn_inv_freq`,
+    :func:`longrope_inv_freq`) also scale ``cos`` and ``sin`` by their attention factor, as
+    transformers' rotary modules do.
     """
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     pos = positions.astype(jnp.float32)
     if kind == "linear":
         pos = pos / scaling["factor"]
+    if kind in ("yarn", "longrope"):
+        inv, att = (yarn_inv_freq(rotary_dim, theta, scaling) if kind == "yarn"
+                    else longrope_inv_freq(positions, rotary_dim, theta, scaling, max_positions))
+        emb = jnp.concatenate([pos[:, None] * inv[None, :]] * 2, axis=-1)
+        return jnp.cos(emb) * att, jnp.sin(emb) * att
     if kind == "dynamic":
         if max_positions is None:
             raise ValueError("dynamic RoPE needs max_positions (the config's max_position_embeddings)")

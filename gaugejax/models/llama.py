@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from gaugejax.errors import CheckpointError
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import (ROPE_KEYS, Keys, get_bool, get_choice, get_float, get_int, refuse,
+                                         rope_from_hf)
 from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
 
 
@@ -27,9 +28,11 @@ class LlamaConfig(ModelConfig):
       n_kv_heads: key/value heads (GQA when fewer than ``n_heads``).
       head_dim: per-head size (default ``d_model // n_heads``).
       rope_theta: RoPE base.
-      rope_scaling: HF ``rope_scaling`` as JSON text (``linear``, ``dynamic``, ``llama3``) or ``None``.
+      rope_scaling: HF ``rope_scaling`` as JSON text (``linear``, ``dynamic``, ``llama3``, ``yarn``,
+        ``longrope``) or ``None``.
       qkv_bias: q/k/v projections have biases (Qwen2; Llama's ``attention_bias``).
       o_bias: the output projection has a bias too (Llama's ``attention_bias``).
+      mlp_bias: gate/up/down projections have biases (Llama's ``mlp_bias``).
       norm_offset: 1.0 for ``(1 + scale)`` gains (Gemma-style), else 0.0.
       sliding_window: attention window (Mistral, Qwen2), or ``None``.
       sliding_layers: the layers that use the window (Qwen2's ``max_window_layers`` /
@@ -44,6 +47,7 @@ class LlamaConfig(ModelConfig):
     rope_scaling: str | None = None
     qkv_bias: bool = False
     o_bias: bool = False
+    mlp_bias: bool = False
     norm_offset: float = 0.0
     sliding_window: int | None = None
     sliding_layers: tuple[int, ...] | None = None
@@ -60,10 +64,9 @@ class LlamaConfig(ModelConfig):
 
 _COMMON = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
            "intermediate_size", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings",
-           "hidden_act", "max_position_embeddings", "head_dim"}
+           "hidden_act", "max_position_embeddings", "head_dim", "partial_rotary_factor"}
 KEYS: dict[str, Keys] = {
-    "llama": Keys(computed=_COMMON | {"attention_bias"}, inert={"pretraining_tp"},
-                  fixed={"mlp_bias": (False,)}),
+    "llama": Keys(computed=_COMMON | {"attention_bias", "mlp_bias"}, inert={"pretraining_tp"}),
     "mistral": Keys(computed=_COMMON | {"sliding_window"}),
     "qwen2": Keys(computed=_COMMON | {"use_sliding_window", "sliding_window", "max_window_layers",
                                       "layer_types"}),
@@ -71,7 +74,9 @@ KEYS: dict[str, Keys] = {
 """Per ``model_type``: the ``config.json`` keys computed, inert or fixed (everything else is refused).
 
 ``pretraining_tp`` only split matmuls in old transformers (the same function); Qwen2's q/k/v
-always have biases (its config has no ``attention_bias``)."""
+always have biases (its config has no ``attention_bias``). ``partial_rotary_factor`` (top level or
+in ``rope_parameters``) is ignored by these models' plain RoPE (the whole head rotates) and makes
+every scaled RoPE type fail in transformers unless it still covers the whole head."""
 _ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
@@ -93,6 +98,24 @@ def _sliding_layers(cfg: dict, mt: str, n_layers: int) -> tuple[int | None, tupl
     return (window, layers) if window is not None and layers else (None, None)
 
 
+def _rope(cfg: dict, head_dim: int) -> tuple[float, dict | None]:
+    """``(theta, scaling or None)``: every RoPE type of transformers' Llama rotary module."""
+    theta, rope, partial = rope_from_hf(cfg, partial_key="partial_rotary_factor", kinds=tuple(ROPE_KEYS))
+    kind = "default" if rope is None else rope["rope_type"]
+    if kind != "default" and int(head_dim * partial) != head_dim:
+        refuse(cfg, "rope_parameters", f"partial_rotary_factor={partial} with {kind} RoPE rotates "
+                                       f"{int(head_dim * partial)} of {head_dim} head dims, which transformers' Llama "
+                                       "cannot run; use 1.0")
+    if kind == "dynamic" and head_dim <= 2:
+        refuse(cfg, "rope_parameters", f"dynamic RoPE needs a head size > 2, got {head_dim}")
+    if kind == "longrope":
+        for key in ("short_factor", "long_factor"):
+            if len(rope[key]) != head_dim // 2:
+                refuse(cfg, "rope_parameters", f"longrope {key} has {len(rope[key])} entries; a {head_dim}-wide "
+                                               f"head needs {head_dim // 2}")
+    return theta, rope
+
+
 def config_from_hf(cfg: dict) -> LlamaConfig:
     """Builds the config from a Hugging Face ``config.json`` dict (closed world: see :data:`KEYS`)."""
     mt = cfg.get("model_type", "llama")
@@ -106,11 +129,7 @@ def config_from_hf(cfg: dict) -> LlamaConfig:
     nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
     if nh % nkv:
         refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
-    theta, rope, partial = rope_from_hf(cfg)
-    if partial != 1.0:
-        refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for this model type")
-    if rope is not None and rope["rope_type"] == "dynamic" and head_dim <= 2:
-        refuse(cfg, "rope_parameters", f"dynamic RoPE needs a head size > 2, got {head_dim}")
+    theta, rope = _rope(cfg, head_dim)
     window, sliding_layers = _sliding_layers(cfg, mt, n_layers)
     return LlamaConfig(
         family="llama",
@@ -129,6 +148,7 @@ def config_from_hf(cfg: dict) -> LlamaConfig:
         activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
         qkv_bias=mt == "qwen2" or get_bool(cfg, "attention_bias", False),
         o_bias=mt == "llama" and get_bool(cfg, "attention_bias", False),
+        mlp_bias=mt == "llama" and get_bool(cfg, "mlp_bias", False),
         sliding_window=window,
         sliding_layers=sliding_layers,
         max_positions=get_int(cfg, "max_position_embeddings", {"mistral": 131072, "qwen2": 32768}.get(mt, 2048)),
@@ -158,9 +178,11 @@ def config_to_hf(c: LlamaConfig) -> dict:
         head_dim=c.head_dim,
     )
     if c.model_type == "llama" and c.qkv_bias == c.o_bias:
-        cfg["attention_bias"] = c.qkv_bias
+        cfg.update(attention_bias=c.qkv_bias, mlp_bias=c.mlp_bias)
     elif (c.qkv_bias, c.o_bias) != (c.model_type == "qwen2", False):
         raise CheckpointError(f"{c.model_type} configs cannot express qkv_bias={c.qkv_bias}, o_bias={c.o_bias}")
+    if c.mlp_bias and c.model_type != "llama":
+        raise CheckpointError(f"{c.model_type} configs cannot express mlp_bias=True; use model_type llama")
     if c.model_type == "mistral":
         if c.sliding_layers is not None:
             raise CheckpointError("mistral configs window every layer; use model_type qwen2 for per-layer windows")
@@ -202,6 +224,10 @@ def params(c: LlamaConfig) -> list[Param]:
                   Param("v_bias", (kv,), NONE, _L + "self_attn.v_proj.bias", shard=0, gguf=_B + "attn_v.bias")]
     if c.o_bias:
         table.append(Param("o_bias", (d,), VECTOR, _L + "self_attn.o_proj.bias", gguf=_B + "attn_output.bias"))
+    if c.mlp_bias:  # gate/up biases live in the MLP's hidden space; down's is written into the stream
+        table += [Param("gate_bias", (f,), NONE, _L + "mlp.gate_proj.bias", shard=0, gguf=_B + "ffn_gate.bias"),
+                  Param("up_bias", (f,), NONE, _L + "mlp.up_proj.bias", shard=0, gguf=_B + "ffn_up.bias"),
+                  Param("down_bias", (d,), VECTOR, _L + "mlp.down_proj.bias", gguf=_B + "ffn_down.bias")]
     table.append(Param("final_norm", (d,), GAIN, "model.norm.weight", gguf="output_norm.weight"))
     if not c.tie_embeddings:
         table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0, gguf="output.weight"))
@@ -237,7 +263,8 @@ def block(c: LlamaConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, 
     x = x + L.linear(a, p["o"], p.get("o_bias"))
     h = L.rms_norm(x, p["mlp_norm"], c.norm_eps, c.norm_offset)
     act = L.activation(c.activation)
-    return x + L.linear(act(L.linear(h, p["gate"])) * L.linear(h, p["up"]), p["down"])
+    gated = act(L.linear(h, p["gate"], p.get("gate_bias"))) * L.linear(h, p["up"], p.get("up_bias"))
+    return x + L.linear(gated, p["down"], p.get("down_bias"))
 
 
 def final_norm(c: LlamaConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
