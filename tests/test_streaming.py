@@ -133,3 +133,21 @@ def test_smollm2_bf16_recovers_the_float32_gauge():
         r32 = align(m, b, tokens, **kw)
         r16 = align(m, b, tokens, compute_dtype="bfloat16", **kw)
         assert r32.gauge == g and r16.gauge == r32.gauge
+
+
+def test_cli_streams_above_the_budget_and_resumes_state(pair, tmp_path, capsys):
+    from gaugejax.cli import main
+
+    _, _, g, a, b = pair
+    common = [str(a), str(b), "--min-tokens", "512", "--max-tokens", "512", "--seq-len", "32"]
+    assert main(["align", *common, "-o", str(tmp_path / "s.npz"), "--max-memory", "10kB", "--dtype", "bfloat16"]) == 0
+    assert "streamed block by block" in capsys.readouterr().out
+    assert gj.SignedPermutation.load(tmp_path / "s.npz") == g
+    state = tmp_path / "run.npz"
+    assert main(["align", *common, "-o", str(tmp_path / "m.npz"), "--state", str(state),
+                 "--checkpoint-tokens", "128"]) == 0
+    assert gj.SignedPermutation.load(tmp_path / "m.npz") == g and state.exists()
+    assert main(["align", *common, "-o", str(tmp_path / "m2.npz"), "--state", str(state), "--stream"]) == 2
+    assert "--state and --mesh do not combine" in capsys.readouterr().err
+    assert main(["align", *common, "-o", str(tmp_path / "m3.npz"), "--max-memory", "lots"]) == 2
+    assert "not a memory size" in capsys.readouterr().err

@@ -69,6 +69,10 @@ def add_scale_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mesh", metavar="data=N,model=M",
                    help="run on a device mesh: token rows over data, parameters split over model "
                    "(multi-host: one process per host, see the README)")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (one process per host; the coordinator comes from "
+                   "the environment: TPU pods, SLURM, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                   "JAX_PROCESS_ID); process 0 writes the output")
 
 
 def use_streaming(args, paths) -> bool:
@@ -141,6 +145,10 @@ def run(args) -> int:
     if args.checkpoint_tokens <= 0:
         raise GaugeJaxError("--checkpoint-tokens must be positive")
     mesh = None
+    if getattr(args, "distributed", False):
+        import jax
+
+        jax.distributed.initialize()
     if args.mesh:
         from gaugejax.sharding import make_mesh
 
@@ -174,6 +182,11 @@ def run(args) -> int:
                       solver=args.solver, progress=report, names=(str(args.src), str(args.dst)),
                       mesh=mesh, compute_dtype=args.dtype, stream=stream, state_file=args.state, state_key=key,
                       checkpoint_tokens=args.checkpoint_tokens)
+    if getattr(args, "distributed", False):
+        import jax
+
+        if jax.process_index() != 0:
+            return 0
     r.save(out, src=str(args.src), dst=str(args.dst), src_fingerprint=checkpoint_fingerprint(args.src),
            dst_fingerprint=checkpoint_fingerprint(args.dst), token_source=source, norm=a.config.norm,
            family=a.config.family)
