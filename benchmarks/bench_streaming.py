@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -21,6 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_apply import make_checkpoint, timed  # noqa: E402
+
+
+def _device() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    return f"{d.platform}:{getattr(d, 'device_kind', '?')}"
 
 
 def main() -> None:
@@ -55,7 +63,7 @@ def main() -> None:
     lines = [
         f"`gaugejax align` on a pair of random Llamas, {size / 1e9:.2f} GB of bfloat16 weights each "
         f"(d = 2048, {n_layers} layers, one block = {block / 1e6:.0f} MB), {args.tokens} tokens, float32 compute, "
-        f"{platform.processor() or platform.machine()} CPU (2 shared cores); each run is its own process.",
+        f"JAX device {_device()} on {platform.machine()} with {os.cpu_count()} CPU cores; each run is its own process.",
         "",
         "| run | budget | wall s (load + compile + align) | tokens/s | peak RSS MB | gauge recovered |",
         "|---|---|---|---|---|---|",
