@@ -151,3 +151,12 @@ def test_cli_streams_above_the_budget_and_resumes_state(pair, tmp_path, capsys):
     assert "--state and --mesh do not combine" in capsys.readouterr().err
     assert main(["align", *common, "-o", str(tmp_path / "m3.npz"), "--max-memory", "lots"]) == 2
     assert "not a memory size" in capsys.readouterr().err
+
+
+def test_cli_align_path_bf16(pair, tmp_path):
+    from gaugejax.cli import main
+
+    _, _, g, a, b = pair
+    out = tmp_path / "p.npz"
+    assert main(["align-path", str(a), str(b), "-o", str(out), "--dtype", "bfloat16", "--max-tokens", "512"]) == 0
+    assert gj.SignedPermutation.load(out) == g

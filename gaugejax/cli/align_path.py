@@ -25,6 +25,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--method", default="sign_marginalized", choices=["sign_marginalized", "signed", "permutation"])
     p.add_argument("--layers", type=int, nargs="+", help="residual-stream indices to pool (default: 6 spread out)")
     p.add_argument("--max-tokens", type=int, default=16384, help="per-hop token budget (default 16384)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="compute dtype of the matmuls (default float32); norms, softmax and statistics stay float32")
     from gaugejax.cli.common import add_token_args
 
     add_token_args(p, default_tokens=16384)
@@ -61,7 +63,7 @@ def run(args) -> int:
 
     config = HFCheckpoint(first).config if Path(first).is_dir() else load_model(first).config
     tokens = tokens_from_args(args, config.vocab_size, first)
-    kw = dict(layers=args.layers, method=args.method, max_tokens=args.max_tokens)
+    kw = dict(layers=args.layers, method=args.method, max_tokens=args.max_tokens, compute_dtype=args.dtype)
     if args.via_base:  # the path's hops, the direct matches to and from the base, the endpoint match
         n_a, n_b = len(ckpts), len(args.other_run)
         n_matches = n_a + n_b + int(n_a > 1) + int(n_b > 1) + 1
