@@ -230,6 +230,7 @@ _HF = dict(model_type="llama", vocab_size=8, hidden_size=42, num_hidden_layers=1
     (dict(rope_parameters={"rope_type": "yarn", "factor": 2.0, "truncate": "yes"}), "truncate"),
     (dict(rope_parameters={"rope_type": "yarn", "factor": 2.0, "beta_gamma": 1.0}), "beta_gamma"),
     (dict(rope_parameters={"rope_type": "yarn"}), "lacks 'factor'"),
+    (dict(rope_parameters={"rope_type": "yarn", "factor": 2.0, "beta_slow": -1.0}), "beta_slow"),
     (dict(mlp_bias="yes"), "mlp_bias"),
 ])
 def test_refused_in_one_line(extra, match):

@@ -239,3 +239,5 @@ def _check_rope_value(cfg: dict, kind: str, key: str, value: Any) -> None:
         return
     else:
         get_float(where, key, positive=key not in _ROPE_OPTIONAL)
+        if key.startswith("beta_") and value < 0:
+            refuse(where, key, "YaRN's rotation counts must be >= 0 (0 or null: transformers' default)")
