@@ -160,3 +160,21 @@ def test_cli_align_path_bf16(pair, tmp_path):
     out = tmp_path / "p.npz"
     assert main(["align-path", str(a), str(b), "-o", str(out), "--dtype", "bfloat16", "--max-tokens", "512"]) == 0
     assert gj.SignedPermutation.load(out) == g
+
+
+def test_verify_streamed_equals_verify(pair, tmp_path):
+    from gaugejax.cli import main
+    from gaugejax.streaming import verify_streamed
+    from gaugejax.verify import verify
+
+    m, mb, g, a, b = pair
+    r1, r2 = verify(m, mb, g, TOKENS), verify_streamed(m, mb, g, TOKENS)
+    assert r1.ok and r2.ok
+    # the same float32 ops block by block: deviations agree to float32 rounding of O(1e-6) values
+    np.testing.assert_allclose(r2.layers, r1.layers, atol=1e-6)
+    assert abs(r2.logits - r1.logits) <= 1e-6
+    assert not verify_streamed(m, mb, gj.SignedPermutation.identity(m.config.d_model), TOKENS).ok
+    g.save(tmp_path / "g.npz")
+    assert main(["verify", str(a), str(b), "--gauge", str(tmp_path / "g.npz"), "--stream"]) == 0
+    gj.SignedPermutation.identity(m.config.d_model).save(tmp_path / "id.npz")
+    assert main(["verify", str(a), str(b), "--gauge", str(tmp_path / "id.npz"), "--stream"]) == 1

@@ -16,6 +16,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--gauge", required=True, help="gauge file A→B (.npz)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="relative tolerance (default 1e-4: float32 forward passes)")
+    p.add_argument("--stream", action="store_true",
+                   help="run block by block from the safetensors files (one block of each model in memory)")
     from gaugejax.cli.common import add_token_args
 
     add_token_args(p, default_tokens=256)
@@ -33,7 +35,12 @@ def run(args) -> int:
     if not args.tol >= 0 or args.tol == float("inf"):
         raise GaugeJaxError(f"--tol must be a finite non-negative number, got {args.tol}")
     gauge = SignedPermutation.load(args.gauge)
-    a, b = load_model(args.src), load_model(args.dst)
+    if args.stream:
+        from gaugejax.streaming import block_source
+
+        a, b = block_source(args.src), block_source(args.dst)
+    else:
+        a, b = load_model(args.src), load_model(args.dst)
     tokens = tokens_from_args(args, a.config.vocab_size, args.src)
     with progress("verifying", tokens.shape[0]) as advance:
         seen = [0]
@@ -42,7 +49,12 @@ def run(args) -> int:
             advance(done - seen[0])
             seen[0] = done
 
-        r = verify(a, b, gauge, tokens, tol=args.tol, progress=report)
+        if args.stream:
+            from gaugejax.streaming import verify_streamed
+
+            r = verify_streamed(a, b, gauge, tokens, tol=args.tol)
+        else:
+            r = verify(a, b, gauge, tokens, tol=args.tol, progress=report)
     rows = [[name, v, "ok" if ok else "FAIL"] for name, v, ok in r.rows()]
     table(f"max relative deviation over {r.n_tokens} tokens (tol {args.tol:g})", ["", "max |Δ| / scale", ""], rows)
     if r.nonfinite is not None:
