@@ -166,7 +166,7 @@ def _plots(res: dict, out: Path) -> list[str]:
     files = []
 
     def panels(rows, by):
-        keys = sorted({r[by] for r in rows}, key=str)
+        keys = sorted({r[by] for r in rows}, key=lambda v: (isinstance(v, str), v))
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), dpi=110, sharey=True, squeeze=False)
         return fig, dict(zip(keys, axes[0]))
 
