@@ -40,7 +40,7 @@ from gaugejax.models.family import family_module
 from gaugejax.verify import Progress, as_token_rows, check_finite
 
 __all__ = ["ModelBlocks", "CheckpointBlocks", "block_source", "streamed_residuals", "align_streamed",
-           "verify_streamed", "DEFAULT_CHUNK_ROWS"]
+           "verify_streamed", "align_path_streamed", "DEFAULT_CHUNK_ROWS"]
 
 DEFAULT_CHUNK_ROWS = 8
 """Token rows per device call inside one block."""
@@ -360,3 +360,71 @@ def _head(src: Any) -> dict:
     if "lm_head" in out:
         out.pop("embed", None)
     return out
+
+
+def _layer_streams(src: Any, tok: np.ndarray, layers: Sequence[int], compute_dtype: Any, chunk_rows: int,
+                   what: str) -> dict[int, np.ndarray]:
+    out = {}
+    for i, h in streamed_residuals(src, tok, layers=layers, compute_dtype=compute_dtype, chunk_rows=chunk_rows):
+        x = h.reshape(-1, h.shape[-1])
+        check_finite(np.asarray(x[None], np.float32), labels=[i], what=what)
+        out[i] = x
+    return out
+
+
+def _match_streams(sa: dict, sb: dict, layers: Sequence[int], rows: int, method: str, **kwargs: Any) -> MatchResult:
+    parts = []
+    for i in layers:
+        st = stats.init(sa[i].shape[-1])
+        for sl in _chunks(len(sa[i]), rows):
+            st = stats.update(st, jnp.asarray(sa[i][sl]), jnp.asarray(sb[i][sl]))
+        parts.append(st)
+    return match_stats(_stack_stats(parts), method, layer_labels=list(layers), warn=False, **kwargs)
+
+
+def align_path_streamed(checkpoints: Sequence[Any], tokens: Any, *, layers: Sequence[int] | None = None,
+                        method: str = "sign_marginalized", endpoint: bool = False, compute_dtype: Any = None,
+                        chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: Progress | None = None,
+                        **match_kwargs: Any) -> Any:
+    """:func:`gaugejax.trajectory.align_path` block by block, each checkpoint's forward run once.
+
+    Consecutive hops share a checkpoint: its streams at the selected layers are kept on the host
+    (``layers × tokens × d``) for the next hop instead of being recomputed.
+
+    Returns:
+      A :class:`gaugejax.trajectory.PathAlignment`.
+    """
+    from gaugejax.align import check_pair, default_layers
+    from gaugejax.trajectory import Hop, PathAlignment, _label, compose_hops
+
+    ckpts = list(checkpoints)
+    if len(ckpts) < 2:
+        raise GaugeError("a path needs at least two checkpoints")
+    srcs = [block_source(x) for x in ckpts]
+    for other in srcs[1:]:
+        check_pair(srcs[0].config, other.config)
+    c = srcs[0].config
+    layers = tuple(default_layers(c.n_layers) if layers is None else (int(i) for i in layers))
+    if not layers or any(not 0 <= i <= c.n_layers for i in layers):
+        raise GaugeError(f"layers must lie in 0..{c.n_layers} (0 = embeddings), got {list(layers)}")
+    match_kwargs.setdefault("norm", c.norm)
+    tok = as_token_rows(tokens)
+    rows = chunk_rows * tok.shape[1]
+    total = len(ckpts) - 1 + int(endpoint)
+    run = lambda k: _layer_streams(srcs[k], tok, layers, compute_dtype, chunk_rows, _label(ckpts[k], k))  # noqa: E731
+    prev = first = run(0)
+    hops = []
+    for k in range(1, len(ckpts)):
+        cur = run(k)
+        r = _match_streams(prev, cur, layers, rows, method, **match_kwargs)
+        hops.append(Hop.from_match(_label(ckpts[k - 1], k - 1), _label(ckpts[k], k), r))
+        if progress is not None:
+            progress(k, total)
+        prev = cur
+    gauge, confident = compose_hops(hops)
+    direct = None
+    if endpoint:
+        direct = _match_streams(first, prev, layers, rows, method, **match_kwargs)
+        if progress is not None:
+            progress(total, total)
+    return PathAlignment(gauge, hops, confident, direct)

@@ -160,6 +160,28 @@ def test_cli_align_path_bf16(pair, tmp_path):
     out = tmp_path / "p.npz"
     assert main(["align-path", str(a), str(b), "-o", str(out), "--dtype", "bfloat16", "--max-tokens", "512"]) == 0
     assert gj.SignedPermutation.load(out) == g
+    out2 = tmp_path / "p2.npz"
+    assert main(["align-path", str(a), str(b), str(a), "-o", str(out2), "--stream", "--endpoint",
+                 "--max-tokens", "512"]) == 0
+    assert gj.SignedPermutation.load(out2) == gj.SignedPermutation.identity(g.d)  # A → B → A
+
+
+def test_align_path_streamed_runs_each_checkpoint_once(monkeypatch):
+    from gaugejax import streaming
+    from gaugejax.trajectory import align_path
+
+    m = gj.random_model(gj.tiny_config("llama", n_layers=2), seed=0)
+    g1, g2 = gj.SignedPermutation.random(1, 64), gj.SignedPermutation.random(2, 64)
+    b = gj.apply_gauge(m, g1)
+    c = gj.apply_gauge(b, g2)
+    calls = []
+    real = streaming.streamed_residuals
+    monkeypatch.setattr(streaming, "streamed_residuals", lambda src, *a, **k: calls.append(src) or real(src, *a, **k))
+    p = streaming.align_path_streamed([m, b, c], TOKENS, endpoint=True)
+    assert len(calls) == 3  # three checkpoints, two hops and the endpoint match: one forward each
+    assert p.gauge == g1.then(g2) and p.endpoint.gauge == p.gauge
+    q = align_path([m, b, c], TOKENS, min_tokens=TOKENS.size, max_tokens=TOKENS.size)
+    assert q.gauge == p.gauge and [h.n_tokens for h in q.hops] == [h.n_tokens for h in p.hops]
 
 
 def test_verify_streamed_equals_verify(pair, tmp_path):

@@ -25,6 +25,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--method", default="sign_marginalized", choices=["sign_marginalized", "signed", "permutation"])
     p.add_argument("--layers", type=int, nargs="+", help="residual-stream indices to pool (default: 6 spread out)")
     p.add_argument("--max-tokens", type=int, default=16384, help="per-hop token budget (default 16384)")
+    p.add_argument("--stream", action="store_true",
+                   help="run block by block from the safetensors files, each checkpoint's forward once (consecutive "
+                   "hops share it); uses the first --max-tokens tokens")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                    help="compute dtype of the matmuls (default float32); norms, softmax and statistics stay float32")
     from gaugejax.cli.common import add_token_args
@@ -60,6 +63,8 @@ def run(args) -> int:
     check_outputs(args, [output(args.output, recognise=is_gauge_file)],
                   inputs=[*ckpts, *(args.other_run or []), args.via_base, args.tokens, args.text])
     first = ckpts[0]
+    if args.stream and args.via_base:
+        raise GaugeJaxError("--stream works on one path; drop --via-base or --stream")
 
     config = HFCheckpoint(first).config if Path(first).is_dir() else load_model(first).config
     tokens = tokens_from_args(args, config.vocab_size, first)
@@ -75,6 +80,13 @@ def run(args) -> int:
         if args.via_base:
             r = cross_run(ckpts, args.other_run, args.via_base, tokens, progress=lambda done, total: advance(), **kw)
             path = r.composed
+        elif args.stream:
+            from gaugejax.streaming import align_path_streamed
+
+            rows = tokens if tokens.ndim == 2 else tokens[None]
+            rows = rows[:max(1, -(-args.max_tokens // rows.shape[1]))]
+            path = align_path_streamed(ckpts, rows, endpoint=args.endpoint, layers=args.layers, method=args.method,
+                                       compute_dtype=args.dtype, progress=lambda done, total: advance())
         else:
             path = align_path(ckpts, tokens, endpoint=args.endpoint, progress=lambda done, total: advance(), **kw)
     table("local gauges", cols, [h.row() for h in path.hops])
