@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
+from gaugejax.models import lnshared as S
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
+from gaugejax.models.table import READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class NeoXConfig(ModelConfig):
+class NeoXConfig(S.PartialRotaryConfig):
     """GPT-NeoX config (LayerNorm, partial rotary, optional parallel residual).
 
     Attributes:
@@ -39,18 +38,6 @@ class NeoXConfig(ModelConfig):
     parallel_residual: bool = True
     max_positions: int = 2048
     activation: str = "gelu"
-
-    @property
-    def norm(self) -> str:
-        return "layernorm"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def rotary_dim(self) -> int:
-        return int(self.head_dim * self.rotary_pct)
 
 
 KEYS = Keys(
@@ -72,10 +59,7 @@ def config_from_hf(cfg: dict) -> NeoXConfig:
     not read by it, so they are accepted only when they agree.
     """
     KEYS.check(cfg)
-    d = get_int(cfg, "hidden_size")
-    nh = get_int(cfg, "num_attention_heads")
-    if d % nh:
-        refuse(cfg, "num_attention_heads", f"hidden_size={d} is not a multiple of the head count")
+    d, nh = S.heads(cfg, "hidden_size", "num_attention_heads", "hidden_size={d} is not a multiple of the head count")
     theta, rope, partial = rope_from_hf(cfg, theta_key="rotary_emb_base", partial_key="rotary_pct",
                                         default_partial=0.25)
     for key, used in (("rope_theta", theta), ("partial_rotary_factor", partial)):
@@ -125,61 +109,36 @@ _G = "gpt_neox.layers.{i}."
 def params(c: NeoXConfig) -> list[Param]:
     """The parameter table."""
     d, f = c.d_model, c.d_ff
-    table = [
+    return [
         Param("embed", (c.vocab_size, d), READ, "gpt_neox.embed_in.weight", shard=0),
-        Param("attn_norm", (d,), GAIN, _G + "input_layernorm.weight"),
-        Param("attn_norm_bias", (d,), VECTOR, _G + "input_layernorm.bias"),
-        Param("qkv", (3 * d, d), READ, _G + "attention.query_key_value.weight", shard=0),
-        Param("qkv_bias", (3 * d,), NONE, _G + "attention.query_key_value.bias", shard=0),
-        Param("o", (d, d), WRITE, _G + "attention.dense.weight", shard=1),
-        Param("o_bias", (d,), VECTOR, _G + "attention.dense.bias"),
-        Param("mlp_norm", (d,), GAIN, _G + "post_attention_layernorm.weight"),
-        Param("mlp_norm_bias", (d,), VECTOR, _G + "post_attention_layernorm.bias"),
-        Param("fc_in", (f, d), READ, _G + "mlp.dense_h_to_4h.weight", shard=0),
-        Param("fc_in_bias", (f,), NONE, _G + "mlp.dense_h_to_4h.bias", shard=0),
-        Param("fc_out", (d, f), WRITE, _G + "mlp.dense_4h_to_h.weight", shard=1),
-        Param("fc_out_bias", (d,), VECTOR, _G + "mlp.dense_4h_to_h.bias"),
-        Param("final_norm", (d,), GAIN, "gpt_neox.final_layer_norm.weight"),
-        Param("final_norm_bias", (d,), VECTOR, "gpt_neox.final_layer_norm.bias"),
+        *S.ln_rows("attn_norm", d, _G + "input_layernorm"),
+        *S.biased_rows("qkv", (3 * d, d), READ, _G + "attention.query_key_value"),
+        *S.biased_rows("o", (d, d), WRITE, _G + "attention.dense"),
+        *S.ln_rows("mlp_norm", d, _G + "post_attention_layernorm"),
+        *S.biased_rows("fc_in", (f, d), READ, _G + "mlp.dense_h_to_4h"),
+        *S.biased_rows("fc_out", (d, f), WRITE, _G + "mlp.dense_4h_to_h"),
+        *S.ln_rows("final_norm", d, "gpt_neox.final_layer_norm"),
+        *S.head_rows(c, "embed_out.weight"),
     ]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (c.vocab_size, d), READ, "embed_out.weight", shard=0))
-    return table
 
 
 def context(c: NeoXConfig, t: int) -> dict[str, jax.Array]:
     """Partial-rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
     scaling = None if c.rope_scaling is None else json.loads(c.rope_scaling)
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, c.rope_theta, scaling, c.max_positions)
-    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
-
-
-def embed(c: NeoXConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    """Token embeddings ``(B, T, D)``."""
-    return p["embed"][tokens]
+    return S.rope_context(t, c.rotary_dim, c.rope_theta, scaling, c.max_positions)
 
 
 def block(c: NeoXConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """Parallel ``x + attn(ln1(x)) + mlp(ln2(x))`` or sequential residual."""
-    b, t, d = x.shape
+    b, t, _ = x.shape
     hd = c.head_dim
-    h = L.layer_norm(x, p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
-    qkv = L.linear(h, p["qkv"], p["qkv_bias"]).reshape(b, t, c.n_heads, 3, hd)
-    q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
-    q, k = L.apply_rope(q, ctx["cos"], ctx["sin"]), L.apply_rope(k, ctx["cos"], ctx["sin"])
-    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, d), p["o"], p["o_bias"])
-    act = L.activation(c.activation)
+    qkv = L.linear(S.ln(c, p, "attn_norm", x), p["qkv"], p["qkv_bias"]).reshape(b, t, c.n_heads, 3, hd)
+    attn = S.rotary_attention(p, qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :], ctx)
 
     def mlp(z):
-        h2 = L.layer_norm(z, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps)
-        return L.linear(act(L.linear(h2, p["fc_in"], p["fc_in_bias"])), p["fc_out"], p["fc_out_bias"])
+        return S.biased_mlp(c, p, S.ln(c, p, "mlp_norm", z))
 
     if c.parallel_residual:
         return x + attn + mlp(x)
     x = x + attn
     return x + mlp(x)
-
-
-def final_norm(c: NeoXConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
-    """The final LayerNorm."""
-    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps)
