@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
+from gaugejax.models import lnshared as S
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
+from gaugejax.models.table import NONE, READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class PhiConfig(ModelConfig):
+class PhiConfig(S.PartialRotaryConfig):
     """Phi-2 config.
 
     Attributes:
@@ -43,18 +42,6 @@ class PhiConfig(ModelConfig):
     qk_layernorm: bool = False
     max_positions: int = 2048
 
-    @property
-    def norm(self) -> str:
-        return "layernorm"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def rotary_dim(self) -> int:
-        return int(self.head_dim * self.rotary_pct)
-
 
 KEYS = Keys(
     computed={"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -69,12 +56,8 @@ KEYS = Keys(
 def config_from_hf(cfg: dict) -> PhiConfig:
     """Builds the config from a Hugging Face Phi ``config.json`` dict (closed world: :data:`KEYS`)."""
     KEYS.check(cfg)
-    d, nh = get_int(cfg, "hidden_size"), get_int(cfg, "num_attention_heads")
-    if d % nh:
-        refuse(cfg, "num_attention_heads", f"the width {d} is not a multiple of {nh} heads")
-    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
-    if nh % nkv:
-        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    d, nh = S.heads(cfg, "hidden_size", "num_attention_heads")
+    nkv = S.kv_heads(cfg, nh)
     theta, _, partial = rope_from_hf(cfg, partial_key="partial_rotary_factor", default_partial=0.5,
                                      kinds=("default",))
     if not 0 < partial <= 1 or int(d // nh * partial) % 2:
@@ -121,61 +104,33 @@ def params(c: PhiConfig) -> list[Param]:
     a = _L + "self_attn."
     table = [
         Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0),
-        Param("norm", (d,), GAIN, _L + "input_layernorm.weight"),
-        Param("norm_bias", (d,), VECTOR, _L + "input_layernorm.bias"),
-        Param("q", (d, d), READ, a + "q_proj.weight", shard=0),
-        Param("q_bias", (d,), NONE, a + "q_proj.bias", shard=0),
-        Param("k", (kv, d), READ, a + "k_proj.weight", shard=0),
-        Param("k_bias", (kv,), NONE, a + "k_proj.bias", shard=0),
-        Param("v", (kv, d), READ, a + "v_proj.weight", shard=0),
-        Param("v_bias", (kv,), NONE, a + "v_proj.bias", shard=0),
-        Param("o", (d, d), WRITE, a + "dense.weight", shard=1),
-        Param("o_bias", (d,), VECTOR, a + "dense.bias"),
+        *S.ln_rows("norm", d, _L + "input_layernorm"),
+        *S.biased_rows("q", (d, d), READ, a + "q_proj"),
+        *S.biased_rows("k", (kv, d), READ, a + "k_proj"),
+        *S.biased_rows("v", (kv, d), READ, a + "v_proj"),
+        *S.biased_rows("o", (d, d), WRITE, a + "dense"),
     ]
     if c.qk_layernorm:  # over head_dim: not residual gains
         table += [Param(f"{n}_norm{s}", (hd,), NONE, a + f"{n}_layernorm.{w}")
                   for n in ("q", "k") for s, w in (("", "weight"), ("_bias", "bias"))]
-    table += [
-        Param("fc1", (f, d), READ, _L + "mlp.fc1.weight", shard=0),
-        Param("fc1_bias", (f,), NONE, _L + "mlp.fc1.bias", shard=0),
-        Param("fc2", (d, f), WRITE, _L + "mlp.fc2.weight", shard=1),
-        Param("fc2_bias", (d,), VECTOR, _L + "mlp.fc2.bias"),
-        Param("final_norm", (d,), GAIN, "model.final_layernorm.weight"),
-        Param("final_norm_bias", (d,), VECTOR, "model.final_layernorm.bias"),
+    return table + [
+        *S.biased_rows("fc1", (f, d), READ, _L + "mlp.fc1"),
+        *S.biased_rows("fc2", (d, f), WRITE, _L + "mlp.fc2"),
+        *S.ln_rows("final_norm", d, "model.final_layernorm"),
+        *S.head_rows(c),
+        Param("lm_head_bias", (v,), NONE, "lm_head.bias", shard=0),
     ]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    table.append(Param("lm_head_bias", (v,), NONE, "lm_head.bias", shard=0))
-    return table
 
 
 def context(c: PhiConfig, t: int) -> dict[str, jax.Array]:
     """Partial-rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, c.rope_theta, None)
-    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
-
-
-def embed(c: PhiConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    """Token embeddings ``(B, T, D)``."""
-    return p["embed"][tokens]
+    return S.rope_context(t, c.rotary_dim, c.rope_theta)
 
 
 def block(c: PhiConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """``h = ln(x); x + attn(h) + mlp(h)``."""
-    b, t, d = x.shape
-    h = L.layer_norm(x, p["norm"], p["norm_bias"], c.norm_eps)
-    q = L.linear(h, p["q"], p["q_bias"]).reshape(b, t, c.n_heads, c.head_dim)
-    k = L.linear(h, p["k"], p["k_bias"]).reshape(b, t, c.n_kv_heads, c.head_dim)
-    v = L.linear(h, p["v"], p["v_bias"]).reshape(b, t, c.n_kv_heads, c.head_dim)
+    h = S.ln(c, p, "norm", x)
+    q, k, v = S.split_heads(c, p, h)
     if c.qk_layernorm:
-        q = L.layer_norm(q, p["q_norm"], p["q_norm_bias"], c.norm_eps)
-        k = L.layer_norm(k, p["k_norm"], p["k_norm_bias"], c.norm_eps)
-    q, k = L.apply_rope(q, ctx["cos"], ctx["sin"]), L.apply_rope(k, ctx["cos"], ctx["sin"])
-    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, d), p["o"], p["o_bias"])
-    act = L.activation(c.activation)
-    return x + attn + L.linear(act(L.linear(h, p["fc1"], p["fc1_bias"])), p["fc2"], p["fc2_bias"])
-
-
-def final_norm(c: PhiConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
-    """The final LayerNorm."""
-    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps)
+        q, k = S.ln(c, p, "q_norm", q), S.ln(c, p, "k_norm", k)
+    return x + S.rotary_attention(p, q, k, v, ctx) + S.biased_mlp(c, p, h, "fc1", "fc2")
