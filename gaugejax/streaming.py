@@ -40,7 +40,7 @@ from gaugejax.models.family import family_module
 from gaugejax.verify import Progress, as_token_rows, check_finite
 
 __all__ = ["ModelBlocks", "CheckpointBlocks", "block_source", "streamed_residuals", "align_streamed",
-           "verify_streamed", "align_path_streamed", "DEFAULT_CHUNK_ROWS"]
+           "align_path_streamed", "DEFAULT_CHUNK_ROWS"]
 
 DEFAULT_CHUNK_ROWS = 8
 """Token rows per device call inside one block."""
@@ -287,79 +287,6 @@ def align_streamed(source_a: Any, source_b: Any, tokens: Any, *, layers: Sequenc
     if warn:
         _warn(result, stacklevel=2)
     return result
-
-
-@partial(jax.jit, static_argnums=0)
-def _logits(config: ModelConfig, head: dict, final: jax.Array) -> jax.Array:
-    from gaugejax.models.runner import unembed
-
-    return unembed(config, _to(head, "float32"), final.astype(jnp.float32))
-
-
-def verify_streamed(source_a: Any, source_b: Any, gauge: Any, tokens: Any, *, tol: float | None = None,
-                    chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Any:
-    """:func:`gaugejax.verify.verify` run block by block (float32): one block of each model in memory.
-
-    The output head (or the tied embedding) is read once, after the last block.
-
-    Returns:
-      A :class:`gaugejax.verify.VerifyResult` (deviations of every ``h[i]`` and of the logits).
-    """
-    from gaugejax.align import check_pair
-    from gaugejax.group import Group
-    from gaugejax.verify import DEFAULT_TOL, VerifyResult, _output_in_residual_chart, _rel
-
-    a, b = block_source(source_a), block_source(source_b)
-    c = a.config
-    check_pair(c, b.config)
-    Group.of(c).check(gauge, d=c.d_model)
-    tok = as_token_rows(tokens)
-    dh, scale, nonfinite = [], [], None
-    finals = {}
-    for (i, ha), (_, hb) in zip(streamed_residuals(a, tok, chunk_rows=chunk_rows),
-                                streamed_residuals(b, tok, chunk_rows=chunk_rows)):
-        for name, h in (("A", ha), ("B", hb)):
-            if nonfinite is None and not np.isfinite(h).all():
-                nonfinite = f"h[{i}] of model {name}"
-        dh.append(np.abs(hb - gauge.apply(ha)).max())
-        scale.append(np.abs(ha).max())
-        if i == c.n_layers:
-            finals = {"A": ha, "B": hb}
-    outs = {}
-    for name, src in (("A", a), ("B", b)):
-        head = _head(src)
-        glob = _device(src.globals(None))
-        outs[name] = np.concatenate([np.asarray(_logits(c, head, _final(c, "float32", glob, jnp.asarray(finals[name][s]))))
-                                     for s in _chunks(len(tok), chunk_rows)])
-    la, lb = outs["A"], outs["B"]
-    residual_out = _output_in_residual_chart(c, la)
-    if residual_out:
-        la = gauge.apply(la)
-    if nonfinite is None and not (np.isfinite(la).all() and np.isfinite(lb).all()):
-        nonfinite = "the logits"
-    return VerifyResult(logits=float(_rel(np.abs(la - lb).max(), np.abs(la).max())),
-                        layers=tuple(float(v) for v in _rel(np.asarray(dh), np.asarray(scale))),
-                        tol=float(DEFAULT_TOL if tol is None else tol), n_tokens=int(tok.size),
-                        output_in_residual_chart=residual_out, nonfinite=nonfinite)
-
-
-def _head(src: Any) -> dict:
-    """The output head's parameters (``lm_head``/``lm_head_bias``, or the tied ``embed``)."""
-    if isinstance(src, ModelBlocks):
-        p = src.model.params
-        return {k: jnp.asarray(p[k]) for k in ("lm_head", "lm_head_bias", "embed") if k in p}
-    from gaugejax.io.hf import _split_fused
-
-    out = {}
-    for t in src._tensors:
-        if t.layer is None and t.key in ("lm_head", "lm_head_bias", "embed"):
-            arr = src.checkpoint.tensor(t.name)
-            arr = arr.T if t.transpose else arr
-            for key, part in _split_fused(t, arr):
-                out[key] = jnp.asarray(part)
-    if "lm_head" in out:
-        out.pop("embed", None)
-    return out
 
 
 def _layer_streams(src: Any, tok: np.ndarray, layers: Sequence[int], compute_dtype: Any, chunk_rows: int,

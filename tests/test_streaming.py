@@ -186,7 +186,7 @@ def test_align_path_streamed_runs_each_checkpoint_once(monkeypatch):
 
 def test_verify_streamed_equals_verify(pair, tmp_path):
     from gaugejax.cli import main
-    from gaugejax.streaming import verify_streamed
+    from gaugejax.streaming_verify import verify_streamed
     from gaugejax.verify import verify
 
     m, mb, g, a, b = pair

@@ -50,7 +50,7 @@ def run(args) -> int:
             seen[0] = done
 
         if args.stream:
-            from gaugejax.streaming import verify_streamed
+            from gaugejax.streaming_verify import verify_streamed
 
             r = verify_streamed(a, b, gauge, tokens, tol=args.tol)
         else:
