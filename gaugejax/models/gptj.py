@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
+from gaugejax.models import lnshared as S
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
+from gaugejax.models.table import NONE, READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class GPTJConfig(ModelConfig):
+class GPTJConfig(S.LayerNormConfig):
     """GPT-J config.
 
     Attributes:
@@ -35,14 +34,6 @@ class GPTJConfig(ModelConfig):
     activation: str = "gelu_new"
     rotary_dim: int = 8
     max_positions: int = 2048
-
-    @property
-    def norm(self) -> str:
-        return "layernorm"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
 
 KEYS = Keys(
@@ -61,9 +52,7 @@ context length in old files; ``rotary`` and ``scale_attn`` are always on in tran
 def config_from_hf(cfg: dict) -> GPTJConfig:
     """Builds the config from a Hugging Face GPT-J ``config.json`` dict (closed world: :data:`KEYS`)."""
     KEYS.check(cfg)
-    d, nh = get_int(cfg, "n_embd"), get_int(cfg, "n_head")
-    if d % nh:
-        refuse(cfg, "n_head", f"the width {d} is not a multiple of {nh} heads")
+    d, nh = S.heads(cfg, "n_embd", "n_head")
     rot = get_int(cfg, "rotary_dim", None, none_ok=True)
     if rot is None or rot % 2 or rot > d // nh:
         refuse(cfg, "rotary_dim", f"an even number of rotated dims up to the head size {d // nh} is computed")
@@ -99,50 +88,28 @@ _H = "transformer.h.{i}."
 def params(c: GPTJConfig) -> list[Param]:
     """The parameter table."""
     d, f, v = c.d_model, c.d_ff, c.vocab_size
-    table = [
+    return [
         Param("embed", (v, d), READ, "transformer.wte.weight", shard=0),
-        Param("norm", (d,), GAIN, _H + "ln_1.weight"),
-        Param("norm_bias", (d,), VECTOR, _H + "ln_1.bias"),
+        *S.ln_rows("norm", d, _H + "ln_1"),
         Param("q", (d, d), READ, _H + "attn.q_proj.weight", shard=0),
         Param("k", (d, d), READ, _H + "attn.k_proj.weight", shard=0),
         Param("v", (d, d), READ, _H + "attn.v_proj.weight", shard=0),
         Param("o", (d, d), WRITE, _H + "attn.out_proj.weight", shard=1),
-        Param("fc_in", (f, d), READ, _H + "mlp.fc_in.weight", shard=0),
-        Param("fc_in_bias", (f,), NONE, _H + "mlp.fc_in.bias", shard=0),
-        Param("fc_out", (d, f), WRITE, _H + "mlp.fc_out.weight", shard=1),
-        Param("fc_out_bias", (d,), VECTOR, _H + "mlp.fc_out.bias"),
-        Param("final_norm", (d,), GAIN, "transformer.ln_f.weight"),
-        Param("final_norm_bias", (d,), VECTOR, "transformer.ln_f.bias"),
+        *S.biased_rows("fc_in", (f, d), READ, _H + "mlp.fc_in"),
+        *S.biased_rows("fc_out", (d, f), WRITE, _H + "mlp.fc_out"),
+        *S.ln_rows("final_norm", d, "transformer.ln_f"),
+        *S.head_rows(c),
+        Param("lm_head_bias", (v,), NONE, "lm_head.bias", shard=0),
     ]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    table.append(Param("lm_head_bias", (v,), NONE, "lm_head.bias", shard=0))
-    return table
 
 
 def context(c: GPTJConfig, t: int) -> dict[str, jax.Array]:
     """Rotary ``cos``/``sin`` (base 10000) and the causal mask for ``t`` positions."""
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, 10000.0, None)
-    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
-
-
-def embed(c: GPTJConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    """Token embeddings ``(B, T, D)``."""
-    return p["embed"][tokens]
+    return S.rope_context(t, c.rotary_dim, 10000.0)
 
 
 def block(c: GPTJConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """``h = ln(x); x + attn(h) + mlp(h)``."""
-    b, t, d = x.shape
-    h = L.layer_norm(x, p["norm"], p["norm_bias"], c.norm_eps)
-    q, k, v = (L.linear(h, p[n]).reshape(b, t, c.n_heads, c.head_dim) for n in ("q", "k", "v"))
-    q, k = L.apply_rope_interleaved(q, ctx["cos"], ctx["sin"]), L.apply_rope_interleaved(k, ctx["cos"], ctx["sin"])
-    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, d), p["o"])
-    act = L.activation(c.activation)
-    mlp = L.linear(act(L.linear(h, p["fc_in"], p["fc_in_bias"])), p["fc_out"], p["fc_out_bias"])
-    return x + attn + mlp
-
-
-def final_norm(c: GPTJConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
-    """The final LayerNorm."""
-    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps)
+    h = S.ln(c, p, "norm", x)
+    attn = S.rotary_attention(p, *S.split_heads(c, p, h), ctx, rope=L.apply_rope_interleaved)
+    return x + attn + S.biased_mlp(c, p, h)

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
+from gaugejax.models import lnshared as S
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
+from gaugejax.models.table import NONE, READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class StableLmConfig(ModelConfig):
+class StableLmConfig(S.PartialRotaryConfig):
     """StableLM config.
 
     Attributes:
@@ -45,18 +44,6 @@ class StableLmConfig(ModelConfig):
     parallel_residual: bool = False
     max_positions: int = 4096
 
-    @property
-    def norm(self) -> str:
-        return "layernorm"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def rotary_dim(self) -> int:
-        return int(self.head_dim * self.rotary_pct)
-
 
 KEYS = Keys(
     computed={"vocab_size", "intermediate_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -71,12 +58,8 @@ KEYS = Keys(
 def config_from_hf(cfg: dict) -> StableLmConfig:
     """Builds the config from a Hugging Face StableLM ``config.json`` dict (closed world: :data:`KEYS`)."""
     KEYS.check(cfg)
-    d, nh = get_int(cfg, "hidden_size"), get_int(cfg, "num_attention_heads")
-    if d % nh:
-        refuse(cfg, "num_attention_heads", f"the width {d} is not a multiple of {nh} heads")
-    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
-    if nh % nkv:
-        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    d, nh = S.heads(cfg, "hidden_size", "num_attention_heads")
+    nkv = S.kv_heads(cfg, nh)
     theta, _, partial = rope_from_hf(cfg, partial_key="partial_rotary_factor", default_partial=0.25,
                                      kinds=("default",))
     if not 0 < partial <= 1 or int(d // nh * partial) % 2 or int(d // nh * partial) == 0:
@@ -126,8 +109,7 @@ def params(c: StableLmConfig) -> list[Param]:
     a = _L + "self_attn."
     table = [
         Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0),
-        Param("attn_norm", (d,), GAIN, _L + "input_layernorm.weight"),
-        Param("attn_norm_bias", (d,), VECTOR, _L + "input_layernorm.bias"),
+        *S.ln_rows("attn_norm", d, _L + "input_layernorm"),
         Param("q", (d, d), READ, a + "q_proj.weight", shard=0),
         Param("k", (kv, d), READ, a + "k_proj.weight", shard=0),
         Param("v", (kv, d), READ, a + "v_proj.weight", shard=0),
@@ -141,42 +123,28 @@ def params(c: StableLmConfig) -> list[Param]:
         table += [Param("q_norm", (c.n_heads, hd), NONE, a + "q_layernorm.norms.{e}.weight"),
                   Param("k_norm", (c.n_kv_heads, hd), NONE, a + "k_layernorm.norms.{e}.weight")]
     if not c.parallel_residual:
-        table += [Param("mlp_norm", (d,), GAIN, _L + "post_attention_layernorm.weight"),
-                  Param("mlp_norm_bias", (d,), VECTOR, _L + "post_attention_layernorm.bias")]
-    table += [
+        table += S.ln_rows("mlp_norm", d, _L + "post_attention_layernorm")
+    return table + [
         Param("gate", (f, d), READ, _L + "mlp.gate_proj.weight", shard=0),
         Param("up", (f, d), READ, _L + "mlp.up_proj.weight", shard=0),
         Param("down", (d, f), WRITE, _L + "mlp.down_proj.weight", shard=1),
-        Param("final_norm", (d,), GAIN, "model.norm.weight"),
-        Param("final_norm_bias", (d,), VECTOR, "model.norm.bias"),
+        *S.ln_rows("final_norm", d, "model.norm"),
+        *S.head_rows(c),
     ]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    return table
 
 
 def context(c: StableLmConfig, t: int) -> dict[str, jax.Array]:
     """Partial-rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.rotary_dim, c.rope_theta, None)
-    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
-
-
-def embed(c: StableLmConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    """Token embeddings ``(B, T, D)``."""
-    return p["embed"][tokens]
+    return S.rope_context(t, c.rotary_dim, c.rope_theta)
 
 
 def block(c: StableLmConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """Sequential ``x + attn(ln1(x))``, ``x + mlp(ln2(x))``, or parallel ``x + attn(ln1(x)) + mlp(ln1(x))``."""
-    b, t, d = x.shape
-    h = L.layer_norm(x, p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
-    q = L.linear(h, p["q"], p.get("q_bias")).reshape(b, t, c.n_heads, c.head_dim)
-    k = L.linear(h, p["k"], p.get("k_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
-    v = L.linear(h, p["v"], p.get("v_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
+    h = S.ln(c, p, "attn_norm", x)
+    q, k, v = S.split_heads(c, p, h)
     if c.qk_layernorm:
         q, k = L.layer_norm(q, p["q_norm"], None, c.norm_eps), L.layer_norm(k, p["k_norm"], None, c.norm_eps)
-    q, k = L.apply_rope(q, ctx["cos"], ctx["sin"]), L.apply_rope(k, ctx["cos"], ctx["sin"])
-    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, d), p["o"])
+    attn = S.rotary_attention(p, q, k, v, ctx)
     act = L.activation(c.activation)
 
     def mlp(z):
@@ -185,9 +153,4 @@ def block(c: StableLmConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[st
     if c.parallel_residual:
         return x + attn + mlp(h)
     x = x + attn
-    return x + mlp(L.layer_norm(x, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps))
-
-
-def final_norm(c: StableLmConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
-    """The final LayerNorm."""
-    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps)
+    return x + mlp(S.ln(c, p, "mlp_norm", x))
