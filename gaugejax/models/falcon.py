@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
+from gaugejax.models import lnshared as S
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
+from gaugejax.models.table import NONE, READ, VECTOR, WRITE, Param
 
 
 @dataclass(frozen=True)
-class FalconConfig(ModelConfig):
+class FalconConfig(S.LayerNormConfig):
     """Falcon config.
 
     Attributes:
@@ -55,14 +54,6 @@ class FalconConfig(ModelConfig):
     bias: bool = False
     rope_theta: float = 10000.0
     max_positions: int = 2048
-
-    @property
-    def norm(self) -> str:
-        return "layernorm"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
 
 KEYS = Keys(
@@ -143,21 +134,17 @@ def config_to_hf(c: FalconConfig) -> dict:
 _H = "transformer.h.{i}."
 
 
-def _ln(name: str, hf: str, d: int) -> list[Param]:
-    return [Param(name, (d,), GAIN, _H + hf + ".weight"), Param(name + "_bias", (d,), VECTOR, _H + hf + ".bias")]
-
-
 def params(c: FalconConfig) -> list[Param]:
     """The parameter table (the fused ``query_key_value`` is one reading matrix)."""
     d, f, v = c.d_model, c.d_ff, c.vocab_size
     qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim
     table = [Param("embed", (v, d), READ, "transformer.word_embeddings.weight", shard=0)]
     if c.two_norms:
-        table += _ln("attn_norm", "ln_attn", d) + _ln("mlp_norm", "ln_mlp", d)
+        table += S.ln_rows("attn_norm", d, _H + "ln_attn") + S.ln_rows("mlp_norm", d, _H + "ln_mlp")
     else:
-        table += _ln("attn_norm", "input_layernorm", d)
+        table += S.ln_rows("attn_norm", d, _H + "input_layernorm")
         if not c.parallel:
-            table += _ln("mlp_norm", "post_attention_layernorm", d)
+            table += S.ln_rows("mlp_norm", d, _H + "post_attention_layernorm")
     table += [Param("qkv", (qkv, d), READ, _H + "self_attention.query_key_value.weight"),
               Param("o", (d, d), WRITE, _H + "self_attention.dense.weight", shard=1),
               Param("fc_in", (f, d), READ, _H + "mlp.dense_h_to_4h.weight", shard=0),
@@ -167,22 +154,12 @@ def params(c: FalconConfig) -> list[Param]:
                   Param("o_bias", (d,), VECTOR, _H + "self_attention.dense.bias"),
                   Param("fc_in_bias", (f,), NONE, _H + "mlp.dense_h_to_4h.bias", shard=0),
                   Param("fc_out_bias", (d,), VECTOR, _H + "mlp.dense_4h_to_h.bias")]
-    table += [Param("final_norm", (d,), GAIN, "transformer.ln_f.weight"),
-              Param("final_norm_bias", (d,), VECTOR, "transformer.ln_f.bias")]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    return table
+    return table + S.ln_rows("final_norm", d, "transformer.ln_f") + S.head_rows(c)
 
 
 def context(c: FalconConfig, t: int) -> dict[str, jax.Array]:
     """Rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.head_dim, c.rope_theta, None)
-    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
-
-
-def embed(c: FalconConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    """Token embeddings ``(B, T, D)``."""
-    return p["embed"][tokens]
+    return S.rope_context(t, c.head_dim, c.rope_theta)
 
 
 def split_qkv(c: FalconConfig, fused: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -201,24 +178,11 @@ def split_qkv(c: FalconConfig, fused: jax.Array) -> tuple[jax.Array, jax.Array, 
 
 def block(c: FalconConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """Parallel ``x + attn(ln_a(x)) + mlp(ln_m(x))`` (``ln_m = ln_a`` unless two norms), or sequential."""
-    b, t, d = x.shape
-    h = L.layer_norm(x, p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
-    q, k, v = split_qkv(c, L.linear(h, p["qkv"], p.get("qkv_bias")))
-    q, k = L.apply_rope(q, ctx["cos"], ctx["sin"]), L.apply_rope(k, ctx["cos"], ctx["sin"])
-    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, d), p["o"], p.get("o_bias"))
-    act = L.activation(c.activation)
-
-    def mlp(z):
-        return L.linear(act(L.linear(z, p["fc_in"], p.get("fc_in_bias"))), p["fc_out"], p.get("fc_out_bias"))
-
+    h = S.ln(c, p, "attn_norm", x)
+    attn = S.rotary_attention(p, *split_qkv(c, L.linear(h, p["qkv"], p.get("qkv_bias"))), ctx)
     if c.two_norms:
-        return x + attn + mlp(L.layer_norm(x, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps))
+        return x + attn + S.biased_mlp(c, p, S.ln(c, p, "mlp_norm", x))
     if c.parallel:
-        return x + attn + mlp(h)
+        return x + attn + S.biased_mlp(c, p, h)
     x = x + attn
-    return x + mlp(L.layer_norm(x, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps))
-
-
-def final_norm(c: FalconConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
-    """The final LayerNorm."""
-    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps)
+    return x + S.biased_mlp(c, p, S.ln(c, p, "mlp_norm", x))

@@ -125,9 +125,9 @@ def final_norm(c: ModelConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
 
 def biased_mlp(c: ModelConfig, p: dict[str, Any], h: jax.Array, fc_in: str = "fc_in",
                fc_out: str = "fc_out") -> jax.Array:
-    """``fc_out(act(fc_in(h)))`` with biases on both projections."""
+    """``fc_out(act(fc_in(h)))`` with the projections' biases (where the table has them)."""
     act = L.activation(c.activation)
-    return L.linear(act(L.linear(h, p[fc_in], p[fc_in + "_bias"])), p[fc_out], p[fc_out + "_bias"])
+    return L.linear(act(L.linear(h, p[fc_in], p.get(fc_in + "_bias"))), p[fc_out], p.get(fc_out + "_bias"))
 
 
 def split_heads(c: Any, p: dict[str, Any], h: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
