@@ -45,9 +45,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+# Bit-for-bit resumption needs deterministic kernels: XLA's multi-threaded CPU (Eigen) kernels were
+# seen to differ in the last float32 ulp between two identical runs on a loaded machine, so the
+# runs here are single-threaded. (The resumed run replays the same batches in the same order; it
+# cannot be more reproducible than the forward pass itself.)
+_ENV = dict(os.environ, JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
 def _run(state, kill_after, out):
     return subprocess.run([sys.executable, "-c", SCRIPT, str(state), str(kill_after), str(out)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=_ENV)
 
 
 @pytest.mark.slow
