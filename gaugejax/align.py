@@ -275,6 +275,7 @@ def _placed(model_a: Any, model_b: Any, mesh: Any):
     from gaugejax import sharding
     from gaugejax.models import _dtype_key, _stream_and_final
 
+    mesh = sharding.make_mesh(mesh)  # a Mesh, or "data=N,model=M"
     ma, mb = sharding.shard_model(model_a, mesh), sharding.shard_model(model_b, mesh)
     gather = sharding.replicated(mesh)  # every process gets the selected layers (statistics as today)
 
