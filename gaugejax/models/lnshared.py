@@ -8,8 +8,8 @@ they have in common live here, written once (the RMSNorm counterpart is :mod:`ga
 * closed-world reading of the head counts (:func:`heads`, :func:`kv_heads`);
 * table rows: a LayerNorm (:func:`ln_rows`), a biased projection (:func:`biased_rows`), the
   untied head (:func:`head_rows`);
-* the forward pieces: :func:`ln`, :func:`rope_context`, :func:`embed`, :func:`final_norm`,
-  :func:`biased_mlp`, :func:`split_heads`, :func:`rotary_attention`.
+* the forward pieces: :func:`ln`, :func:`rope_context`, :func:`embed`, :func:`embed_learned`,
+  :func:`final_norm`, :func:`biased_mlp`, :func:`split_heads`, :func:`attend`, :func:`rotary_attention`.
 
 Gauge roles: a LayerNorm gain is a GAIN and its bias a VECTOR (both on the residual axis); a
 READ projection's bias lives off the residual axis (NONE); a WRITE projection's bias is a VECTOR.
@@ -88,12 +88,16 @@ def ln_rows(name: str, d: int, hf: str) -> list[Param]:
     return [Param(name, (d,), GAIN, hf + ".weight"), Param(name + "_bias", (d,), VECTOR, hf + ".bias")]
 
 
-def biased_rows(name: str, shape: tuple[int, int], role: str, hf: str) -> list[Param]:
-    """A READ or WRITE projection and its bias (NONE for READ, VECTOR for WRITE), ``hf.weight`` / ``hf.bias``."""
+def biased_rows(name: str, shape: tuple[int, int], role: Any, hf: str, **weight: Any) -> list[Param]:
+    """A READ or WRITE projection and its bias (NONE for READ, VECTOR for WRITE), ``hf.weight`` / ``hf.bias``.
+
+    ``weight`` holds extra :class:`~gaugejax.models.table.Param` fields of the matrix row (``transpose``).
+    """
     if role == READ:
-        return [Param(name, shape, READ, hf + ".weight", shard=0),
+        return [Param(name, shape, READ, hf + ".weight", shard=0, **weight),
                 Param(name + "_bias", shape[:1], NONE, hf + ".bias", shard=0)]
-    return [Param(name, shape, WRITE, hf + ".weight", shard=1), Param(name + "_bias", shape[:1], VECTOR, hf + ".bias")]
+    return [Param(name, shape, WRITE, hf + ".weight", shard=1, **weight),
+            Param(name + "_bias", shape[:1], VECTOR, hf + ".bias")]
 
 
 def head_rows(c: ModelConfig, hf: str = "lm_head.weight") -> list[Param]:
@@ -116,6 +120,11 @@ def rope_context(t: int, rotary_dim: int, theta: float, scaling: dict | None = N
 def embed(c: ModelConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
     """Token embeddings ``(B, T, D)``."""
     return p["embed"][tokens]
+
+
+def embed_learned(c: ModelConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
+    """Token plus learned position embeddings ``(B, T, D)``."""
+    return p["embed"][tokens] + p["pos_embed"][jnp.arange(tokens.shape[1])][None]
 
 
 def final_norm(c: ModelConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
@@ -144,5 +153,10 @@ def rotary_attention(p: dict[str, Any], q: jax.Array, k: jax.Array, v: jax.Array
                      rope: Callable[..., jax.Array] = L.apply_rope) -> jax.Array:
     """``o(attention(rope(q), rope(k), v)) + o_bias`` (no bias when the table has none), ``(B, T, D)``."""
     q, k = rope(q, ctx["cos"], ctx["sin"]), rope(k, ctx["cos"], ctx["sin"])
-    o = L.attention(q, k, v, ctx["mask"])
+    return attend(p, q, k, v, ctx["mask"])
+
+
+def attend(p: dict[str, Any], q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """``o(attention(q, k, v)) + o_bias`` (no bias when the table has none), ``(B, T, D)``."""
+    o = L.attention(q, k, v, mask)
     return L.linear(o.reshape(*o.shape[:2], -1), p["o"], p.get("o_bias"))

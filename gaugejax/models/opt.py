@@ -20,19 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
+from gaugejax.models import lnshared as S
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.table import READ, WRITE, Param
 
 OFFSET = 2
 """Rows of ``embed_positions`` before position 0 (fairseq's padding convention)."""
 
 
 @dataclass(frozen=True)
-class OPTConfig(ModelConfig):
+class OPTConfig(S.LayerNormConfig):
     """OPT config.
 
     Attributes:
@@ -46,14 +45,6 @@ class OPTConfig(ModelConfig):
     tie_embeddings: bool = True
     pre_norm: bool = True
     max_positions: int = 2048
-
-    @property
-    def norm(self) -> str:
-        return "layernorm"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
 
 KEYS = Keys(
@@ -72,9 +63,7 @@ KEYS = Keys(
 def config_from_hf(cfg: dict) -> OPTConfig:
     """Builds the config from a Hugging Face OPT ``config.json`` dict (closed world: :data:`KEYS`)."""
     KEYS.check(cfg)
-    d, nh = get_int(cfg, "hidden_size"), get_int(cfg, "num_attention_heads")
-    if d % nh:
-        refuse(cfg, "num_attention_heads", f"the width {d} is not a multiple of {nh} heads")
+    d, nh = S.heads(cfg, "hidden_size", "num_attention_heads")
     if get_int(cfg, "word_embed_proj_dim", d) != d:
         refuse(cfg, "word_embed_proj_dim", f"embeddings of another width than hidden_size={d} go through "
                "project_in/project_out, which gaugejax does not compute (e.g. opt-350m)")
@@ -117,28 +106,19 @@ def params(c: OPTConfig) -> list[Param]:
         Param("embed", (v, d), READ, _D + "embed_tokens.weight", shard=0),
         Param("pos_offset", (OFFSET, d), READ, _D + "embed_positions.weight"),
         Param("pos_embed", (c.max_positions, d), READ, _D + "embed_positions.weight"),
-        Param("attn_norm", (d,), GAIN, _L + "self_attn_layer_norm.weight"),
-        Param("attn_norm_bias", (d,), VECTOR, _L + "self_attn_layer_norm.bias"),
+        *S.ln_rows("attn_norm", d, _L + "self_attn_layer_norm"),
     ]
     for n in ("q", "k", "v"):
-        table += [Param(n, (d, d), READ, a + f"{n}_proj.weight", shard=0),
-                  Param(f"{n}_bias", (d,), NONE, a + f"{n}_proj.bias", shard=0)]
+        table += S.biased_rows(n, (d, d), READ, a + f"{n}_proj")
     table += [
-        Param("o", (d, d), WRITE, a + "out_proj.weight", shard=1),
-        Param("o_bias", (d,), VECTOR, a + "out_proj.bias"),
-        Param("mlp_norm", (d,), GAIN, _L + "final_layer_norm.weight"),
-        Param("mlp_norm_bias", (d,), VECTOR, _L + "final_layer_norm.bias"),
-        Param("fc1", (f, d), READ, _L + "fc1.weight", shard=0),
-        Param("fc1_bias", (f,), NONE, _L + "fc1.bias", shard=0),
-        Param("fc2", (d, f), WRITE, _L + "fc2.weight", shard=1),
-        Param("fc2_bias", (d,), VECTOR, _L + "fc2.bias"),
+        *S.biased_rows("o", (d, d), WRITE, a + "out_proj"),
+        *S.ln_rows("mlp_norm", d, _L + "final_layer_norm"),
+        *S.biased_rows("fc1", (f, d), READ, _L + "fc1"),
+        *S.biased_rows("fc2", (d, f), WRITE, _L + "fc2"),
     ]
     if c.pre_norm:
-        table += [Param("final_norm", (d,), GAIN, _D + "final_layer_norm.weight"),
-                  Param("final_norm_bias", (d,), VECTOR, _D + "final_layer_norm.bias")]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    return table
+        table += S.ln_rows("final_norm", d, _D + "final_layer_norm")
+    return table + S.head_rows(c)
 
 
 def context(c: OPTConfig, t: int) -> dict[str, jax.Array]:
@@ -148,30 +128,25 @@ def context(c: OPTConfig, t: int) -> dict[str, jax.Array]:
 
 def embed(c: OPTConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
     """Token plus learned position embeddings ``(B, T, D)`` (position ``t`` is row ``t + 2`` on disk)."""
-    return p["embed"][tokens] + p["pos_embed"][jnp.arange(tokens.shape[1])][None]
+    return S.embed_learned(c, p, tokens)
 
 
 def block(c: OPTConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """Pre-norm ``x + attn(ln1(x))``, ``x + mlp(ln2(x))``; post-norm ``ln1(x + attn(x))``, ``ln2(x + mlp(x))``."""
-    b, t, d = x.shape
-
-    def ln(z, name):
-        return L.layer_norm(z, p[name], p[name + "_bias"], c.norm_eps)
 
     def attn(h):
-        q, k, v = (L.linear(h, p[n], p[n + "_bias"]).reshape(b, t, c.n_heads, c.head_dim) for n in ("q", "k", "v"))
-        return L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, d), p["o"], p["o_bias"])
+        return S.attend(p, *S.split_heads(c, p, h), ctx["mask"])
 
     def mlp(h):
-        return L.linear(L.activation(c.activation)(L.linear(h, p["fc1"], p["fc1_bias"])), p["fc2"], p["fc2_bias"])
+        return S.biased_mlp(c, p, h, "fc1", "fc2")
 
     if c.pre_norm:
-        x = x + attn(ln(x, "attn_norm"))
-        return x + mlp(ln(x, "mlp_norm"))
-    x = ln(x + attn(x), "attn_norm")
-    return ln(x + mlp(x), "mlp_norm")
+        x = x + attn(S.ln(c, p, "attn_norm", x))
+        return x + mlp(S.ln(c, p, "mlp_norm", x))
+    x = S.ln(c, p, "attn_norm", x + attn(x))
+    return S.ln(c, p, "mlp_norm", x + mlp(x))
 
 
 def final_norm(c: OPTConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
     """The final LayerNorm (pre-norm models); post-norm models have none."""
-    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps) if c.pre_norm else x
+    return S.final_norm(c, p, x) if c.pre_norm else x
