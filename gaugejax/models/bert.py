@@ -21,13 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import Keys, get_choice, get_float, get_int, refuse
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models import lnshared as S
+from gaugejax.models.config_keys import Keys, get_choice, get_float, get_int
+from gaugejax.models.table import NONE, READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class BertConfig(ModelConfig):
+class BertConfig(S.LayerNormConfig):
     """BERT encoder config (post-LN LayerNorm with bias, learned positions, GELU MLP, pooler).
 
     Attributes:
@@ -41,14 +41,6 @@ class BertConfig(ModelConfig):
     type_vocab_size: int = 2
     activation: str = "gelu"
     norm_eps: float = 1e-12
-
-    @property
-    def norm(self) -> str:
-        return "layernorm"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
 
 
 KEYS = Keys(
@@ -64,10 +56,7 @@ the masked-LM head, which a ``BertModel`` encoder does not have."""
 def config_from_hf(cfg: dict) -> BertConfig:
     """Builds the config from a Hugging Face BERT ``config.json`` dict (closed world: see :data:`KEYS`)."""
     KEYS.check(cfg)
-    d = get_int(cfg, "hidden_size")
-    nh = get_int(cfg, "num_attention_heads")
-    if d % nh:
-        refuse(cfg, "num_attention_heads", f"hidden_size={d} is not a multiple of the head count")
+    d, nh = S.heads(cfg, "hidden_size", "num_attention_heads", "hidden_size={d} is not a multiple of the head count")
     return BertConfig(
         vocab_size=get_int(cfg, "vocab_size"),
         d_model=d,
@@ -104,24 +93,15 @@ def params(c: BertConfig) -> list[Param]:
         Param("embed", (c.vocab_size, d), READ, "embeddings.word_embeddings.weight", shard=0),
         Param("pos_embed", (c.max_positions, d), READ, "embeddings.position_embeddings.weight"),
         Param("type_embed", (c.type_vocab_size, d), READ, "embeddings.token_type_embeddings.weight"),
-        Param("embed_norm", (d,), GAIN, "embeddings.LayerNorm.weight"),
-        Param("embed_norm_bias", (d,), VECTOR, "embeddings.LayerNorm.bias"),
-        Param("q", (d, d), READ, _E + "attention.self.query.weight", shard=0),
-        Param("q_bias", (d,), NONE, _E + "attention.self.query.bias", shard=0),
-        Param("k", (d, d), READ, _E + "attention.self.key.weight", shard=0),
-        Param("k_bias", (d,), NONE, _E + "attention.self.key.bias", shard=0),
-        Param("v", (d, d), READ, _E + "attention.self.value.weight", shard=0),
-        Param("v_bias", (d,), NONE, _E + "attention.self.value.bias", shard=0),
-        Param("o", (d, d), WRITE, _E + "attention.output.dense.weight", shard=1),
-        Param("o_bias", (d,), VECTOR, _E + "attention.output.dense.bias"),
-        Param("attn_norm", (d,), GAIN, _E + "attention.output.LayerNorm.weight"),
-        Param("attn_norm_bias", (d,), VECTOR, _E + "attention.output.LayerNorm.bias"),
-        Param("fc_in", (f, d), READ, _E + "intermediate.dense.weight", shard=0),
-        Param("fc_in_bias", (f,), NONE, _E + "intermediate.dense.bias", shard=0),
-        Param("fc_out", (d, f), WRITE, _E + "output.dense.weight", shard=1),
-        Param("fc_out_bias", (d,), VECTOR, _E + "output.dense.bias"),
-        Param("mlp_norm", (d,), GAIN, _E + "output.LayerNorm.weight"),
-        Param("mlp_norm_bias", (d,), VECTOR, _E + "output.LayerNorm.bias"),
+        *S.ln_rows("embed_norm", d, "embeddings.LayerNorm"),
+        *S.biased_rows("q", (d, d), READ, _E + "attention.self.query"),
+        *S.biased_rows("k", (d, d), READ, _E + "attention.self.key"),
+        *S.biased_rows("v", (d, d), READ, _E + "attention.self.value"),
+        *S.biased_rows("o", (d, d), WRITE, _E + "attention.output.dense"),
+        *S.ln_rows("attn_norm", d, _E + "attention.output.LayerNorm"),
+        *S.biased_rows("fc_in", (f, d), READ, _E + "intermediate.dense"),
+        *S.biased_rows("fc_out", (d, f), WRITE, _E + "output.dense"),
+        *S.ln_rows("mlp_norm", d, _E + "output.LayerNorm"),
         Param("pooler", (d, d), READ, "pooler.dense.weight"),
         Param("pooler_bias", (d,), NONE, "pooler.dense.bias"),
     ]
@@ -134,21 +114,13 @@ def context(c: BertConfig, t: int) -> dict[str, jax.Array]:
 
 def embed(c: BertConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
     """``LN(word + position + token_type 0)`` ``(B, T, D)``: residual index 0."""
-    x = p["embed"][tokens] + p["pos_embed"][jnp.arange(tokens.shape[1])][None] + p["type_embed"][0]
-    return L.layer_norm(x, p["embed_norm"], p["embed_norm_bias"], c.norm_eps)
+    return S.ln(c, p, "embed_norm", S.embed_learned(c, p, tokens) + p["type_embed"][0])
 
 
 def block(c: BertConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """Post-LN: ``x = LN(x + attn(x)); x = LN(x + mlp(x))``."""
-    b, t, d = x.shape
-    q = L.linear(x, p["q"], p["q_bias"]).reshape(b, t, c.n_heads, c.head_dim)
-    k = L.linear(x, p["k"], p["k_bias"]).reshape(b, t, c.n_heads, c.head_dim)
-    v = L.linear(x, p["v"], p["v_bias"]).reshape(b, t, c.n_heads, c.head_dim)
-    a = L.attention(q, k, v, ctx["mask"]).reshape(b, t, d)
-    x = L.layer_norm(x + L.linear(a, p["o"], p["o_bias"]), p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
-    act = L.activation(c.activation)
-    h = L.linear(act(L.linear(x, p["fc_in"], p["fc_in_bias"])), p["fc_out"], p["fc_out_bias"])
-    return L.layer_norm(x + h, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps)
+    x = S.ln(c, p, "attn_norm", x + S.attend(p, *S.split_heads(c, p, x), ctx["mask"]))
+    return S.ln(c, p, "mlp_norm", x + S.biased_mlp(c, p, x))
 
 
 def final_norm(c: BertConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
+from gaugejax.models import lnshared as S
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.lnshared import embed_learned as embed, final_norm  # noqa: F401  (this family's pieces)
+from gaugejax.models.table import READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class GPT2Config(ModelConfig):
+class GPT2Config(S.LayerNormConfig):
     """GPT-2 config (LayerNorm with bias, learned positions, GELU MLP, tied embeddings).
 
     Attributes:
@@ -37,10 +37,6 @@ class GPT2Config(ModelConfig):
     tie_embeddings: bool = True
     scale_attn: bool = True
     scale_by_layer: bool = False
-
-    @property
-    def norm(self) -> str:
-        return "layernorm"
 
 
 KEYS = Keys(
@@ -72,10 +68,7 @@ def config_from_hf(cfg: dict) -> GPT2Config:
     """Builds the config from a Hugging Face GPT-2 ``config.json`` dict (closed world: see :data:`KEYS`)."""
     cfg = _canonical(cfg)
     KEYS.check(cfg)
-    d = get_int(cfg, "n_embd")
-    nh = get_int(cfg, "n_head")
-    if d % nh:
-        refuse(cfg, "n_head", f"n_embd={d} is not a multiple of the head count")
+    d, nh = S.heads(cfg, "n_embd", "n_head", "n_embd={d} is not a multiple of the head count")
     return GPT2Config(
         vocab_size=get_int(cfg, "vocab_size"),
         d_model=d,
@@ -110,27 +103,18 @@ _H = "transformer.h.{i}."
 def params(c: GPT2Config) -> list[Param]:
     """The parameter table. HF ``Conv1D`` matrices are stored ``(in, out)`` (``transpose=True``)."""
     d, f = c.d_model, c.d_ff
-    table = [
+    return [
         Param("embed", (c.vocab_size, d), READ, "transformer.wte.weight", shard=0),
         Param("pos_embed", (c.max_positions, d), READ, "transformer.wpe.weight"),
-        Param("attn_norm", (d,), GAIN, _H + "ln_1.weight"),
-        Param("attn_norm_bias", (d,), VECTOR, _H + "ln_1.bias"),
-        Param("qkv", (3 * d, d), READ, _H + "attn.c_attn.weight", transpose=True, shard=0),
-        Param("qkv_bias", (3 * d,), NONE, _H + "attn.c_attn.bias", shard=0),
-        Param("o", (d, d), WRITE, _H + "attn.c_proj.weight", transpose=True, shard=1),
-        Param("o_bias", (d,), VECTOR, _H + "attn.c_proj.bias"),
-        Param("mlp_norm", (d,), GAIN, _H + "ln_2.weight"),
-        Param("mlp_norm_bias", (d,), VECTOR, _H + "ln_2.bias"),
-        Param("fc_in", (f, d), READ, _H + "mlp.c_fc.weight", transpose=True, shard=0),
-        Param("fc_in_bias", (f,), NONE, _H + "mlp.c_fc.bias", shard=0),
-        Param("fc_out", (d, f), WRITE, _H + "mlp.c_proj.weight", transpose=True, shard=1),
-        Param("fc_out_bias", (d,), VECTOR, _H + "mlp.c_proj.bias"),
-        Param("final_norm", (d,), GAIN, "transformer.ln_f.weight"),
-        Param("final_norm_bias", (d,), VECTOR, "transformer.ln_f.bias"),
+        *S.ln_rows("attn_norm", d, _H + "ln_1"),
+        *S.biased_rows("qkv", (3 * d, d), READ, _H + "attn.c_attn", transpose=True),
+        *S.biased_rows("o", (d, d), WRITE, _H + "attn.c_proj", transpose=True),
+        *S.ln_rows("mlp_norm", d, _H + "ln_2"),
+        *S.biased_rows("fc_in", (f, d), READ, _H + "mlp.c_fc", transpose=True),
+        *S.biased_rows("fc_out", (d, f), WRITE, _H + "mlp.c_proj", transpose=True),
+        *S.ln_rows("final_norm", d, "transformer.ln_f"),
+        *S.head_rows(c),
     ]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (c.vocab_size, d), READ, "lm_head.weight", shard=0))
-    return table
 
 
 def context(c: GPT2Config, t: int) -> dict[str, jax.Array]:
@@ -138,29 +122,15 @@ def context(c: GPT2Config, t: int) -> dict[str, jax.Array]:
     return {"mask": L.causal_mask(t)}
 
 
-def embed(c: GPT2Config, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    """Token plus learned position embeddings ``(B, T, D)``."""
-    return p["embed"][tokens] + p["pos_embed"][jnp.arange(tokens.shape[1])][None]
-
-
 def block(c: GPT2Config, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """``x = x + attn(ln1(x)); x = x + mlp(ln2(x))``."""
     b, t, d = x.shape
     hd = d // c.n_heads
-    h = L.layer_norm(x, p["attn_norm"], p["attn_norm_bias"], c.norm_eps)
-    q, k, v = jnp.split(L.linear(h, p["qkv"], p["qkv_bias"]), 3, axis=-1)
+    q, k, v = jnp.split(L.linear(S.ln(c, p, "attn_norm", x), p["qkv"], p["qkv_bias"]), 3, axis=-1)
     q, k, v = (z.reshape(b, t, c.n_heads, hd) for z in (q, k, v))
     if not c.scale_attn:  # attention() divides by sqrt(hd): undo it on q
         q = q * jnp.sqrt(jnp.asarray(hd, q.dtype))
     if c.scale_by_layer:
         q = q / (ctx["layer"] + 1).astype(q.dtype)
-    a = L.attention(q, k, v, ctx["mask"]).reshape(b, t, d)
-    x = x + L.linear(a, p["o"], p["o_bias"])
-    h = L.layer_norm(x, p["mlp_norm"], p["mlp_norm_bias"], c.norm_eps)
-    act = L.activation(c.activation)
-    return x + L.linear(act(L.linear(h, p["fc_in"], p["fc_in_bias"])), p["fc_out"], p["fc_out_bias"])
-
-
-def final_norm(c: GPT2Config, p: dict[str, Any], x: jax.Array) -> jax.Array:
-    """The final LayerNorm."""
-    return L.layer_norm(x, p["final_norm"], p["final_norm_bias"], c.norm_eps)
+    x = x + S.attend(p, q, k, v, ctx["mask"])
+    return x + S.biased_mlp(c, p, S.ln(c, p, "mlp_norm", x))
