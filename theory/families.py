@@ -175,6 +175,34 @@ def stablelm(c) -> list[Stage]:
     return [Stage("embedding", (), "x", token_rows), *block, *_final()]
 
 
+def falcon(c) -> list[Stage]:
+    """Falcon: LayerNorm with bias, rotary, one fused ``query_key_value`` split per layout (grouped,
+    multi-query or per head), GELU MLP; parallel with one or two norms, or sequential."""
+
+    def attn(c, l, n):
+        t, hd, nh, nkv = n.shape[0], c.head_dim, c.n_heads, c.n_kv_heads
+        fused = linear(n, l["qkv"], l.get("qkv_bias"))
+        if c.layout == "grouped":  # per key/value group: its queries, then its key and value
+            g = fused.reshape(t, nkv, nh // nkv + 2, hd)
+            q, k, v = g[:, :, :-2].reshape(t, nh, hd), g[:, :, -2], g[:, :, -1]
+        elif c.layout == "multi_query":  # all queries, one key, one value
+            g = fused.reshape(t, nh + 2, hd)
+            q, k, v = g[:, :nh], g[:, nh:nh + 1], g[:, nh + 1:]
+        else:  # (heads, 3, head_dim)
+            g = fused.reshape(t, nh, 3, hd)
+            q, k, v = g[:, :, 0], g[:, :, 1], g[:, :, 2]
+        rd = hd - hd % 2  # the whole head (the d = 3 configs have a head of 3: rotary acts on head space only)
+        return linear(attention(rope(q, rd), rope(k, rd), v, causal=True), l["o"], l.get("o_bias"))
+
+    if c.two_norms:
+        block = _parallel(attn, plain_mlp, "attn_norm", "mlp_norm")
+    elif c.parallel:
+        block = _parallel(attn, plain_mlp, "attn_norm")
+    else:
+        block = _sequential(attn, plain_mlp)
+    return [Stage("embedding", (), "x", token_rows), *block, *_final()]
+
+
 def opt(c) -> list[Stage]:
     """OPT: learned positions (plus two offset rows, which transformers reads for padded positions),
     no RoPE, ReLU MLP; pre-norm with a final LayerNorm, or post-norm without one."""
@@ -212,7 +240,7 @@ def bert(c) -> list[Stage]:
 FAMILIES: dict[str, Callable] = {
     "llama": llama, "phi3": llama, "qwen3": dense, "granite": dense, "smollm3": dense, "gemma": gemma,
     "olmo2": olmo2, "moe": moe, "gpt2": gpt2, "neox": neox, "gptj": parallel_ln, "phi": parallel_ln,
-    "cohere": parallel_ln, "stablelm": stablelm, "opt": opt, "bert": bert,
+    "cohere": parallel_ln, "stablelm": stablelm, "falcon": falcon, "opt": opt, "bert": bert,
 }
 """family name (``config.family``) → its stages."""
 
@@ -283,6 +311,14 @@ CONFIGS: dict[str, list[tuple[str, Callable]]] = {
         ("stablelm: parallel residual",
          _hf(model_type="stablelm", intermediate_size=2, num_attention_heads=1, num_key_value_heads=1,
              partial_rotary_factor=0.67, use_parallel_residual=True)),
+    ],
+    "falcon": [  # d = 3 has no even head size, which Falcon's config.json requires: sizes set on the config
+        ("falcon: multi-query fused qkv, parallel block with one norm, biases, untied head",
+         _tiny("falcon", bias=True, tie_embeddings=False, n_heads=1, **_SMALL)),
+        ("falcon: new decoder architecture, grouped fused qkv (3 heads, 1 key/value group), two norms",
+         _tiny("falcon", layout="grouped", n_heads=3, n_kv_heads=1, two_norms=True, **_SMALL)),
+        ("falcon: per-head fused qkv, sequential block, biases",
+         _tiny("falcon", layout="per_head", n_heads=1, parallel=False, bias=True, **_SMALL)),
     ],
     "opt": [
         ("opt: pre-norm, learned positions with offset rows",

@@ -33,18 +33,42 @@ __all__ = [
 ]
 
 
+_TINY_HF: dict[str, Any] = dict(
+    vocab_size=256, hidden_size=64, n_embd=64, num_hidden_layers=2, n_layer=2, num_attention_heads=4, n_head=4,
+    num_key_value_heads=2, head_dim=16, intermediate_size=128, n_inner=128, ffn_dim=128, ffn_hidden_size=128,
+    moe_intermediate_size=64, shared_expert_intermediate_size=64, num_local_experts=4, num_experts=4,
+    num_experts_per_tok=2, max_position_embeddings=128, n_positions=128, rotary_dim=8, word_embed_proj_dim=64,
+)
+"""Small sizes under every name a family's ``config.json`` uses; each model type reads the ones it computes."""
+
+
+def _tiny_from_hf(model_type: str) -> ModelConfig:
+    """A small config of a model type through its own ``config_from_hf`` (its defaults for everything else)."""
+    keys = FAMILIES[MODEL_TYPES[model_type]].module.KEYS
+    keys = keys[model_type] if isinstance(keys, dict) else keys
+    cfg = {k: v for k, v in _TINY_HF.items() if k in keys.computed}
+    return config_from_hf({"model_type": model_type, **cfg})
+
+
 def tiny_config(kind: str = "llama", **overrides: Any) -> ModelConfig:
     """A small config of a family or HF model type, for tests and demos.
 
+    ``d_model = 64``, 2 layers, vocabulary 256, 4 heads of 16. ``llama``, ``mistral``, ``qwen2``
+    (GQA; qwen2 with q/k/v biases), ``gpt2``, ``neox`` and ``bert`` are spelled out; every other
+    registered family or HF model type is read by its own ``config_from_hf`` from a small
+    ``config.json`` (a family name stands for its first model type, e.g. ``moe`` for ``mixtral``).
+
     Args:
-      kind: ``llama``, ``mistral``, ``qwen2`` (RMSNorm, GQA; qwen2 with q/k/v biases), ``gpt2``,
-        ``neox``.
+      kind: a family name (:data:`FAMILIES`) or an HF model type (:data:`MODEL_TYPES`).
       **overrides: fields to change.
 
     Example:
       >>> tiny_config("qwen2").qkv_bias
       True
+      >>> tiny_config("moe").model_type, tiny_config("falcon").d_model
+      ('mixtral', 64)
     """
+    kind = {"gpt_neox": "neox"}.get(kind, kind)
     if kind in ("llama", "mistral", "qwen2"):
         base = LlamaConfig(model_type=kind, vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                            head_dim=16, d_ff=128, qkv_bias=kind == "qwen2", norm_eps=1e-6,
@@ -55,8 +79,11 @@ def tiny_config(kind: str = "llama", **overrides: Any) -> ModelConfig:
         base = NeoXConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_positions=128)
     elif kind == "bert":
         base = bert.BertConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_positions=128)
+    elif kind in MODEL_TYPES or kind in FAMILIES:
+        mt = kind if kind in MODEL_TYPES else next(t for t, f in MODEL_TYPES.items() if f == kind)
+        base = _tiny_from_hf(mt)
     else:
-        raise CheckpointError(f"unknown kind {kind!r}: use llama, mistral, qwen2, gpt2 or neox")
+        raise CheckpointError(f"unknown kind {kind!r}: use a family ({', '.join(FAMILIES)}) or an HF model type")
     return base.replace(**overrides)
 
 

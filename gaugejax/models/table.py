@@ -29,6 +29,7 @@ from typing import Any, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, Axes
 
@@ -215,28 +216,45 @@ def gguf_names(table: Iterable[Param], n_layers: int) -> dict[str, str]:
     return out
 
 
+def _kind(p: Param, gain_offset: float) -> tuple[str, float, float]:
+    """``(distribution, shift, scale)`` of a parameter's initial values."""
+    if p.role is Role.GAIN or p.name.endswith("norm"):
+        return "uniform", 0.5 - gain_offset, 1.0
+    if len(p.shape) == 1:
+        return "normal", 0.0, 0.1
+    return "normal", 0.0, float(p.shape[-1]) ** -0.5
+
+
 def init_params(table: Iterable[Param], n_layers: int, key: jax.Array, dtype=jnp.float32, *,
                 gain_offset: float = 0.0) -> dict[str, Any]:
     """Random parameters for a table.
 
     Gains are ``U(0.5, 1.5) - gain_offset`` so that no two coincide (with tied gains the symmetry
-    group is larger than ``B_d`` and equivariance tests would say nothing about the rule); other
-    vectors (biases) are ``0.1·N(0, 1)``; matrices are ``N(0, 1/fan_in)``. Keys are split over the
-    global params first, then the per-layer ones, in table order.
+    group is larger than ``B_d`` and equivariance tests would say nothing about the rule); so are
+    the gains of norms the gauge does not act on (named ``...norm``: per-head q/k norms); other
+    vectors (biases) are ``0.1·N(0, 1)``; matrices are ``N(0, 1/fan_in)``. One stream per parameter,
+    global params first, then the per-layer ones, in table order: NumPy's generator seeded by the
+    key's data and the parameter's index (nothing to compile), or ``jax.random`` when the key is
+    traced (inside ``jit`` or ``eval_shape``).
     """
     table = list(table)
     ordered = [p for p in table if not p.per_layer] + [p for p in table if p.per_layer]
-    keys = jax.random.split(key, len(ordered))
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    traced = isinstance(data, jax.core.Tracer)
+    keys = jax.random.split(key, len(ordered)) if traced else None
+    seed = [] if traced else [int(v) for v in np.asarray(data).ravel()]
 
-    def make(p: Param, k: jax.Array) -> jax.Array:
+    def make(i: int, p: Param) -> jax.Array:
         shape = (n_layers, *p.shape) if p.per_layer else tuple(p.shape)
-        if p.role is Role.GAIN:
-            return jax.random.uniform(k, shape, dtype, 0.5, 1.5) - gain_offset
-        if len(p.shape) == 1:
-            return 0.1 * jax.random.normal(k, shape, dtype)
-        return jax.random.normal(k, shape, dtype) / jnp.sqrt(jnp.asarray(p.shape[-1], dtype))
+        kind, shift, scale = _kind(p, gain_offset)
+        if traced:
+            draw = jax.random.uniform if kind == "uniform" else jax.random.normal
+            return (draw(keys[i], shape, jnp.float32) * scale + shift).astype(dtype)
+        rng = np.random.default_rng([*seed, i])
+        x = rng.random(shape, np.float32) if kind == "uniform" else rng.standard_normal(shape, np.float32)
+        return jnp.asarray(x * np.float32(scale) + np.float32(shift), dtype)
 
-    made = {p.name: make(p, k) for p, k in zip(ordered, keys)}
+    made = {p.name: make(i, p) for i, p in enumerate(ordered)}
     return _nest(table, lambda p: made[p.name])
 
 
