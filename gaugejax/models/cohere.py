@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from gaugejax.models import layers as L
+from gaugejax.models import lnshared as S
 from gaugejax.models.base import ModelConfig
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.lnshared import embed  # noqa: F401  (this family's forward piece)
 from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
 
 
@@ -66,9 +67,7 @@ def config_from_hf(cfg: dict) -> CohereConfig:
     head_dim = get_int(cfg, "head_dim", None, none_ok=True) or d // nh
     if head_dim % 2:
         refuse(cfg, "head_dim", f"head size {head_dim} must be even (RoPE rotates pairs)")
-    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
-    if nh % nkv:
-        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    nkv = S.kv_heads(cfg, nh)
     theta, _, partial = rope_from_hf(cfg, kinds=("default",))
     if partial != 1.0:
         refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for Cohere")
@@ -137,35 +136,21 @@ def params(c: CohereConfig) -> list[Param]:
         Param("down", (d, f), WRITE, _L + "mlp.down_proj.weight", shard=1),
         Param("final_norm", (d,), GAIN, "model.norm.weight"),
     ]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    return table
+    return table + S.head_rows(c)
 
 
 def context(c: CohereConfig, t: int) -> dict[str, jax.Array]:
     """Rotary ``cos``/``sin`` and the causal mask for ``t`` positions."""
-    cos, sin = L.rope_cos_sin(jnp.arange(t), c.head_dim, c.rope_theta, None)
-    return {"cos": cos, "sin": sin, "mask": L.causal_mask(t)}
-
-
-def embed(c: CohereConfig, p: dict[str, Any], tokens: jax.Array) -> jax.Array:
-    """Token embeddings ``(B, T, D)``."""
-    return p["embed"][tokens]
+    return S.rope_context(t, c.head_dim, c.rope_theta)
 
 
 def block(c: CohereConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
     """``h = ln(x); x + attn(h) + mlp(h)``."""
-    b, t, d = x.shape
     h = L.layer_norm(x, p["norm"], None, c.norm_eps)
-    q = L.linear(h, p["q"], p.get("q_bias")).reshape(b, t, c.n_heads, c.head_dim)
-    k = L.linear(h, p["k"], p.get("k_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
-    v = L.linear(h, p["v"], p.get("v_bias")).reshape(b, t, c.n_kv_heads, c.head_dim)
+    q, k, v = S.split_heads(c, p, h)
     if c.qk_norm:
         q, k = L.layer_norm(q, p["q_norm"], None, c.norm_eps), L.layer_norm(k, p["k_norm"], None, c.norm_eps)
-    q, k = L.apply_rope_interleaved(q, ctx["cos"], ctx["sin"]), L.apply_rope_interleaved(k, ctx["cos"], ctx["sin"])
-    attn = L.linear(L.attention(q, k, v, ctx["mask"]).reshape(b, t, -1), p["o"], p.get("o_bias"))
-    act = L.activation(c.activation)
-    return x + attn + L.linear(act(L.linear(h, p["gate"])) * L.linear(h, p["up"]), p["down"])
+    return x + S.rotary_attention(p, q, k, v, ctx, rope=L.apply_rope_interleaved) + S.gated_mlp(c, p, h)
 
 
 def final_norm(c: CohereConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:

@@ -9,7 +9,7 @@ they have in common live here, written once (the RMSNorm counterpart is :mod:`ga
 * table rows: a LayerNorm (:func:`ln_rows`), a biased projection (:func:`biased_rows`), the
   untied head (:func:`head_rows`);
 * the forward pieces: :func:`ln`, :func:`rope_context`, :func:`embed`, :func:`embed_learned`,
-  :func:`final_norm`, :func:`biased_mlp`, :func:`split_heads`, :func:`attend`, :func:`rotary_attention`.
+  :func:`final_norm`, :func:`biased_mlp`, :func:`gated_mlp`, :func:`split_heads`, :func:`attend`, :func:`rotary_attention`.
 
 Gauge roles: a LayerNorm gain is a GAIN and its bias a VECTOR (both on the residual axis); a
 READ projection's bias lives off the residual axis (NONE); a WRITE projection's bias is a VECTOR.
@@ -137,6 +137,12 @@ def biased_mlp(c: ModelConfig, p: dict[str, Any], h: jax.Array, fc_in: str = "fc
     """``fc_out(act(fc_in(h)))`` with the projections' biases (where the table has them)."""
     act = L.activation(c.activation)
     return L.linear(act(L.linear(h, p[fc_in], p.get(fc_in + "_bias"))), p[fc_out], p.get(fc_out + "_bias"))
+
+
+def gated_mlp(c: ModelConfig, p: dict[str, Any], h: jax.Array) -> jax.Array:
+    """``down(act(gate(h)) * up(h))`` without biases."""
+    act = L.activation(c.activation)
+    return L.linear(act(L.linear(h, p["gate"])) * L.linear(h, p["up"]), p["down"])
 
 
 def split_heads(c: Any, p: dict[str, Any], h: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

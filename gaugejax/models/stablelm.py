@@ -145,12 +145,7 @@ def block(c: StableLmConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[st
     if c.qk_layernorm:
         q, k = L.layer_norm(q, p["q_norm"], None, c.norm_eps), L.layer_norm(k, p["k_norm"], None, c.norm_eps)
     attn = S.rotary_attention(p, q, k, v, ctx)
-    act = L.activation(c.activation)
-
-    def mlp(z):
-        return L.linear(act(L.linear(z, p["gate"])) * L.linear(z, p["up"]), p["down"])
-
     if c.parallel_residual:
-        return x + attn + mlp(h)
+        return x + attn + S.gated_mlp(c, p, h)
     x = x + attn
-    return x + mlp(S.ln(c, p, "mlp_norm", x))
+    return x + S.gated_mlp(c, p, S.ln(c, p, "mlp_norm", x))
