@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
-from gaugejax.models.config_keys import Keys, get_choice, get_float, get_int
+from gaugejax.models.config_keys import Keys, get_choice, get_int
 from gaugejax.models.table import NONE, READ, WRITE, Param
 
 
@@ -58,12 +58,7 @@ def config_from_hf(cfg: dict) -> BertConfig:
     KEYS.check(cfg)
     d, nh = S.heads(cfg, "hidden_size", "num_attention_heads", "hidden_size={d} is not a multiple of the head count")
     return BertConfig(
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=get_int(cfg, "num_hidden_layers"),
-        n_heads=nh,
-        d_ff=get_int(cfg, "intermediate_size"),
-        norm_eps=get_float(cfg, "layer_norm_eps", 1e-12),
+        **S.hf_sizes(cfg, d, nh, eps=1e-12),
         activation=get_choice(cfg, "hidden_act", "gelu", L.ACTIVATIONS),
         max_positions=get_int(cfg, "max_position_embeddings", 512),
         type_vocab_size=get_int(cfg, "type_vocab_size", 2),

@@ -72,14 +72,9 @@ def config_from_hf(cfg: dict) -> CohereConfig:
     if partial != 1.0:
         refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for Cohere")
     return CohereConfig(
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=get_int(cfg, "num_hidden_layers"),
-        n_heads=nh,
+        **S.hf_sizes(cfg, d, nh),
         n_kv_heads=nkv,
         head_dim=head_dim,
-        d_ff=get_int(cfg, "intermediate_size"),
-        norm_eps=get_float(cfg, "layer_norm_eps", 1e-5),
         tie_embeddings=get_bool(cfg, "tie_word_embeddings", True),
         activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
         logit_scale=get_float(cfg, "logit_scale", 0.0625),

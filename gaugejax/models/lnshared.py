@@ -5,7 +5,7 @@ they have in common live here, written once (the RMSNorm counterpart is :mod:`ga
 
 * :class:`LayerNormConfig` / :class:`PartialRotaryConfig`: the ``norm``, ``head_dim`` and
   ``rotary_dim`` properties;
-* closed-world reading of the head counts (:func:`heads`, :func:`kv_heads`);
+* closed-world reading of the sizes (:func:`heads`, :func:`kv_heads`, :func:`hf_sizes`);
 * table rows: a LayerNorm (:func:`ln_rows`), a biased projection (:func:`biased_rows`), the
   untied head (:func:`head_rows`);
 * the forward pieces: :func:`ln`, :func:`rope_context`, :func:`embed`, :func:`embed_learned`,
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import get_int, refuse
+from gaugejax.models.config_keys import get_float, get_int, refuse
 from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
 
 
@@ -68,6 +68,19 @@ def heads(cfg: dict, d_key: str, h_key: str, reason: str | None = None) -> tuple
     if d % nh:
         refuse(cfg, h_key, (reason or "the width {d} is not a multiple of {nh} heads").format(d=d, nh=nh))
     return d, nh
+
+
+def hf_sizes(cfg: dict, d: int, nh: int, eps: float = 1e-5) -> dict[str, Any]:
+    """The size fields (and LayerNorm eps) of a config read from the standard HF keys
+    (``vocab_size``, ``num_hidden_layers``, ``intermediate_size``, ``layer_norm_eps``).
+
+    Example:
+      >>> hf_sizes({"vocab_size": 9, "num_hidden_layers": 2, "intermediate_size": 16}, 8, 2)["d_ff"]
+      16
+    """
+    return dict(vocab_size=get_int(cfg, "vocab_size"), d_model=d, n_layers=get_int(cfg, "num_hidden_layers"),
+                n_heads=nh, d_ff=get_int(cfg, "intermediate_size"),
+                norm_eps=get_float(cfg, "layer_norm_eps", eps))
 
 
 def kv_heads(cfg: dict, nh: int) -> int:

@@ -14,7 +14,7 @@ import jax
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
 from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
 from gaugejax.models.table import READ, WRITE, Param
 
@@ -71,12 +71,7 @@ def config_from_hf(cfg: dict) -> NeoXConfig:
     if rope is not None and rope["rope_type"] == "dynamic" and rotary <= 2:
         refuse(cfg, "rope_parameters", f"dynamic RoPE needs a rotary dimension > 2, got {rotary}")
     return NeoXConfig(
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=get_int(cfg, "num_hidden_layers"),
-        n_heads=nh,
-        d_ff=get_int(cfg, "intermediate_size"),
-        norm_eps=get_float(cfg, "layer_norm_eps", 1e-5),
+        **S.hf_sizes(cfg, d, nh),
         rotary_pct=partial,
         rope_theta=theta,
         rope_scaling=None if rope is None else json.dumps(rope, sort_keys=True),

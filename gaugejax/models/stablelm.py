@@ -16,7 +16,7 @@ import jax
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
 from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
 from gaugejax.models.table import NONE, READ, WRITE, Param
 
@@ -65,13 +65,8 @@ def config_from_hf(cfg: dict) -> StableLmConfig:
     if not 0 < partial <= 1 or int(d // nh * partial) % 2 or int(d // nh * partial) == 0:
         refuse(cfg, "partial_rotary_factor", f"the rotated part of a {d // nh}-wide head must be even and non-empty")
     return StableLmConfig(
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=get_int(cfg, "num_hidden_layers"),
-        n_heads=nh,
+        **S.hf_sizes(cfg, d, nh),
         n_kv_heads=nkv,
-        d_ff=get_int(cfg, "intermediate_size"),
-        norm_eps=get_float(cfg, "layer_norm_eps", 1e-5),
         tie_embeddings=get_bool(cfg, "tie_word_embeddings", False),
         activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
         rope_theta=theta,
