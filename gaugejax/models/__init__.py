@@ -1,8 +1,10 @@
 """Transformers as pure JAX functions, and their gauge specs.
 
-Families: ``llama`` (RMSNorm; Llama, Mistral, Qwen2, SmolLM, TinyLlama), ``gpt2`` and ``neox``
-(LayerNorm). ``forward`` and ``residual_stream`` are jit-compiled and batched; they compute in
-float32 (float64 when given float64 weights with x64 enabled), whatever the storage dtype.
+Every family registered in :data:`FAMILIES` (RMSNorm: Llama/Mistral/Qwen2, Qwen3, Gemma 1/2/3,
+OLMo2, Granite, SmolLM3, Phi-3, the MoEs; LayerNorm: GPT-2, GPT-NeoX, GPT-J, Phi-2, OPT, Cohere,
+StableLM, Falcon, BERT) is one parameter table plus one block function (:mod:`.family`).
+``forward`` and ``residual_stream`` are jit-compiled and batched; norms and softmax run in float32
+(float64 when given float64 weights with x64 enabled), matmuls in ``compute_dtype``.
 """
 
 from __future__ import annotations
@@ -248,7 +250,14 @@ def check_gauge_for(config: ModelConfig, gauge: SignedPermutation) -> None:
     The group is :meth:`gaugejax.group.Group.of` the config (RMSNorm with generic gains: all of
     ``B_d``; LayerNorm: permutations with one global sign).
     """
-    Group.of(config).check(gauge, config.d_model)
+    group = Group.of(config)
+    try:
+        group.check(gauge, config.d_model)
+    except GaugeError as err:
+        if gauge.d != config.d_model:
+            raise
+        norm = "LayerNorm" if config.norm == "layernorm" else config.norm
+        raise GaugeError(f"a {norm} model ({config.model_type}) admits only {group}: {err}") from None
 
 
 def apply_gauge(model: Model, gauge: SignedPermutation) -> Model:
