@@ -136,3 +136,34 @@ def assert_wrong_role_breaks(model: gj.Model, g: gj.SignedPermutation, key: str,
     err = rel_err(np.asarray(gj.forward(gj.Model(model.config, params), toks)), ref_logits)
     assert err > FEATURE_MIN, f"moving {key} as a {wrong} changes the logits by only {err:.1e}"
     return err
+
+
+def build_cases(root: Path, cases: dict[str, tuple[str, str, dict[str, Any]]], vocab: int) -> dict[str, tuple]:
+    """Every case ``name → (config class, model class, kwargs)`` saved under ``root`` with its reference.
+
+    Returns ``name → (directory, tokens, transformers logits, transformers hidden states)``.
+    """
+    toks = tokens(vocab)
+    out = {}
+    for name, (config_cls, model_cls, kwargs) in cases.items():
+        d = build(config_cls, model_cls, kwargs, root / name)
+        out[name] = (d, toks, *hf_reference(d, toks))
+    return out
+
+
+def check_parity(entry: tuple) -> None:
+    """:func:`assert_parity` of one :func:`build_cases` entry, loaded by gaugejax."""
+    d, toks, logits, hidden = entry
+    assert_parity(load_model(d), toks, logits, hidden)
+
+
+def check_round_trip(entry: tuple, tmp_path: Path) -> None:
+    """:func:`assert_gauge_round_trip` of one :func:`build_cases` entry."""
+    d, toks, logits, hidden = entry
+    assert_gauge_round_trip(d, toks, logits, hidden, tmp_path)
+
+
+def check_group_and_align(directory: Path) -> None:
+    """:func:`assert_group` of a checkpoint and :func:`assert_align` of its model."""
+    assert_group(directory)
+    assert_align(load_model(directory))

@@ -24,7 +24,6 @@ from gaugejax.io import load_model  # noqa: E402
 from gaugejax.models import config_from_hf, gemma  # noqa: E402
 from gaugejax.spec import RESIDUAL, RESIDUAL_PERM, Axes  # noqa: E402
 import family_checks as F  # noqa: E402
-from helpers_hf import hf_reference  # noqa: E402
 
 VOCAB = 101
 _BASE = dict(vocab_size=VOCAB, hidden_size=60, intermediate_size=97, num_hidden_layers=3, num_attention_heads=6,
@@ -49,31 +48,21 @@ CASES = {
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """case → (directory, tokens, transformers logits, transformers hidden states)."""
-    root = tmp_path_factory.mktemp("gemma")
-    toks = F.tokens(VOCAB)
-    out = {}
-    for name, (cfg_cls, model_cls, kw) in CASES.items():
-        d = F.build(cfg_cls, model_cls, kw, root / name)
-        out[name] = (d, toks, *hf_reference(d, toks))
-    return out
+    return F.build_cases(tmp_path_factory.mktemp("gemma"), CASES, VOCAB)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity(ckpts, case):
-    d, toks, logits, hidden = ckpts[case]
-    F.assert_parity(load_model(d), toks, logits, hidden)
+    F.check_parity(ckpts[case])
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gauge_round_trip(ckpts, case, tmp_path):
-    d, toks, logits, hidden = ckpts[case]
-    F.assert_gauge_round_trip(d, toks, logits, hidden, tmp_path)
+    F.check_round_trip(ckpts[case], tmp_path)
 
 
 def test_group_info_and_align(ckpts):
-    d = ckpts["gemma2"][0]
-    F.assert_group(d)
-    F.assert_align(load_model(d))
+    F.check_group_and_align(ckpts["gemma2"][0])
 
 
 def test_config_read(ckpts):

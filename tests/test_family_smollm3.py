@@ -17,7 +17,6 @@ from gaugejax.errors import CheckpointError  # noqa: E402
 from gaugejax.io import load_model  # noqa: E402
 from gaugejax.models import smollm3  # noqa: E402
 import family_checks as F  # noqa: E402
-from helpers_hf import hf_reference  # noqa: E402
 
 VOCAB = 101
 _IDS = dict(pad_token_id=None, bos_token_id=None, eos_token_id=None)  # SmolLM3's defaults lie outside a tiny vocabulary
@@ -37,31 +36,21 @@ CASES = {
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """case → (directory, tokens, transformers logits, transformers hidden states)."""
-    root = tmp_path_factory.mktemp("smollm3")
-    toks = F.tokens(VOCAB)
-    out = {}
-    for name, kw in CASES.items():
-        d = F.build("SmolLM3Config", "SmolLM3ForCausalLM", kw, root / name)
-        out[name] = (d, toks, *hf_reference(d, toks))
-    return out
+    return F.build_cases(tmp_path_factory.mktemp("smollm3"), {n: ("SmolLM3Config", "SmolLM3ForCausalLM", kw) for n, kw in CASES.items()}, VOCAB)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity(ckpts, case):
-    d, toks, logits, hidden = ckpts[case]
-    F.assert_parity(load_model(d), toks, logits, hidden)
+    F.check_parity(ckpts[case])
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gauge_round_trip(ckpts, case, tmp_path):
-    d, toks, logits, hidden = ckpts[case]
-    F.assert_gauge_round_trip(d, toks, logits, hidden, tmp_path)
+    F.check_round_trip(ckpts[case], tmp_path)
 
 
 def test_group_info_and_align(ckpts):
-    d = ckpts["nope_sliding"][0]
-    F.assert_group(d)
-    F.assert_align(load_model(d))
+    F.check_group_and_align(ckpts["nope_sliding"][0])
 
 
 def test_config_read(ckpts):
