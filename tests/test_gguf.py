@@ -31,6 +31,7 @@ from gaugejax.errors import CheckpointError  # noqa: E402
 from gaugejax.io import load_model, load_tokenizer, save_model  # noqa: E402
 from gaugejax.io.gguf import gguf_metadata, gguf_tokenizer, load_gguf, reverse_permute  # noqa: E402
 from gaugejax.models import family_module, tiny_config  # noqa: E402
+from gguf_writing import llama_cpp_permute, write_tensors  # noqa: E402
 
 RTOL = 1e-4  # relative to the reference's max |value|; see the module docstring
 
@@ -42,13 +43,6 @@ Q = gguf.GGMLQuantizationType
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.abs(a - b).max() / np.abs(b).max())
-
-
-def llama_cpp_permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
-    """``LlamaModel.permute`` of llama.cpp's ``convert_hf_to_gguf.py``, verbatim in numpy."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def write_llama_gguf(path: Path, model: gj.Model, *, qtype=None, arch: str = "llama", rope_scaling=None,
@@ -83,18 +77,7 @@ def write_llama_gguf(path: Path, model: gj.Model, *, qtype=None, arch: str = "ll
                 a = llama_cpp_permute(a, c.n_heads, c.n_kv_heads)
             tensors[f"blk.{i}.{name}.weight"] = a
     tensors.update(extra or {})
-    for name, a in tensors.items():
-        if name in drop:
-            continue
-        a = np.ascontiguousarray(np.asarray(a, np.float32))
-        if qtype is not None and a.ndim == 2:
-            w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
-        else:
-            w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_tensors(w, ((name, a) for name, a in tensors.items() if name not in drop), qtype)
     return path
 
 

@@ -34,6 +34,7 @@ from gaugejax.io import load_model  # noqa: E402
 from gaugejax.io.gguf import SUPPORTED_ARCHITECTURES, gguf_metadata  # noqa: E402
 from family_helpers import randomize  # noqa: E402
 from helpers_hf import rel_err, run_hf  # noqa: E402
+from gguf_writing import llama_cpp_permute, write_tensors  # noqa: E402
 
 RTOL = 1e-4
 
@@ -57,11 +58,6 @@ CASES = {
 """Every architecture of :data:`gaugejax.io.gguf.SUPPORTED_ARCHITECTURES`."""
 GGUF_ARCHITECTURES = tuple(CASES)
 """Read by the support matrix (``gaugejax.support``)."""
-
-
-def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """``LlamaModel.permute`` of llama.cpp's ``convert_hf_to_gguf.py`` (``n_head`` = heads of these rows)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def write_gguf(path: Path, model, arch: str, qtype=None) -> Path:
@@ -95,6 +91,7 @@ def write_gguf(path: Path, model, arch: str, qtype=None) -> Path:
         w.add_attn_logit_softcapping(c.attn_logit_softcapping)
         w.add_final_logit_softcapping(c.final_logit_softcapping)
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], c.num_hidden_layers)
+    tensors = []
     for hf_name, t in model.state_dict().items():
         if hf_name == "lm_head.weight" and c.tie_word_embeddings:
             continue
@@ -107,15 +104,8 @@ def write_gguf(path: Path, model, arch: str, qtype=None) -> Path:
             a = llama_cpp_permute(a, c.num_key_value_heads)
         elif arch.startswith("gemma") and name.endswith("norm.weight"):
             a = a + 1  # llama.cpp's Gemma converters: data_torch + 1
-        a = np.ascontiguousarray(a)
-        if qtype is not None and a.ndim == 2:
-            w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
-        else:
-            w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+        tensors.append((name, a))
+    write_tensors(w, tensors, qtype)
     return path
 
 
