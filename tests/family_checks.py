@@ -13,7 +13,8 @@ pairwise distinct, biases non-zero: see ``helpers_hf.randomize_norms``) and then
 * :func:`assert_changes_logits`: a config feature (or a wrong gauge role) changes the logits, so
   the parity and round-trip tests really cover it.
 
-Tolerance: :data:`RTOL` = 1e-4 of the reference's max |value|, per tensor. Both sides compute in
+Tolerance (shared with ``family_helpers``, which also provides :func:`tokens` and
+:func:`assert_changes_logits`): :data:`RTOL` = 1e-4 of the reference's max |value|, per tensor. Both sides compute in
 float32 with different summation orders (XLA einsum vs torch matmul), a few ulps per layer: the
 families measured here stay below 4e-6 (Gemma 3 the largest), while a real bug (a missing soft-cap, a wrong norm role,
 RoPE on the wrong layers) shows at 1e-3 or more, which :func:`assert_changes_logits` checks.
@@ -31,14 +32,8 @@ import gaugejax as gj
 from gaugejax.group import Group
 from gaugejax.info import describe
 from gaugejax.io import apply_gauge_to_checkpoint, load_model, save_model
+from family_helpers import FEATURE_MIN, RTOL, assert_changes_logits, tokens  # noqa: F401 (re-exported)
 from helpers_hf import hf_reference, randomize_norms, rel_err
-
-RTOL = 1e-4
-"""Parity tolerance relative to the reference's scale (see the module docstring)."""
-
-FEATURE_MIN = 1e-3
-"""A feature "matters" when dropping it moves the logits by more than this (relative)."""
-
 
 def build(config_cls: str, model_cls: str, kwargs: dict[str, Any], directory: Path, seed: int = 0) -> Path:
     """A tiny random transformers model (norm gains and biases randomised) ``save_pretrained`` to ``directory``."""
@@ -50,11 +45,6 @@ def build(config_cls: str, model_cls: str, kwargs: dict[str, Any], directory: Pa
     randomize_norms(model, seed)
     model.save_pretrained(directory)
     return Path(directory)
-
-
-def tokens(vocab: int, batch: int = 2, seq: int = 12, seed: int = 0) -> np.ndarray:
-    """Random ids ``(batch, seq)``; ``seq=12`` exceeds the tiny sliding windows used in the tests."""
-    return np.random.default_rng(seed).integers(0, vocab, (batch, seq))
 
 
 def assert_parity(model: gj.Model, toks: np.ndarray, ref_logits: np.ndarray, ref_hidden: np.ndarray) -> float:
@@ -109,14 +99,6 @@ def assert_align(model: gj.Model, seed: int = 11) -> None:
     toks = tokens(model.config.vocab_size, batch=48, seq=12, seed=seed)
     r = gj.align(model, gj.apply_gauge(model, g), toks, batch_rows=2)
     assert r.gauge == g and r.group == "B_d"
-
-
-def assert_changes_logits(model: gj.Model, toks: np.ndarray, ref_logits: np.ndarray, **changes: Any) -> float:
-    """The model with ``changes`` to its config is off the reference by more than :data:`FEATURE_MIN`."""
-    other = gj.Model(model.config.replace(**changes), model.params)
-    err = rel_err(np.asarray(gj.forward(other, toks)), ref_logits)
-    assert err > FEATURE_MIN, f"{changes} changes the logits by only {err:.1e}"
-    return err
 
 
 def assert_wrong_role_breaks(model: gj.Model, g: gj.SignedPermutation, key: str, toks: np.ndarray,
