@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
 
 
 FAMILIES = {
@@ -49,7 +52,7 @@ def main() -> None:
     import transformers
 
     import gaugejax as gj
-    from _common import interleaved, load_note
+    from _common import best_of_interleaved, load_note
 
     note = load_note()
     shape_note = ""
@@ -88,7 +91,7 @@ def main() -> None:
                 hf(tt)
 
         r = 3 if args.quick or args.family != "llama" else 5
-        best = interleaved({"ours": ours, "theirs": theirs}, repeat=r)
+        best = best_of_interleaved({"ours": ours, "theirs": theirs}, r, warmup=1).best
         t_ours, t_hf = best["ours"], best["theirs"]
         rows.append((b, t, b * t / t_ours, b * t / t_hf, t_hf / t_ours))
     lines = [

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import PAUSE_S, load_note, markdown_table, write_result  # noqa: E402
+from _common import PAUSE_S, best_of_interleaved, load_note, markdown_table, report  # noqa: E402
 import gaugejax as gj  # noqa: E402
 from theory import ceiling as ce  # noqa: E402
 
@@ -53,15 +53,7 @@ def run(ds, n, rounds, loop_trials, dev_trials):
         for k in ("tokens", "wishart"):
             fns[k]()  # compile
         compile_s = time.perf_counter() - t0
-        best = {k: float("inf") for k in fns}
-        acc = {}
-        order = list(fns)
-        for r in range(rounds):
-            for k in (order if r % 2 == 0 else order[::-1]):
-                time.sleep(PAUSE_S)
-                t = time.perf_counter()
-                acc[k] = fns[k]()
-                best[k] = min(best[k], time.perf_counter() - t)
+        best, acc = best_of_interleaved(fns, rounds, order="alternating", results=True)
         tps = {k: count[k] / best[k] for k in fns}
         for k, label in (("loop", "per-trial loop: numpy data + 3 × gj.match (host)"),
                          ("tokens", "gj.simulate.ceiling, token sampler (vmap)"),
@@ -86,10 +78,7 @@ def main(argv=None) -> int:
             f"a {PAUSE_S} s pause before each call); {load_note()}. The machine is shared with other jobs, so "
             "absolute times are inflated; the ratios compare contenders measured in the same rounds. No GPU/TPU "
             "figures: none was available to this run.\n\n" + table)
-    print(body)
-    path = write_result("simulate", "Ceiling Monte Carlo: on-device simulate vs the per-trial loop", body)
-    print(f"\nwrote {path}")
-    return 0
+    return report("simulate", "Ceiling Monte Carlo: on-device simulate vs the per-trial loop", body)
 
 
 if __name__ == "__main__":

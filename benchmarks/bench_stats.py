@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import interleaved, load_note, markdown_table, write_result  # noqa: E402
+from _common import best_of_interleaved, load_note, markdown_table, report  # noqa: E402
 from gaugejax import stats  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def run(n: int, ds: list[int], batch_sizes: list[int], repeat: int) -> str:
             ys = [y[i:i + b] for i in range(0, n, b)]
             fns[("numpy", b)] = _stats_fn(xs, ys, d, "numpy")
             fns[("jax", b)] = _stats_fn(xs, ys, d, "jax")
-        t = interleaved(fns, repeat=repeat)
+        t = best_of_interleaved(fns, repeat, warmup=1).best
         floor = min(t["jax"], t["numpy"])
         rows.append([d, "plain GEMM Xᵀ Y, JAX (jit), one call", n, t["jax"], flops / t["jax"] / 1e9, floor / t["jax"]])
         rows.append([d, "plain GEMM Xᵀ Y, numpy (BLAS), one call", n, t["numpy"], flops / t["numpy"] / 1e9,
@@ -95,7 +95,7 @@ def match_vs_naive(n: int, d: int, repeat: int) -> str:
             warnings.simplefilter("ignore")
             return gj.match(x, y, warn=False)
 
-    t = interleaved({"naive": naive, "match": ours}, repeat=repeat)
+    t = best_of_interleaved({"naive": naive, "match": ours}, repeat, warmup=1).best
     ok = ours().gauge == g
     rows = [["numpy standardise + Xᵀ Y + scipy linear_sum_assignment(|C|)", t["naive"], 1.0],
             [f"gj.match (sign-marginalized, diagnostics; GEMM backend {stats.gemm_backend()})", t["match"],
@@ -122,10 +122,7 @@ def main(argv=None) -> int:
             "shared with other jobs (absolute figures inflated, ratios measured in the same rounds). numpy run "
             "without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE when the caller unsets them. No GPU figures: none was "
             "available.\n\n" + table + "\n\n## gj.match vs the naive pipeline\n\n" + mt)
-    print(body)
-    path = write_result("stats", "Statistics throughput vs the GEMM floor", body)
-    print(f"\nwrote {path}")
-    return 0
+    return report("stats", "Statistics throughput vs the GEMM floor", body)
 
 
 if __name__ == "__main__":
