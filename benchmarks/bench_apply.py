@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import publish, scratch  # noqa: E402
 
 
 COPY_THROUGH_USERSPACE = """
@@ -60,18 +64,21 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=1.1, help="checkpoint size in GB (default 1.1)")
     ap.add_argument("--workdir", default=str(Path(__file__).parent / "_work"), help="scratch directory")
     args = ap.parse_args()
-    work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    with scratch(args.workdir) as work:
+        publish("apply", _measure(work, args.gb))
+
+
+def _measure(work: Path, gb: float) -> list[str]:
+    """Times the copies and ``gaugejax apply`` on a fresh checkpoint in ``work``; the result lines."""
     src = work / "src"
-    size = make_checkpoint(src, args.gb)
+    size = make_checkpoint(src, gb)
     t_cp, m_cp = timed(["cp", "-r", str(src), str(work / "copy")])
     t_ap, m_ap = timed([sys.executable, "-m", "gaugejax", "apply", str(src), "--random-gauge", "1",
                         "-o", str(work / "gauged")])
     t_cp2, m_cp2 = timed(["cp", "-r", str(src), str(work / "copy2")])  # page cache now warm for both
     # cp may use copy_file_range/reflinks (no bytes through user space); this floor reads and writes every byte.
     t_rw, m_rw = timed([sys.executable, "-c", COPY_THROUGH_USERSPACE, str(src), str(work / "copy3")])
-    lines = [
+    return [
         f"`gaugejax apply` on a {size / 1e9:.2f} GB bfloat16 checkpoint (sharded at 512 MB)",
         "",
         "| operation | wall s | peak RSS MB | ratio to copy |",
@@ -85,11 +92,6 @@ def main() -> None:
         "and file pages mapped while a tensor is read; the largest tensor here is "
         f"{32000 * 2048 * 2 / 1e6:.0f} MB.",
     ]
-    text = "\n".join(lines)
-    print(text)
-    (Path(__file__).parent / "results").mkdir(exist_ok=True)
-    (Path(__file__).parent / "results" / "apply.md").write_text(text + "\n")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

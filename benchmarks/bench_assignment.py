@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import random
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import PAUSE_S, load_note, markdown_table, write_result  # noqa: E402
+from _common import PAUSE_S, best_of_interleaved, load_note, markdown_table, report  # noqa: E402
 from gaugejax import assignment  # noqa: E402
 
 
@@ -49,15 +47,6 @@ def make(kind: str, d: int, seed: int = 0) -> np.ndarray:
     if kind == "near":
         np.abs(s, out=s)
     return s
-
-
-def _time(fn, repeat):
-    best, out = math.inf, None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def _predict(history: dict[int, float], d: int) -> float:
@@ -145,16 +134,7 @@ def run(ds, kinds, timeout, repeat):
                     fns[m] = (lambda m=m: assignment.solve(s, method=m))
             slow = max([_predict(history[(kind, m)], d) for m in solvers if m in fns] + [0.0])
             reps = 1 if slow > 20 else (2 if slow > 5 else repeat)
-            best = {k: math.inf for k in fns}
-            out = {}
-            order = list(fns)
-            for rnd in range(reps):  # interleaved, shuffled rounds; see _common.interleaved
-                random.Random(rnd).shuffle(order)
-                for k in order:
-                    time.sleep(PAUSE_S)
-                    t0 = time.perf_counter()
-                    out[k] = fns[k]()
-                    best[k] = min(best[k], time.perf_counter() - t0)
+            best, out = best_of_interleaved(fns, reps, results=True)
             for m in solvers:
                 if m in best:
                     history[(kind, m)][d] = best[m]
@@ -203,10 +183,7 @@ def main(argv=None) -> int:
             "available): compiled once per shape outside the timing (float32). Solvers predicted (power law "
             "fitted on the two largest measured sizes, exponent clipped to [2, 3.5]) to exceed the timeout are "
             "not run; their cell holds the prediction and the notes say so.\n\n" + table)
-    print(body)
-    path = write_result("assignment", "Assignment solvers", body)
-    print(f"\nwrote {path}")
-    return 0
+    return report("assignment", "Assignment solvers", body)
 
 
 if __name__ == "__main__":

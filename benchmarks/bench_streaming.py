@@ -16,11 +16,13 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import publish, scratch  # noqa: E402
 from bench_apply import make_checkpoint, timed  # noqa: E402
 
 
@@ -38,21 +40,24 @@ def main() -> None:
     ap.add_argument("--max-memory", default="400MB", help="budget of the streamed run (default 400MB)")
     ap.add_argument("--workdir", default="/tmp/gaugejax_bench_streaming", help="scratch directory")
     args = ap.parse_args()
+    with scratch(args.workdir) as work:
+        publish("streaming", _measure(work, args.gb, args.tokens, args.max_memory))
+
+
+def _measure(work: Path, gb: float, tokens: int, max_memory: str) -> list[str]:
+    """Makes the pair in ``work``, aligns it in memory and streamed; the result lines."""
     import gaugejax as gj
 
-    work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     a, b = work / "a", work / "b"
-    size = make_checkpoint(a, args.gb)
+    size = make_checkpoint(a, gb)
     cfg = json.loads((a / "config.json").read_text())
     truth = gj.SignedPermutation.random(1, cfg["hidden_size"])
     truth.save(work / "truth.npz")
     timed([sys.executable, "-m", "gaugejax", "apply", str(a), "--gauge", str(work / "truth.npz"), "-o", str(b)])
-    common = ["--min-tokens", str(args.tokens), "--max-tokens", str(args.tokens), "--seq-len", "128",
+    common = ["--min-tokens", str(tokens), "--max-tokens", str(tokens), "--seq-len", "128",
               "--batch-rows", "2"]
     runs = {}
-    for name, extra in (("in memory", ["--max-memory", "1TB"]), ("streamed", ["--max-memory", args.max_memory])):
+    for name, extra in (("in memory", ["--max-memory", "1TB"]), ("streamed", ["--max-memory", max_memory])):
         out = work / f"g_{name.replace(' ', '_')}.npz"
         wall, rss = timed([sys.executable, "-m", "gaugejax", "align", str(a), str(b), "-o", str(out), *common, *extra])
         ok = gj.SignedPermutation.load(out) == truth
@@ -60,24 +65,19 @@ def main() -> None:
     n_layers = cfg["num_hidden_layers"]
     block = (4 * 2048 * 2048 + 3 * 2048 * 5632) * 2
     (wi, ri, oki), (ws, rs, oks) = runs["in memory"], runs["streamed"]
-    lines = [
+    return [
         f"`gaugejax align` on a pair of random Llamas, {size / 1e9:.2f} GB of bfloat16 weights each "
-        f"(d = 2048, {n_layers} layers, one block = {block / 1e6:.0f} MB), {args.tokens} tokens, float32 compute, "
+        f"(d = 2048, {n_layers} layers, one block = {block / 1e6:.0f} MB), {tokens} tokens, float32 compute, "
         f"JAX device {_device()} on {platform.machine()} with {os.cpu_count()} CPU cores; each run is its own process.",
         "",
         "| run | budget | wall s (load + compile + align) | tokens/s | peak RSS MB | gauge recovered |",
         "|---|---|---|---|---|---|",
-        f"| in memory | 1TB | {wi:.1f} | {args.tokens / wi:.1f} | {ri:.0f} | {oki} |",
-        f"| streamed | {args.max_memory} | {ws:.1f} | {args.tokens / ws:.1f} | {rs:.0f} | {oks} |",
+        f"| in memory | 1TB | {wi:.1f} | {tokens / wi:.1f} | {ri:.0f} | {oki} |",
+        f"| streamed | {max_memory} | {ws:.1f} | {tokens / ws:.1f} | {rs:.0f} | {oks} |",
         "",
         f"Pair on disk: {2 * size / 1e6:.0f} MB. Streamed / in-memory: peak RSS {rs / ri:.2f}x, "
         f"throughput {wi / ws:.2f}x.",
     ]
-    text = "\n".join(lines)
-    print(text)
-    (Path(__file__).parent / "results").mkdir(exist_ok=True)
-    (Path(__file__).parent / "results" / "streaming.md").write_text(text + "\n")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
