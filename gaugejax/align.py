@@ -29,7 +29,8 @@ import numpy as np
 
 from gaugejax import stats
 from gaugejax.errors import CheckpointError, GaugeError
-from gaugejax.matching import MatchResult, _warn, match_stats
+from gaugejax.match_result import MatchResult, warn_uncertain
+from gaugejax.matching import match_stats
 from gaugejax.runstate import DEFAULT_CHECKPOINT_TOKENS, RunState, fingerprint, load_state, save_state
 from gaugejax.verify import Progress, as_token_rows, check_finite
 
@@ -152,7 +153,7 @@ def align_activations(
     if result is None or result.n_tokens != n:
         result = match_stats(state, method, layer_labels=layers, confidence=confidence, warn=False, **match_kwargs)
     if warn:
-        _warn(result, stacklevel=2)
+        warn_uncertain(result, stacklevel=2)
     return result
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from gaugejax.errors import GaugeJaxError
+from gaugejax.errors import GaugeJaxError, TransportError
 
 MANIFEST = ".gaugejax"
 """Name of the manifest a directory write leaves inside the directory (JSON: ``files`` written)."""
@@ -375,3 +375,20 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False, overwrite
     """
     with atomic_paths([Output(Path(target), directory, overwrite, recognise)], inputs=inputs) as (tmp,):
         yield tmp
+
+
+def atomic_file_as(target: str | os.PathLike, fmt: str, named: str, what: str, *, overwrite: bool = True,
+                   inputs: Iterable[str | os.PathLike] = (), recognise: Recogniser | None = None):
+    """:func:`atomic_path` for a file of format ``fmt`` whose extension names format ``named``.
+
+    Raises:
+      TransportError: the extension names another format than the ``what`` (data, list) holds.
+
+    Example:
+      >>> atomic_file_as("/tmp/list.csv", "json", "csv", "list")
+      Traceback (most recent call last):
+      gaugejax.errors.TransportError: list.csv: extension says csv but the list is json
+    """
+    if named != fmt:
+        raise TransportError(f"{Path(target).name}: extension says {named} but the {what} is {fmt}")
+    return atomic_path(target, overwrite=overwrite, inputs=inputs, recognise=recognise)

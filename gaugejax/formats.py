@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from gaugejax.atomic import atomic_path
+from gaugejax.atomic import atomic_file_as, atomic_path
 from gaugejax.errors import CheckpointError, TransportError
 
 TENSOR_FORMATS = {".npy": "npy", ".npz": "npz", ".safetensors": "safetensors", ".gguf": "gguf"}
@@ -132,14 +132,12 @@ def write_tensors(path: str | os.PathLike, tf: TensorFile, *, overwrite: bool = 
 
     ``overwrite``, ``inputs``, ``recognise``: the safe-write rules of :func:`gaugejax.atomic.atomic_path`.
     """
-    p = Path(path)
-    if tensor_format(p) != tf.format:
-        raise TransportError(f"{p.name}: extension says {tensor_format(p)} but the data is {tf.format}")
     tensors = {k: np.ascontiguousarray(v) for k, v in tf.tensors.items()}
     for k, dt in tf.stored.items():
         if k in tensors and tensors[k].dtype.itemsize == np.dtype(dt).itemsize:
             tensors[k] = tensors[k].view(dt)
-    with atomic_path(p, overwrite=overwrite, inputs=inputs, recognise=recognise) as tmp:
+    rules = dict(overwrite=overwrite, inputs=inputs, recognise=recognise)
+    with atomic_file_as(path, tf.format, tensor_format(path), "data", **rules) as tmp:
         if tf.format == "npy":
             if list(tensors) != ["array"]:
                 raise TransportError("a .npy file holds exactly one array")

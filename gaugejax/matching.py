@@ -21,17 +21,10 @@ re-solved for the majority sign ``s`` of the matched correlations (assignment of
 coordinate whose ``B_d`` sign disagreed is flagged (``sign_conflict``); asking for ``group="B_d"``
 on a LayerNorm model is refused.
 
-Diagnostics, per coordinate ``j`` of B: the matched correlation, the ``margin`` of its score over
-the best competitor in its row and its column, a ``sign_confidence``, and ``ambiguous`` when the
-match is not certified. Certification uses Fisher-z confidence intervals with a union bound over
-all ``L·d²`` entries at level ``confidence``: with ``t = tanh(z*/sqrt(n-3))`` an entry ``r`` lies in
-``[(r-t)/(1-rt), (r+t)/(1+rt)]``; a coordinate is certified when the lower end of its matched score
-exceeds the upper end of every competitor in its row and column (then the population optimum
-assigns it the same way: each population row maximum sits on the matched entry). The interval
-functions are concave/convex in ``r``, so the interval around the layer mean contains the mean of
-the per-layer intervals (Jensen): pooling layers stays conservative. Tokens are treated as
-independent samples, which is optimistic for tokens of the same text; the token budget in
-:mod:`gaugejax.align` therefore also requires a minimum count.
+Diagnostics, per coordinate ``j`` of B (:class:`~gaugejax.match_result.MatchResult`): the matched
+correlation, the ``margin`` of its score over the best competitor in its row and its column, a
+``sign_confidence``, and ``ambiguous`` when the match is not certified (:mod:`gaugejax.certificate`:
+Fisher-z intervals with a union bound over all ``L·d²`` entries).
 
 Example:
   >>> import numpy as np, gaugejax as gj
@@ -45,17 +38,16 @@ Example:
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from gaugejax import assignment, stats
+from gaugejax.certificate import certify, correlation_interval, error_halfwidth, sign_confidence
 from gaugejax.errors import GaugeError
 from gaugejax.gauge import SignedPermutation
 from gaugejax.group import Group
+from gaugejax.match_result import AmbiguousMatchWarning, MatchResult, warn_uncertain
 
 __all__ = [
     "METHODS", "GROUPS", "MatchResult", "AmbiguousMatchWarning", "match", "match_correlation",
@@ -67,182 +59,6 @@ METHODS = ("sign_marginalized", "signed", "permutation")
 
 GROUPS = tuple(Group)
 """Gauge groups a result can live in (:class:`~gaugejax.group.Group`; members equal their names)."""
-
-
-class AmbiguousMatchWarning(UserWarning):
-    """Some coordinates of a recovered gauge are not certified (see ``MatchResult.ambiguous``)."""
-
-
-@dataclass(frozen=True, eq=False)
-class MatchResult:
-    """A recovered gauge A→B with per-coordinate diagnostics (arrays indexed by B's coordinate j).
-
-    Attributes:
-      gauge: the recovered :class:`~gaugejax.gauge.SignedPermutation` A→B.
-      method: the matching method (:data:`METHODS`).
-      group: the group the gauge lives in (:data:`GROUPS`).
-      matched_corr: ``(d,)`` float32, the (layer-mean) correlation ``C̄[perm[j], j]``.
-      margin: ``(d,)`` float32, matched score minus the best competing score in its row and column
-        (score = ``|C̄|`` for ``sign_marginalized``/``permutation``, ``C̄`` for ``signed``,
-        ``s·C̄`` for ``S_d x ±1``); ≤ 0 where the match is not row/column dominant.
-      sign_confidence: ``(d,)`` float32 in ``[0.5, 1]``, ``Φ(atanh|r| · sqrt(n-3))`` for the matched
-        ``r``: how sure the sign of the matched correlation is (1 where ``n`` is unknown and r ≠ 0).
-      ambiguous: ``(d,)`` bool, the match of ``j`` is not certified at ``confidence`` (and every
-        ``sign_conflict``).
-      sign_conflict: ``(d,)`` bool, for ``S_d x ±1`` results: coordinates whose best sign disagreed
-        with the global sign (a ``B_d`` match that is not a LayerNorm symmetry); else all False.
-      n_tokens: tokens behind the statistics (``None`` if unknown).
-      objective: the assignment objective ``Σ_j score[perm[j], j]``.
-      layers: the layers pooled (``None`` if a single matrix was given).
-      solver: which assignment path produced it (see :func:`gaugejax.assignment.solve`).
-      confidence: the level of the certificate.
-      error_bound: ``t``, the half-width of the interval of a zero correlation.
-    """
-
-    gauge: SignedPermutation
-    method: str
-    group: str
-    matched_corr: np.ndarray
-    margin: np.ndarray
-    sign_confidence: np.ndarray
-    ambiguous: np.ndarray
-    sign_conflict: np.ndarray
-    n_tokens: int | None
-    objective: float
-    layers: tuple[int, ...] | None = None
-    solver: str = ""
-    confidence: float = 0.99
-    error_bound: float = 0.0
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def d(self) -> int:
-        """Residual width."""
-        return self.gauge.d
-
-    @property
-    def certified(self) -> bool:
-        """True when every coordinate is certified (no ambiguous match) with a known token count."""
-        return self.n_tokens is not None and not bool(self.ambiguous.any())
-
-    def weakest(self, k: int = 5) -> list[tuple[int, float, float]]:
-        """The ``k`` coordinates with the smallest margins: ``(j, margin, matched_corr)``."""
-        order = np.argsort(self.margin, kind="stable")[:k]
-        return [(int(j), float(self.margin[j]), float(self.matched_corr[j])) for j in order]
-
-    def summary(self) -> dict[str, Any]:
-        """Plain-Python summary (JSON-serialisable).
-
-        Example:
-          >>> X = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
-          >>> s = match(X, -X).summary()
-          >>> s["negative_signs"], s["confident_fraction"]
-          (8, 1.0)
-        """
-        return {
-            "d": self.d,
-            "method": self.method,
-            "group": self.group,
-            "n_tokens": self.n_tokens,
-            "layers": list(self.layers) if self.layers is not None else None,
-            "solver": self.solver,
-            "objective": float(self.objective),
-            "certified": self.certified,
-            "confidence": self.confidence,
-            "error_bound": float(self.error_bound),
-            "n_ambiguous": int(self.ambiguous.sum()),
-            "confident_fraction": float(1.0 - self.ambiguous.mean()) if self.d else 1.0,
-            "n_sign_conflicts": int(self.sign_conflict.sum()),
-            "positive_signs": int((self.gauge.signs > 0).sum()),
-            "negative_signs": int((self.gauge.signs < 0).sum()),
-            "mean_abs_matched_corr": float(np.abs(self.matched_corr).mean()) if self.d else 0.0,
-            "min_margin": float(self.margin.min()) if self.d else 0.0,
-            "weakest": self.weakest(5),
-            "notes": list(self.notes),
-        }
-
-    def metadata(self) -> dict[str, np.ndarray]:
-        """The diagnostics as plain arrays for the gauge file (no pickling needed)."""
-        return {
-            "method": np.asarray(self.method),
-            "group": np.asarray(self.group),
-            "n_tokens": np.asarray(-1 if self.n_tokens is None else self.n_tokens, np.int64),
-            "layers": np.asarray(self.layers if self.layers is not None else [], np.int64),
-            "solver": np.asarray(self.solver),
-            "objective": np.asarray(self.objective, np.float64),
-            "confidence": np.asarray(self.confidence, np.float64),
-            "error_bound": np.asarray(self.error_bound, np.float64),
-            "certified": np.asarray(self.certified),
-            "matched_corr": self.matched_corr.astype(np.float32),
-            "margin": self.margin.astype(np.float32),
-            "sign_confidence": self.sign_confidence.astype(np.float32),
-            "ambiguous": self.ambiguous.astype(bool),
-            "sign_conflict": self.sign_conflict.astype(bool),
-        }
-
-    def save(self, path: Any, **extra: Any) -> None:
-        """Writes the gauge file with the diagnostics (and ``extra``) as metadata (atomic)."""
-        self.gauge.save(path, **{**self.metadata(), **extra})
-
-
-# --------------------------------------------------------------------------- certificate helpers
-def error_halfwidth(n_tokens: int | None, n_entries: int, confidence: float) -> float:
-    """``t = tanh(z*/sqrt(n-3))``, ``z*`` the two-sided normal quantile at level
-    ``1 - (1-confidence)/n_entries`` (union bound). 0 when ``n_tokens`` is ``None``; 1 (no
-    information) for ``n ≤ 3``.
-
-    Example:
-      >>> round(error_halfwidth(1024, 576 * 576, 0.99), 3)
-      0.172
-    """
-    if n_tokens is None:
-        return 0.0
-    if n_tokens <= 3:
-        return 1.0
-    from scipy.special import ndtri
-
-    alpha = (1.0 - confidence) / max(n_entries, 1)
-    z = float(-ndtri(alpha / 2.0))
-    return math.tanh(z / math.sqrt(n_tokens - 3))
-
-
-def correlation_interval(r: Any, t: float) -> tuple[np.ndarray, np.ndarray]:
-    """The Fisher-z interval ``[(r-t)/(1-rt), (r+t)/(1+rt)]`` of a correlation (``t`` from
-    :func:`error_halfwidth`); exact at ``r = ±1``.
-
-    Example:
-      >>> lo, hi = correlation_interval(np.array([0.0, 1.0]), 0.5)
-      >>> lo.tolist(), hi.tolist()
-      ([-0.5, 1.0], [0.5, 1.0])
-    """
-    r = np.clip(np.asarray(r, np.float64), -1.0, 1.0)
-    dlo, dhi = 1.0 - r * t, 1.0 + r * t  # 0 only for r = ±1 with t = 1 (no information)
-    lo = np.where(dlo > 0, (r - t) / np.where(dlo > 0, dlo, 1.0), -1.0)
-    hi = np.where(dhi > 0, (r + t) / np.where(dhi > 0, dhi, 1.0), 1.0)
-    return np.clip(lo, -1.0, 1.0), np.clip(hi, -1.0, 1.0)
-
-
-def _sign_confidence(r: np.ndarray, n_tokens: int | None) -> np.ndarray:
-    from scipy.special import ndtr
-
-    a = np.abs(np.asarray(r, np.float64))
-    if n_tokens is None:
-        return np.where(a > 0, 1.0, 0.5).astype(np.float32)
-    if n_tokens <= 3:
-        return np.full(a.shape, 0.5, np.float32)
-    z = np.arctanh(np.minimum(a, 1.0 - 1e-7)) * math.sqrt(n_tokens - 3)
-    return ndtr(z).astype(np.float32)
-
-
-def _competitors(score: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """Best score in row ``perm[j]`` and column ``j`` other than the matched entry, per ``j``."""
-    d = perm.shape[0]
-    cols = np.arange(d)
-    s = np.array(score, dtype=np.float32, copy=True)
-    s[perm, cols] = -np.inf
-    if d == 1:
-        return np.full(1, -np.inf, np.float32)
-    return np.maximum(s.max(axis=0), s.max(axis=1)[perm])
 
 
 # --------------------------------------------------------------------------- public API
@@ -361,55 +177,30 @@ def match_correlation(
             matched = cbar[perm, cols]
         signs = np.full(d, s, np.int8)
 
-    matched_score = score[perm, cols].astype(np.float64)
-    comp = _competitors(score, perm).astype(np.float64)
-    margin = (matched_score - comp).astype(np.float32)
-    t = error_halfwidth(n_tokens, n_layers * d * d, confidence)
-    lo, _ = correlation_interval(matched_score, t)
-    _, hi = correlation_interval(comp, t)
-    if kind == "abs":
-        lo = np.maximum(lo, 0.0)
-    ambiguous = ~(lo > hi) | sign_conflict
-    if d == 1:
-        ambiguous = sign_conflict | ((kind == "abs") & (np.abs(matched_score) <= t))
+    cert = certify(score, perm, n_tokens=n_tokens, n_entries=n_layers * d * d, confidence=confidence,
+                   absolute=kind == "abs")
     result = MatchResult(
         gauge=SignedPermutation(perm, signs),
         method=method,
         group=grp,
         matched_corr=matched.astype(np.float32),
-        margin=margin,
-        sign_confidence=_sign_confidence(matched, n_tokens),
-        ambiguous=ambiguous,
+        margin=cert.margin,
+        sign_confidence=sign_confidence(matched, n_tokens),
+        ambiguous=cert.uncertified | sign_conflict,
         sign_conflict=sign_conflict,
         n_tokens=None if n_tokens is None else int(n_tokens),
-        objective=float(matched_score.sum()),
+        objective=float(cert.matched_score.sum()),
         layers=None if layers is None else tuple(int(x) for x in layers),
         solver=solver_used,
         confidence=float(confidence),
-        error_bound=float(t),
+        error_bound=float(cert.error_bound),
         notes=tuple(notes),
     )
     for arr in (result.matched_corr, result.margin, result.sign_confidence, result.ambiguous, result.sign_conflict):
         arr.setflags(write=False)
     if warn:
-        _warn(result, stacklevel=3)
+        warn_uncertain(result, stacklevel=3)
     return result
-
-
-def _warn(result: MatchResult, stacklevel: int = 2) -> None:
-    k = int(result.ambiguous.sum())
-    if result.sign_conflict.any():
-        warnings.warn(
-            f"the sign-marginalized (B_d) match is not a LayerNorm symmetry: {int(result.sign_conflict.sum())} "
-            f"of {result.d} coordinates prefer the opposite of the global sign; projected onto S_d × {{±1}} and "
-            "flagged in .sign_conflict", AmbiguousMatchWarning, stacklevel=stacklevel + 1)
-    if k:
-        where = ", ".join(str(j) for j, _, _ in result.weakest(min(k, 8)))
-        n = "unknown" if result.n_tokens is None else str(result.n_tokens)
-        warnings.warn(
-            f"{k} of {result.d} coordinates are matched ambiguously (margin not above the {result.confidence:.0%} "
-            f"error bound with n={n} tokens), e.g. j = {where}; they are flagged in .ambiguous",
-            AmbiguousMatchWarning, stacklevel=stacklevel + 1)
 
 
 def match_stats(

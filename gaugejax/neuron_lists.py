@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from gaugejax.atomic import atomic_path
+from gaugejax.atomic import atomic_file_as
 from gaugejax.errors import TransportError
 
 NEURON_FORMATS = {".json": "json", ".csv": "csv", ".tsv": "tsv"}
@@ -282,10 +282,8 @@ def write_neurons(path: str | os.PathLike, nl: NeuronList, *, overwrite: bool = 
 
     ``overwrite``, ``inputs``, ``recognise``: the safe-write rules of :func:`gaugejax.atomic.atomic_path`.
     """
-    p = Path(path)
-    if neuron_format(p) != nl.format:
-        raise TransportError(f"{p.name}: extension says {neuron_format(p)} but the list is {nl.format}")
-    with atomic_path(p, overwrite=overwrite, inputs=inputs, recognise=recognise) as tmp:
+    rules = dict(overwrite=overwrite, inputs=inputs, recognise=recognise)
+    with atomic_file_as(path, nl.format, neuron_format(path), "list", **rules) as tmp:
         if nl.format == "json":
             tmp.write_text(json.dumps(nl.doc, indent=2) + "\n")
         else:

@@ -34,7 +34,8 @@ import numpy as np
 
 from gaugejax import stats
 from gaugejax.errors import GaugeError
-from gaugejax.matching import MatchResult, _warn, match_stats
+from gaugejax.match_result import MatchResult, warn_uncertain
+from gaugejax.matching import match_stats
 from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.family import family_module
 from gaugejax.verify import Progress, as_token_rows, check_finite
@@ -285,7 +286,7 @@ def align_streamed(source_a: Any, source_b: Any, tokens: Any, *, layers: Sequenc
     state = _stack_stats([per_layer[i] for i in layers])
     result = match_stats(state, method, layer_labels=layers, confidence=confidence, warn=False, **match_kwargs)
     if warn:
-        _warn(result, stacklevel=2)
+        warn_uncertain(result, stacklevel=2)
     return result
 
 

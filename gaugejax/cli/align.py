@@ -1,4 +1,11 @@
-"""``gaugejax align SRC DST -o GAUGE``: recover the gauge between two checkpoints."""
+"""``gaugejax align SRC DST -o GAUGE``: recover the gauge between two checkpoints.
+
+Run SRC and DST on the same tokens, accumulate the cross-correlation of their residual streams at a
+few layers, and match coordinates (docs/conventions.md §4). Streams tokens until every coordinate is
+certified at --confidence (or --max-tokens), then writes the gauge file with per-coordinate
+diagnostics. Token source: --tokens, else --text tokenized with the checkpoint's tokenizer, else a
+built-in corpus (standard-library docstrings) with that tokenizer, else random ids.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +15,19 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from gaugejax.errors import GaugeError, GaugeJaxError
+from gaugejax.cli._args import about, add_checkpoint_args, add_output_args, check_gauge_path, command
+from gaugejax.errors import GaugeJaxError
 
 
 def register(sub) -> argparse.ArgumentParser:
     from gaugejax.align import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS
     from gaugejax.matching import METHODS
 
-    p = sub.add_parser(
-        "align", help="recover the gauge (signed permutation) from SRC to DST",
-        description="Run SRC and DST on the same tokens, accumulate the cross-correlation of their residual "
-        "streams at a few layers, and match coordinates (docs/conventions.md §4). Streams tokens until every coordinate is "
-        "certified at --confidence (or --max-tokens), then writes the gauge file with per-coordinate diagnostics. "
-        "Token source: --tokens, else --text tokenized with the checkpoint's tokenizer, else a built-in corpus "
-        "(standard-library docstrings) with that tokenizer, else random ids.")
-    p.add_argument("src", help="checkpoint A (Hugging Face directory or .gguf)")
-    p.add_argument("dst", help="checkpoint B")
-    p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz), A→B")
-    from gaugejax.cli.common import add_overwrite_arg
-
-    add_overwrite_arg(p)
+    p = command(
+        sub, "align", run, help="recover the gauge (signed permutation) from SRC to DST",
+        description=about(__doc__))
+    add_checkpoint_args(p, "src", "dst")
+    add_output_args(p, "gauge file to write (.npz), A→B")
     p.add_argument("--method", choices=METHODS, default="sign_marginalized",
                    help="matching method (default sign_marginalized: the B_d / S_d×{±1} group of the model)")
     p.add_argument("--layers", default=None,
@@ -52,7 +52,6 @@ def register(sub) -> argparse.ArgumentParser:
                    "resume from it after a kill; the resumed run ends bit for bit as an uninterrupted one")
     p.add_argument("--checkpoint-tokens", type=int, default=4096,
                    help="tokens between two --state checkpoints (default 4096)")
-    p.set_defaults(func=run)
     return p
 
 
@@ -121,8 +120,7 @@ def run(args) -> int:
     from gaugejax.matching import AmbiguousMatchWarning
 
     out = Path(args.output)
-    if out.suffix != ".npz":
-        raise GaugeError(f"gauge files end in .npz, got {str(out)!r}")
+    check_gauge_path(out)
     if args.min_tokens <= 0 or args.max_tokens <= 0 or args.seq_len <= 0 or args.batch_rows <= 0:
         raise GaugeJaxError("--min-tokens, --max-tokens, --seq-len and --batch-rows must be positive")
     if not 0 < args.confidence < 1:

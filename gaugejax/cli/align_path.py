@@ -1,24 +1,26 @@
-"""``gaugejax align-path CKPT_1 ... CKPT_k -o G``: compose local gauges along saved checkpoints."""
+"""``gaugejax align-path CKPT_1 ... CKPT_k -o G``: compose local gauges along saved checkpoints.
+
+Match every adjacent pair of checkpoints and compose the local gauges into the gauge CKPT_1 →
+CKPT_k. Cross-run mode (--via-base BASE --other-run B_1 ... B_n): the positional checkpoints are run
+A in training order (A_1 nearest the base); the gauge written maps A's last checkpoint to B's last,
+composed down run A, through BASE and up run B; the direct endpoint match and the route through the
+base alone are reported for comparison.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from gaugejax.cli._args import about, add_output_args, check_gauge_path, command
 from gaugejax.errors import GaugeJaxError
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("align-path", help="compose gauges along a sequence of checkpoints (fine-tuning trajectory)",
-                       description="Match every adjacent pair of checkpoints and compose the local gauges into the "
-                       "gauge CKPT_1 → CKPT_k. Cross-run mode (--via-base BASE --other-run B_1 ... B_n): the "
-                       "positional checkpoints are run A in training order (A_1 nearest the base); the gauge written "
-                       "maps A's last checkpoint to B's last, composed down run A, through BASE and up run B; the "
-                       "direct endpoint match and the route through the base alone are reported for comparison.")
+    p = command(sub, "align-path", run,
+                help="compose gauges along a sequence of checkpoints (fine-tuning trajectory)",
+                description=about(__doc__))
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints in path (training) order")
-    p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz)")
-    from gaugejax.cli.common import add_overwrite_arg
-
-    add_overwrite_arg(p)
+    add_output_args(p, "gauge file to write (.npz)")
     p.add_argument("--via-base", metavar="BASE", help="cross-run mode: the shared base checkpoint")
     p.add_argument("--other-run", nargs="+", metavar="CKPT", help="cross-run mode: run B in training order")
     p.add_argument("--endpoint", action="store_true", help="also match CKPT_1 → CKPT_k directly and compare")
@@ -33,7 +35,6 @@ def register(sub) -> argparse.ArgumentParser:
     from gaugejax.cli.common import add_token_args
 
     add_token_args(p, default_tokens=16384)
-    p.set_defaults(func=run)
     return p
 
 
@@ -55,8 +56,7 @@ def run(args) -> int:
         raise GaugeJaxError("a path needs at least two checkpoints")
     if args.max_tokens <= 0:
         raise GaugeJaxError(f"--max-tokens must be positive, got {args.max_tokens}")
-    if not str(args.output).endswith(".npz"):
-        raise GaugeJaxError(f"gauge files end in .npz, got {args.output!r}")
+    check_gauge_path(args.output)
     for p in [*ckpts, *(args.other_run or []), args.via_base]:
         if p is not None and not Path(p).exists():
             raise GaugeJaxError(f"{p} does not exist")

@@ -1,29 +1,29 @@
-"""``gaugejax apply SRC --gauge G -o OUT``: move a checkpoint into a new chart."""
+"""``gaugejax apply SRC --gauge G -o OUT``: move a checkpoint into a new chart.
+
+Rewrite a Hugging Face checkpoint in the chart of GAUGE (rules: docs/conventions.md §3), streaming
+tensor by tensor; the output loads in transformers and computes the same function. Atomic: nothing
+is written on failure.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from gaugejax.cli._args import about, add_output_args, check_gauge_path, command
 from gaugejax.errors import GaugeJaxError
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("apply", help="move a checkpoint into the chart of a gauge",
-                       description="Rewrite a Hugging Face checkpoint in the chart of GAUGE (rules: docs/conventions.md §3), "
-                       "streaming tensor by tensor; the output loads in transformers and computes the same function. "
-                       "Atomic: nothing is written on failure.")
+    p = command(sub, "apply", run, help="move a checkpoint into the chart of a gauge",
+                description=about(__doc__))
     p.add_argument("src", help="Hugging Face directory (or .gguf, written out as a Hugging Face directory)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--gauge", help="gauge file (.npz) from SRC's chart to the new one")
     src.add_argument("--random-gauge", type=int, metavar="SEED",
                      help="draw a random gauge of the model's group (B_d for RMSNorm, S_d × {±1} for LayerNorm)")
     p.add_argument("--save-gauge", metavar="G.npz", help="with --random-gauge: where to write the gauge drawn")
-    p.add_argument("-o", "--output", required=True, help="output directory (new or empty; see --overwrite)")
-    from gaugejax.cli.common import add_overwrite_arg
-
-    add_overwrite_arg(p)
-    p.set_defaults(func=run)
+    add_output_args(p, "output directory (new or empty; see --overwrite)")
     return p
 
 
@@ -40,8 +40,8 @@ def run(args) -> int:
         raise GaugeJaxError("output must differ from the source (the source is read while the output is written)")
     if args.save_gauge and args.random_gauge is None:
         raise GaugeJaxError("--save-gauge goes with --random-gauge")
-    if args.save_gauge and not args.save_gauge.endswith(".npz"):
-        raise GaugeJaxError(f"gauge files end in .npz, got --save-gauge {args.save_gauge!r}")
+    if args.save_gauge:
+        check_gauge_path(args.save_gauge, "--save-gauge")
     if args.random_gauge is not None and args.random_gauge < 0:
         raise GaugeJaxError(f"--random-gauge SEED must be non-negative, got {args.random_gauge}")
     # every output is checked before any work; the gauge drawn and the checkpoint are renamed into place together

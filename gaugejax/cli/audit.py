@@ -1,20 +1,24 @@
-"""``gaugejax audit MODEL``: does an index-level claim reproduce across charts?"""
+"""``gaugejax audit MODEL``: does an index-level claim reproduce across charts?
+
+Apply K random gauges (of B_d and S_d, or S_d × {±1} and S_d for LayerNorm) to MODEL, recompute an
+index-level claim in every chart, and report how often the raw-index claim reproduces versus the
+claim transported through the known gauge (B_d- and S_d-relative).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from gaugejax.cli._args import about, add_checkpoint_args, check_layer, command
 from gaugejax.errors import GaugeJaxError
 
 CLAIMS = ("corr", "probe", "mean")
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("audit", help="gauge-sweep audit of an index-level claim",
-                       description="Apply K random gauges (of B_d and S_d, or S_d × {±1} and S_d for LayerNorm) to "
-                       "MODEL, recompute an index-level claim in every chart, and report how often the raw-index "
-                       "claim reproduces versus the claim transported through the known gauge (B_d- and S_d-relative).")
-    p.add_argument("model", help="checkpoint (Hugging Face directory or .gguf)")
+    p = command(sub, "audit", run, help="gauge-sweep audit of an index-level claim",
+                description=about(__doc__))
+    add_checkpoint_args(p, "model")
     p.add_argument("--claim", choices=CLAIMS, default="corr",
                    help="corr: coordinates most correlated with the feature; probe: largest linear-probe weights; "
                    "mean: largest mean activation (default corr)")
@@ -35,7 +39,6 @@ def register(sub) -> argparse.ArgumentParser:
     from gaugejax.cli.common import add_token_args
 
     add_token_args(p, default_tokens=2048)
-    p.set_defaults(func=run)
     return p
 
 
@@ -59,11 +62,10 @@ def run(args) -> int:
                          output(args.json, recognise=is_json_object) if args.json else None],
                   inputs=[args.model, args.tokens, args.text])
     model = load_model(args.model)
-    d, n_layers = model.config.d_model, model.config.n_layers
+    d = model.config.d_model
     if args.top_k > d:
         raise GaugeJaxError(f"--top-k {args.top_k} exceeds the residual width d={d}")
-    if args.layer is not None and not 0 <= args.layer <= n_layers:
-        raise GaugeJaxError(f"--layer must lie in 0..{n_layers} (0 = embeddings, i = after block i), got {args.layer}")
+    check_layer(args.layer, model.config.n_layers)
     tokens = tokens_from_args(args, model.config.vocab_size, args.model)
     layer = model.config.n_layers // 2 if args.layer is None else args.layer
     if args.claim == "mean":

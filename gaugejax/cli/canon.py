@@ -1,23 +1,25 @@
-"""``gaugejax canon MODEL -o G``: the gauge to a reference-free canonical chart."""
+"""``gaugejax canon MODEL -o G``: the gauge to a reference-free canonical chart.
+
+Canonical gauge fix without a reference model: order coordinates by sign-invariant statistics
+(lexicographically) and fix each sign by an odd statistic (LayerNorm models: one global sign). Two
+functionally identical copies in different charts get the same canonical chart; drift (fine-tuning)
+moves it where statistics are close.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from gaugejax.cli._args import about, add_checkpoint_args, add_output_args, check_gauge_path, check_layer, command
+
 
 def register(sub) -> argparse.ArgumentParser:
     from gaugejax.canonical import DEFAULT_ORDER, DEFAULT_SIGN, ORDER_STATISTICS, SIGN_STATISTICS
 
-    p = sub.add_parser("canon", help="write the gauge from a model's chart to its canonical chart",
-                       description="Canonical gauge fix without a reference model: order coordinates by "
-                       "sign-invariant statistics (lexicographically) and fix each sign by an odd statistic "
-                       "(LayerNorm models: one global sign). Two functionally identical copies in different charts "
-                       "get the same canonical chart; drift (fine-tuning) moves it where statistics are close.")
-    p.add_argument("model", help="checkpoint (Hugging Face directory or .gguf)")
-    p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz): MODEL → canonical chart")
-    from gaugejax.cli.common import add_overwrite_arg
-
-    add_overwrite_arg(p)
+    p = command(sub, "canon", run, help="write the gauge from a model's chart to its canonical chart",
+                description=about(__doc__))
+    add_checkpoint_args(p, "model")
+    add_output_args(p, "gauge file to write (.npz): MODEL → canonical chart")
     p.add_argument("--order-by", default=",".join(DEFAULT_ORDER),
                    help=f"comma-separated ordering statistics, primary first (default {','.join(DEFAULT_ORDER)}; "
                    f"choices {', '.join(ORDER_STATISTICS)}; use the same choice for every checkpoint)")
@@ -29,7 +31,6 @@ def register(sub) -> argparse.ArgumentParser:
     from gaugejax.cli.common import add_token_args
 
     add_token_args(p, default_tokens=1024)
-    p.set_defaults(func=run)
     return p
 
 
@@ -39,17 +40,14 @@ def run(args) -> int:
     from gaugejax.errors import GaugeJaxError
     from gaugejax.io import load_model
 
-    if not str(args.output).endswith(".npz"):
-        raise GaugeJaxError(f"gauge files end in .npz, got {args.output!r}")
+    check_gauge_path(args.output)
     if args.stability < 0:
         raise GaugeJaxError(f"--stability K must be 0 or more, got {args.stability}")
     check_outputs(args, [output(args.output, recognise=is_gauge_file)], inputs=[args.model, args.tokens, args.text])
     model = load_model(args.model)
     from gaugejax.canonical import resolve_order
 
-    n_layers = model.config.n_layers
-    if args.layer is not None and not 0 <= args.layer <= n_layers:
-        raise GaugeJaxError(f"--layer must lie in 0..{n_layers} (0 = embeddings, i = after block i), got {args.layer}")
+    check_layer(args.layer, model.config.n_layers)
     order_by = resolve_order(args.order_by)
     needs_tokens = any(s.startswith("act_") for s in (*order_by, args.sign_by))
     tokens = tokens_from_args(args, model.config.vocab_size, args.model) if needs_tokens else None

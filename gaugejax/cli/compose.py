@@ -1,24 +1,23 @@
-"""``gaugejax compose G1 G2 ... -o G``: the gauge of G1 then G2 then ... (A→B, B→C, ... gives A→last)."""
+"""``gaugejax compose G1 G2 ... -o G``: the gauge of G1 then G2 then ... (A→B, B→C, ... gives A→last).
+
+Compose gauges: if G1 maps A→B and G2 maps B→C, the result maps A→C (perm = G1.perm[G2.perm], signs
+= G2.signs * G1.signs[G2.perm]; see docs/conventions.md). A coordinate is flagged ambiguous in the
+result when it is ambiguous in any step along its chain.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from gaugejax.errors import GaugeError
+from gaugejax.cli._args import about, add_output_args, check_gauge_path, command
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("compose", help="compose gauge files (G1 then G2 ...)",
-                       description="Compose gauges: if G1 maps A→B and G2 maps B→C, the result maps A→C "
-                       "(perm = G1.perm[G2.perm], signs = G2.signs * G1.signs[G2.perm]; see docs/conventions.md). "
-                       "A coordinate is flagged ambiguous in the result when it is ambiguous in any step along its chain.")
+    p = command(sub, "compose", run, help="compose gauge files (G1 then G2 ...)",
+                description=about(__doc__))
     p.add_argument("gauges", nargs="+", metavar="G", help="gauge files (.npz), in order of application")
-    p.add_argument("-o", "--output", required=True, help="gauge file to write (.npz)")
-    from gaugejax.cli.common import add_overwrite_arg
-
-    add_overwrite_arg(p)
-    p.set_defaults(func=run)
+    add_output_args(p, "gauge file to write (.npz)")
     return p
 
 
@@ -26,8 +25,7 @@ def run(args) -> int:
     from gaugejax.cli.common import check_outputs, console, is_gauge_file, output
 
     out = Path(args.output)
-    if out.suffix != ".npz":
-        raise GaugeError(f"gauge files end in .npz, got {str(out)!r}")
+    check_gauge_path(out)
     check_outputs(args, [output(out, recognise=is_gauge_file)], inputs=args.gauges)
     from gaugejax.trajectory import compose_files
 

@@ -1,19 +1,23 @@
-"""``gaugejax demo``: the whole idea in under a minute, on small in-process models."""
+"""``gaugejax demo``: the whole idea in under a minute, on small in-process models.
+
+Build a small RMSNorm (Llama-style) and a LayerNorm (GPT-2-style) model, hide a random gauge, show
+which chart changes preserve each model's function, and recover the hidden gauge from activations
+with the three matchers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from gaugejax.cli._args import about, command
+
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="show B_d vs S_d gauges on small RMSNorm and LayerNorm models",
-                       description="Build a small RMSNorm (Llama-style) and a LayerNorm (GPT-2-style) model, hide a "
-                       "random gauge, show which chart changes preserve each model's function, and recover the hidden "
-                       "gauge from activations with the three matchers.")
+    p = command(sub, "demo", run, help="show B_d vs S_d gauges on small RMSNorm and LayerNorm models",
+                description=about(__doc__))
     p.add_argument("--seed", type=int, default=0, help="seed for models, gauges and tokens (default 0)")
     p.add_argument("--d-model", type=int, default=128, help="residual width (default 128)")
-    p.set_defaults(func=run)
     return p
 
 

@@ -1,17 +1,21 @@
-"""``gaugejax info MODEL``: architecture, sizes and gauge group of a checkpoint."""
+"""``gaugejax info MODEL``: architecture, sizes and gauge group of a checkpoint.
+
+Print the architecture, sizes, storage dtype and gauge group of a checkpoint (Hugging Face directory
+or .gguf file).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from gaugejax.cli._args import about, command
+
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("info", help="describe a checkpoint and its gauge group",
-                       description="Print the architecture, sizes, storage dtype and gauge group of a checkpoint "
-                       "(Hugging Face directory or .gguf file).")
+    p = command(sub, "info", run, help="describe a checkpoint and its gauge group",
+                description=about(__doc__))
     p.add_argument("model", help="Hugging Face directory or .gguf file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run)
     return p
 
 

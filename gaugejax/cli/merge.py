@@ -1,18 +1,22 @@
-"""``gaugejax merge A B --gauge G --alpha 0.5 -o OUT``: coordinate-preserving merges."""
+"""``gaugejax merge A B --gauge G --alpha 0.5 -o OUT``: coordinate-preserving merges.
+
+Coordinate-preserving merge: every model after the first is moved into the first model's chart with
+its gauge (first → that model), then parameters are interpolated ((1-alpha)·A + alpha·B) or, with
+--task-arithmetic, combined as base + Σ λ_i (θ_i − base). Writes a Hugging Face directory
+atomically.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from gaugejax.cli._args import about, add_group_arg, add_output_args, command
 from gaugejax.errors import GaugeJaxError
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("merge", help="merge checkpoints after bringing them into one chart",
-                       description="Coordinate-preserving merge: every model after the first is moved into the first "
-                       "model's chart with its gauge (first → that model), then parameters are interpolated "
-                       "((1-alpha)·A + alpha·B) or, with --task-arithmetic, combined as base + Σ λ_i (θ_i − base). "
-                       "Writes a Hugging Face directory atomically.")
+    p = command(sub, "merge", run, help="merge checkpoints after bringing them into one chart",
+                description=about(__doc__))
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="A B (interpolation) or BASE FT_1 ... FT_n (--task-arithmetic)")
     p.add_argument("--gauge", nargs="+", metavar="G",
@@ -22,13 +26,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--task-arithmetic", action="store_true", help="base + Σ λ_i (θ_i − base)")
     p.add_argument("--lambdas", type=float, nargs="+", metavar="λ",
                    help="task-arithmetic scales (one, or one per fine-tune; default 1/n each)")
-    p.add_argument("--group", default="B_d", choices=["B_d", "S_d"],
-                   help="B_d: signed gauges (correct for RMSNorm); S_d: permutation part only (comparison)")
-    p.add_argument("-o", "--output", required=True, help="output directory (new or empty; see --overwrite)")
-    from gaugejax.cli.common import add_overwrite_arg
-
-    add_overwrite_arg(p)
-    p.set_defaults(func=run)
+    add_group_arg(p, "signed gauges", "permutation part only")
+    add_output_args(p, "output directory (new or empty; see --overwrite)")
     return p
 
 

@@ -1,5 +1,10 @@
 """``gaugejax reproduce [EXPERIMENT ...] --out results/``: rerun the paper's experiments and write a report.
 
+Run the reproduction experiments of the repository's experiments/ package (all by default; they need
+a checkout of the repository, not only the installed package) and write REPORT.md, results.json and
+PNG plots to --out. Each experiment is seeded and timed; --quick runs reduced sizes (a few minutes
+on 2 CPU cores). An unknown EXPERIMENT name lists the known ones.
+
 The experiments are not part of the installed package: they live in the repository's top-level
 ``experiments/`` package and need a checkout. This command finds it (already importable, in the
 current folder, or beside an editable install of ``gaugejax``) and imports it only when run.
@@ -15,17 +20,16 @@ import shlex
 import sys
 from pathlib import Path
 
+from gaugejax.cli._args import about, command
+
 NOT_INSTALLED = ("the experiments are a repository feature, not part of the pip package: clone the gaugejax "
                  "repository and run `gaugejax reproduce` from its root")
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "reproduce", help="rerun the paper's experiments (needs a repository checkout) and write REPORT.md",
-        description="Run the reproduction experiments of the repository's experiments/ package (all by default; "
-        "they need a checkout of the repository, not only the installed package) and write REPORT.md, "
-        "results.json and PNG plots to --out. Each experiment is seeded and timed; --quick runs reduced sizes "
-        "(a few minutes on 2 CPU cores). An unknown EXPERIMENT name lists the known ones.")
+    p = command(
+        sub, "reproduce", run, help="rerun the paper's experiments (needs a repository checkout) and write REPORT.md",
+        description=about(__doc__))
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="experiments to run (default: all)")
     p.add_argument("--out", "-o", default="results", help="output folder (default: results)")
     p.add_argument("--quick", action="store_true", help="reduced sizes (the CI run)")
@@ -33,7 +37,6 @@ def register(sub) -> argparse.ArgumentParser:
     from gaugejax.cli.common import add_overwrite_arg
 
     add_overwrite_arg(p)
-    p.set_defaults(func=run)
     return p
 
 

@@ -1,5 +1,11 @@
 """``gaugejax simulate --out DIR``: ceiling Monte Carlo sweeps on device, with JSON and plots.
 
+Monte Carlo of the three matchers on synthetic residual-stream pairs under a hidden gauge, computed
+on the JAX device with vmap over trials. Writes simulate.json and PNG plots into --out: fraction.png
+(accuracy vs positive-sign fraction, with the ceiling line), tau.png (accuracy vs τ = ρ·sqrt(n),
+with the theory's approximation band) and correlation.png (accuracy vs the strength of correlated
+coordinates). Accuracy = fraction of coordinates whose source (and sign) is right.
+
 Three sweeps of :func:`gaugejax.simulate.ceiling` (each point: ``--trials`` trials, one compile per
 ``d`` and structure): accuracy against the positive-sign fraction (with the ceiling line), against
 ``τ = ρ·sqrt(n)`` (with the finite-SNR approximation band of ``theory/ceiling.py`` when the theory
@@ -14,19 +20,17 @@ import math
 import time
 from pathlib import Path
 
+from gaugejax.cli._args import about, command
+
 SWEEPS = ("fraction", "tau", "correlation")
 _COLOR = {"signed": "tab:red", "permutation": "tab:blue", "sign_marginalized": "tab:green"}
 _LABEL = {"signed": "raw signed", "permutation": "permutation |C|", "sign_marginalized": "sign-marginalized"}
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "simulate", help="synthetic ceiling sweeps on device (accuracy vs sign fraction, SNR, correlation)",
-        description="Monte Carlo of the three matchers on synthetic residual-stream pairs under a hidden gauge, "
-        "computed on the JAX device with vmap over trials. Writes simulate.json and PNG plots into --out: "
-        "fraction.png (accuracy vs positive-sign fraction, with the ceiling line), tau.png (accuracy vs "
-        "τ = ρ·sqrt(n), with the theory's approximation band) and correlation.png (accuracy vs the strength of "
-        "correlated coordinates). Accuracy = fraction of coordinates whose source (and sign) is right.")
+    p = command(
+        sub, "simulate", run, help="synthetic ceiling sweeps on device (accuracy vs sign fraction, SNR, correlation)",
+        description=about(__doc__))
     p.add_argument("--out", "-o", required=True, help="output folder (new or empty; see --overwrite)")
     p.add_argument("--sweeps", nargs="+", choices=SWEEPS, default=list(SWEEPS), help="which sweeps (default all)")
     p.add_argument("--d", type=int, nargs="+", default=[64, 256], help="widths (default 64 256)")
@@ -52,7 +56,6 @@ def register(sub) -> argparse.ArgumentParser:
     from gaugejax.cli.common import add_overwrite_arg
 
     add_overwrite_arg(p)
-    p.set_defaults(func=run)
     return p
 
 
@@ -177,53 +180,55 @@ def _plots(res: dict, out: Path) -> list[str]:
             ax.errorbar(xs, ys, yerr=sd, color=_COLOR[method], ls=ls, marker="o", ms=3, lw=1.2, capsize=2,
                         label=f"{_LABEL[method]} ({'source' if key == 'perm' else 'source + sign'})")
 
-    if res.get("fraction"):
-        fig, axes = panels(res["fraction"], "d")
-        for d, ax in axes.items():
-            rows = [r for r in res["fraction"] if r["d"] == d]
-            ax.plot([0, 1], [0, 1], color="0.6", lw=5, alpha=0.35, label="ceiling = positive fraction")
-            for m in _COLOR:
-                curve(ax, rows, "positive_fraction", m)
-            curve(ax, rows, "positive_fraction", "permutation", "signed", ls=":")
-            ax.set_title(f"d = {d}, ρ = {res['config']['rho']}, n = {res['config']['n']}", fontsize=9)
-            ax.set_xlabel("positive-sign fraction")
-        next(iter(axes.values())).set_ylabel("accuracy (mean ± sd over trials)")
-        next(iter(axes.values())).legend(fontsize=6)
-        files.append(_save(fig, out / "fraction.png"))
-    if res.get("tau"):
-        fig, axes = panels(res["tau"], "d")
-        for d, ax in axes.items():
-            rows = sorted((r for r in res["tau"] if r["d"] == d), key=lambda r: r["tau"])
-            for m in ("signed", "sign_marginalized"):
-                if rows and "approx" in rows[0]:
-                    t = [r["tau"] for r in rows]
-                    ax.fill_between(t, [r["approx"][m]["lo"] for r in rows], [r["approx"][m]["hi"] for r in rows],
-                                    color=_COLOR[m], alpha=0.15, label=f"{_LABEL[m]}: approximation band")
-            for m in _COLOR:
-                curve(ax, rows, "tau", m)
-            ax.set_title(f"d = {d}, positive fraction {res['config']['fraction']}", fontsize=9)
-            ax.set_xlabel("τ = ρ·sqrt(n)")
-        next(iter(axes.values())).set_ylabel("source accuracy")
-        next(iter(axes.values())).legend(fontsize=6)
-        files.append(_save(fig, out / "tau.png"))
-    if res.get("correlation"):
-        rows_all = res["correlation"]
-        fig, axes = panels(rows_all, "structure")
-        for kind, ax in axes.items():
-            for d, ls in zip(sorted({r["d"] for r in rows_all}), ("-", "--", ":", "-.")):
-                rows = [r for r in rows_all if r["structure"] == kind and r["d"] == d]
-                for m in _COLOR:
-                    pts = sorted((r["strength"], r[m]["perm"]["mean"]) for r in rows)
-                    ax.plot(*zip(*pts), color=_COLOR[m], ls=ls, marker="o", ms=3,
-                            label=f"{_LABEL[m]}, d = {d}")
-            ax.set_title({"ar1": "AR(1): strength = φ", "block": "blocks: within-block correlation",
-                          "factors": "shared factors: variance share", "student_t": "Student-t: dof = 30/(1+10 s)",
-                          "outliers": "outliers: std = 1 + 49 s"}.get(kind, kind), fontsize=9)
-            ax.set_xlabel("strength s")
+    def sweep(name, by, ylabel, draw):
+        """One figure ``name.png`` of the sweep's rows, a panel per value of ``by``, drawn by ``draw(value, ax)``."""
+        if not res.get(name):
+            return
+        fig, axes = panels(res[name], by)
+        for value, ax in axes.items():
+            draw(value, ax)
         first = next(iter(axes.values()))
-        first.set_ylabel(f"source accuracy (τ = {res['config']['tau_corr']}, fraction {res['config']['fraction']})")
+        first.set_ylabel(ylabel)
         first.legend(fontsize=6)
-        files.append(_save(fig, out / "correlation.png"))
+        files.append(_save(fig, out / f"{name}.png"))
+
+    def fraction(d, ax):
+        rows = [r for r in res["fraction"] if r["d"] == d]
+        ax.plot([0, 1], [0, 1], color="0.6", lw=5, alpha=0.35, label="ceiling = positive fraction")
+        for m in _COLOR:
+            curve(ax, rows, "positive_fraction", m)
+        curve(ax, rows, "positive_fraction", "permutation", "signed", ls=":")
+        ax.set_title(f"d = {d}, ρ = {res['config']['rho']}, n = {res['config']['n']}", fontsize=9)
+        ax.set_xlabel("positive-sign fraction")
+
+    def tau(d, ax):
+        rows = sorted((r for r in res["tau"] if r["d"] == d), key=lambda r: r["tau"])
+        for m in ("signed", "sign_marginalized"):
+            if rows and "approx" in rows[0]:
+                t = [r["tau"] for r in rows]
+                ax.fill_between(t, [r["approx"][m]["lo"] for r in rows], [r["approx"][m]["hi"] for r in rows],
+                                color=_COLOR[m], alpha=0.15, label=f"{_LABEL[m]}: approximation band")
+        for m in _COLOR:
+            curve(ax, rows, "tau", m)
+        ax.set_title(f"d = {d}, positive fraction {res['config']['fraction']}", fontsize=9)
+        ax.set_xlabel("τ = ρ·sqrt(n)")
+
+    def correlation(kind, ax):
+        rows_all = res["correlation"]
+        for d, ls in zip(sorted({r["d"] for r in rows_all}), ("-", "--", ":", "-.")):
+            rows = [r for r in rows_all if r["structure"] == kind and r["d"] == d]
+            for m in _COLOR:
+                pts = sorted((r["strength"], r[m]["perm"]["mean"]) for r in rows)
+                ax.plot(*zip(*pts), color=_COLOR[m], ls=ls, marker="o", ms=3, label=f"{_LABEL[m]}, d = {d}")
+        ax.set_title({"ar1": "AR(1): strength = φ", "block": "blocks: within-block correlation",
+                      "factors": "shared factors: variance share", "student_t": "Student-t: dof = 30/(1+10 s)",
+                      "outliers": "outliers: std = 1 + 49 s"}.get(kind, kind), fontsize=9)
+        ax.set_xlabel("strength s")
+
+    sweep("fraction", "d", "accuracy (mean ± sd over trials)", fraction)
+    sweep("tau", "d", "source accuracy", tau)
+    sweep("correlation", "structure",
+          f"source accuracy (τ = {res['config']['tau_corr']}, fraction {res['config']['fraction']})", correlation)
     return files
 
 

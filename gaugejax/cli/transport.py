@@ -1,8 +1,15 @@
-"""``gaugejax transport --gauge G --kind KIND IN -o OUT``: move a coordinate-indexed object."""
+"""``gaugejax transport --gauge G --kind KIND IN -o OUT``: move a coordinate-indexed object.
+
+Transport a coordinate-indexed object from the chart of model A to the chart of model B, given the
+gauge A→B, by its rule (docs/conventions.md §3). The output keeps the input's format and is written
+atomically.
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from gaugejax.cli._args import about, add_gauge_arg, add_group_arg, add_output_args, command
 
 KIND_HELP = {
     "steering": "steering vectors (.npy (d,) or (L, d), .npz, .safetensors, GGUF control vector)",
@@ -15,21 +22,15 @@ KIND_HELP = {
 
 def register(sub) -> argparse.ArgumentParser:
     kinds = "; ".join(f"{k}: {v}" for k, v in KIND_HELP.items())
-    p = sub.add_parser("transport", help="move a steering vector / SAE / neuron list / checkpoint into a new chart",
-                       description="Transport a coordinate-indexed object from the chart of model A to the chart of "
-                       "model B, given the gauge A→B, by its rule (docs/conventions.md §3). The output keeps the input's format and is "
-                       f"written atomically. Kinds: {kinds}.")
+    p = command(sub, "transport", run,
+                help="move a steering vector / SAE / neuron list / checkpoint into a new chart",
+                description=f"{about(__doc__)} Kinds: {kinds}.")
     p.add_argument("input", metavar="IN", help="the object file (or directory)")
-    p.add_argument("--gauge", required=True, help="gauge file A→B (.npz)")
+    add_gauge_arg(p)
     p.add_argument("--kind", required=True, choices=list(KIND_HELP), help="object kind")
-    p.add_argument("--group", default="B_d", choices=["B_d", "S_d"],
-                   help="B_d: the signed gauge (correct for RMSNorm); S_d: its permutation part only (comparison)")
+    add_group_arg(p)
     p.add_argument("--inverse", action="store_true", help="transport B→A with the inverse gauge")
-    p.add_argument("-o", "--output", required=True, help="output path (same format as IN)")
-    from gaugejax.cli.common import add_overwrite_arg
-
-    add_overwrite_arg(p)
-    p.set_defaults(func=run)
+    add_output_args(p, "output path (same format as IN)")
     return p
 
 

@@ -1,19 +1,23 @@
-"""``gaugejax verify SRC DST --gauge G``: check that DST is SRC in the chart of G."""
+"""``gaugejax verify SRC DST --gauge G``: check that DST is SRC in the chart of G.
+
+Run SRC and DST on the same tokens and report max |Δlogit| and, per layer, max |h_DST − G(h_SRC)|,
+both relative to the scale of SRC (encoders whose output is a hidden state: max |out_DST −
+G(out_SRC)|). Exit 0 iff all are within --tol; a NaN or infinite value anywhere fails (exit 1,
+naming the first layer where it appears).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from gaugejax.cli._args import about, add_checkpoint_args, add_gauge_arg, command
+
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("verify", help="check that DST is SRC moved by a gauge",
-                       description="Run SRC and DST on the same tokens and report max |Δlogit| and, per layer, "
-                       "max |h_DST − G(h_SRC)|, both relative to the scale of SRC (encoders whose output is a hidden state: "
-                       "max |out_DST − G(out_SRC)|). Exit 0 iff all are within --tol; a NaN or infinite value anywhere "
-                       "fails (exit 1, naming the first layer where it appears).")
-    p.add_argument("src", help="checkpoint A (Hugging Face directory or .gguf)")
-    p.add_argument("dst", help="checkpoint B")
-    p.add_argument("--gauge", required=True, help="gauge file A→B (.npz)")
+    p = command(sub, "verify", run, help="check that DST is SRC moved by a gauge",
+                description=about(__doc__))
+    add_checkpoint_args(p, "src", "dst")
+    add_gauge_arg(p)
     p.add_argument("--tol", type=float, default=1e-4,
                    help="relative tolerance (default 1e-4: float32 forward passes)")
     p.add_argument("--stream", action="store_true",
@@ -21,7 +25,6 @@ def register(sub) -> argparse.ArgumentParser:
     from gaugejax.cli.common import add_token_args
 
     add_token_args(p, default_tokens=256)
-    p.set_defaults(func=run)
     return p
 
 

@@ -275,6 +275,14 @@ def _build_tokenizer(meta: dict[str, Any], path: Path):
     return tok
 
 
+def _file_tokenizer(path: str | os.PathLike):
+    """The ``tokenizers.Tokenizer`` built from the ``tokenizer.*`` metadata of a GGUF file."""
+    p = Path(path)
+    reader = _reader(p)
+    meta = {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+    return _build_tokenizer(meta, p)
+
+
 def gguf_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray]:
     """A ``text -> int32 token ids`` function built from the vocabulary in a GGUF file.
 
@@ -286,10 +294,7 @@ def gguf_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray]:
     Raises:
       CheckpointError: ``gguf`` or ``tokenizers`` missing, or a tokenizer model other than ``gpt2``.
     """
-    p = Path(path)
-    reader = _reader(p)
-    meta = {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-    tok = _build_tokenizer(meta, p)
+    tok = _file_tokenizer(path)
     return lambda text: np.asarray(tok.encode(text).ids, np.int32)
 
 
@@ -304,8 +309,5 @@ def gguf_detokenizer(path: str | os.PathLike) -> Callable[[Any], str]:
     Raises:
       CheckpointError: ``gguf`` or ``tokenizers`` missing, or a tokenizer model other than ``gpt2``.
     """
-    p = Path(path)
-    reader = _reader(p)
-    meta = {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-    tok = _build_tokenizer(meta, p)
+    tok = _file_tokenizer(path)
     return lambda ids: tok.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=False)
