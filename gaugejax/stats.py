@@ -13,11 +13,14 @@ one ``Xcᵀ Yc`` GEMM per layer plus ``O((n + d) d)`` elementwise work.
 Several layers at once: with a leading layer axis, ``X: (L, n, d)`` gives a ``(L, d, d)``
 cross-moment; one residual gauge is shared by all layers, so the matcher can sum the evidence.
 
-GEMM backend: on a CPU host the cross-moment GEMM of :func:`update` runs through numpy's BLAS
-(OpenBLAS/MKL sgemm), which is faster than XLA's CPU GEMM on these shapes (measured in
-``benchmarks/bench_stats.py``); on accelerators, under ``jit`` and for sharded inputs it stays in
-JAX. Both compute the same centered batch statistics and share :func:`merge`, so streaming, merging
-and sharding are unchanged; :func:`set_gemm_backend` or ``GAUGEJAX_GEMM=jax|numpy|auto`` pins it.
+GEMM backend: on a CPU host :func:`update` runs in numpy (:mod:`gaugejax.hoststats`): each batch is
+shifted by a pilot estimate of its mean in cache-sized chunks, the GEMM accumulates in place through
+numpy's OpenBLAS on one worker thread per core, and a rank-two correction makes the moments exactly
+centered, so an update costs about one plain ``Xᵀ Y`` (measured in ``benchmarks/bench_stats.py``).
+On accelerators, under ``jit`` and for sharded inputs it stays in JAX. Both give the same statistics
+and share :func:`merge`, so streaming, merging and sharding are unchanged; a host update returns a
+state of numpy arrays (its co-moment is updated in place from then on), which merges with JAX
+states as any other. :func:`set_gemm_backend` or ``GAUGEJAX_GEMM=jax|numpy|auto`` pins the backend.
 
 Data parallel: :func:`make_sharded_update` shards the token axis over a device mesh (one or many
 processes, ``jax.distributed``); each device computes its shard's centered moments and they are
@@ -47,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from gaugejax import hoststats
 
 __all__ = [
     "CorrStats", "Correlation", "init", "batch_stats", "merge", "update", "allreduce",
@@ -140,8 +145,8 @@ def batch_stats(x: jax.Array, y: jax.Array) -> CorrStats:
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.float32)
     n = x.shape[-2]
-    mx = jnp.mean(x, axis=-2)
-    my = jnp.mean(y, axis=-2)
+    mx = jnp.sum(x, axis=-2) / max(n, 1)  # an empty batch gives zeros (merge's identity), not NaN
+    my = jnp.sum(y, axis=-2) / max(n, 1)
     xc = x - mx[..., None, :]
     yc = y - my[..., None, :]
     cxy = jnp.einsum("...ni,...nj->...ij", xc, yc, preferred_element_type=jnp.float32)
@@ -207,10 +212,10 @@ def _on_host(a: Any) -> bool:
 
 
 def host_batch_stats(x: Any, y: Any) -> CorrStats:
-    """:func:`batch_stats` computed with numpy on the host (same centering; the GEMM is numpy's sgemm).
+    """:func:`batch_stats` computed with numpy on the host (:func:`gaugejax.hoststats.accumulate`).
 
-    Means are accumulated in float64 (large channel offsets), the centered values, second moments
-    and the GEMM in float32, as in the JAX path. Returns a :class:`CorrStats` of numpy arrays.
+    Float32 GEMM and sums over data shifted by a pilot mean, converted to centered moments in
+    float64. Returns a :class:`CorrStats` of numpy arrays.
 
     Example:
       >>> x = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -220,19 +225,7 @@ def host_batch_stats(x: Any, y: Any) -> CorrStats:
     x = np.asarray(x)
     y = np.asarray(y)
     _check(x, y)
-    x = x.astype(np.float32, copy=False)
-    y = y.astype(np.float32, copy=False)
-    mx = x.mean(axis=-2, dtype=np.float64).astype(np.float32)
-    my = y.mean(axis=-2, dtype=np.float64).astype(np.float32)
-    xc = np.subtract(x, mx[..., None, :], dtype=np.float32)
-    yc = np.subtract(y, my[..., None, :], dtype=np.float32)
-    cxy = np.matmul(np.swapaxes(xc, -1, -2), yc)
-    m2x = np.einsum("...ni,...ni->...i", xc, xc)  # float32 SIMD accumulation (4× faster than float64)
-    m2y = np.einsum("...ni,...ni->...i", yc, yc)
-    return CorrStats(np.asarray(x.shape[-2], np.int32), mx, my, m2x, m2y, cxy)
-
-
-_merge_donated = jax.jit(lambda a, b: merge(a, b), donate_argnums=0)
+    return CorrStats(*hoststats.accumulate(None, x, y))
 
 
 @partial(jax.jit, donate_argnums=0)
@@ -243,8 +236,9 @@ def _update_jax(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
 def update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
     """Adds a batch: ``merge(state, batch_stats(x, y))`` (``state`` is donated).
 
-    Host-resident inputs on a CPU backend take numpy's BLAS for the GEMM (:func:`gemm_backend`);
-    otherwise the whole update is one jitted JAX call.
+    Host-resident inputs on a CPU backend are accumulated with numpy and the host BLAS
+    (:func:`gemm_backend`, :mod:`gaugejax.hoststats`): the result is a state of numpy arrays whose
+    co-moment later host updates write in place. Otherwise the whole update is one jitted JAX call.
 
     Args:
       state: statistics so far (its buffers are reused; do not use it afterwards).
@@ -252,7 +246,10 @@ def update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
         partitions the GEMM); :func:`make_sharded_update` makes the data-parallel reduction explicit.
     """
     if gemm_backend() == "numpy" and _on_host(x) and _on_host(y):
-        return _merge_donated(state, host_batch_stats(x, y))
+        x = np.asarray(x)
+        y = np.asarray(y)
+        _check(x, y)
+        return CorrStats(*hoststats.accumulate(state, x, y))
     return _update_jax(state, x, y)
 
 
