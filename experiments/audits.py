@@ -104,13 +104,12 @@ def run(ctx: Context) -> Result:
         sd_relative_signed_bd_mean=float(np.mean([x["sd_relative_signed"] for x in bd])),
         sd_relative_bd_min=min(x["sd_relative"] for x in bd),
     )
-    res.setting = (
+    return res.conclude(
         f"SmolLM2-135M-Instruct, stream after block {layer}; {k_charts} random charts per group per claim "
         f"(d = {d}); sentiment claims from {n_sent}+{n_sent} sentences, the mean-activation claim on 4×64 corpus "
-        f"tokens. Charts from gaugejax.audit.audit with seeds derived from ({ctx.seed}, crc32('{NAME}'), claim).")
-    res.headline.append(SeedRow(
-        "index-level claims reproduce only relative to an explicit gauge", "qualitative",
-        f"under random B_d charts: raw index+sign ≤ {pct(res.claims['raw_signed_bd_max'])}, S_d-relative + sign "
-        f"{pct(res.claims['sd_relative_signed_bd_mean'])} (mean), B_d-relative + sign ≥ "
-        f"{pct(res.claims['bd_relative_signed_min'])}", f"SmolLM2-135M, {len(results)} claims, K = {k_charts}"))
-    return res
+        f"tokens. Charts from gaugejax.audit.audit with seeds derived from ({ctx.seed}, crc32('{NAME}'), claim).",
+        SeedRow(
+            "index-level claims reproduce only relative to an explicit gauge", "qualitative",
+            f"under random B_d charts: raw index+sign ≤ {pct(res.claims['raw_signed_bd_max'])}, S_d-relative + sign "
+            f"{pct(res.claims['sd_relative_signed_bd_mean'])} (mean), B_d-relative + sign ≥ "
+            f"{pct(res.claims['bd_relative_signed_min'])}", f"SmolLM2-135M, {len(results)} claims, K = {k_charts}"))

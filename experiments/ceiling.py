@@ -92,12 +92,15 @@ def run(ctx: Context) -> Result:
         permutation_perm_min=float(mean["permutation"][:, 0].min()),
         permutation_signed_at_half=float(mean["permutation"][ms.index(round(d / 2)), 1]),
     )
-    res.setting = (f"d = {d}, {n} tokens, correlation ρ = {rho} between matched coordinates, {len(ms)} values of m, "
-                   f"{reps} random gauges each; simulator `theory.ceiling.synthetic` with seeds derived from ({ctx.seed}, crc32('{NAME}'), m, rep).")
-    res.headline.append(SeedRow(
-        "raw signed matching: permutation accuracy = positive-sign fraction (m ≥ 2); sign-marginalized removes it",
-        "proved (ceiling theorem)",
-        f"signed within {ceiling_gap:.3f} of the ceiling for every m ≥ 2 (at m = 1: {pct(res.claims['signed_at_m1'])}, "
-        f"a population tie broken by noise); sign-marginalized ≥ {pct(res.claims['sign_marginalized_min'])}",
-        f"synthetic, d = {d}, ρ = {rho}"))
-    return res
+    return res.conclude(
+        f"d = {d}, {n} tokens, correlation ρ = {rho} between matched coordinates, {len(ms)} values of m, "
+        f"{reps} random gauges each; simulator `theory.ceiling.synthetic` with seeds derived from ({ctx.seed}, "
+        f"crc32('{NAME}'), m, rep).",
+        SeedRow(
+            "raw signed matching: permutation accuracy = positive-sign fraction (m ≥ 2); "
+            "sign-marginalized removes it",
+            "proved (ceiling theorem)",
+            f"signed within {ceiling_gap:.3f} of the ceiling for every m ≥ 2 (at m = 1: "
+            f"{pct(res.claims['signed_at_m1'])}, a population tie broken by noise); sign-marginalized ≥ "
+            f"{pct(res.claims['sign_marginalized_min'])}",
+            f"synthetic, d = {d}, ρ = {rho}"))

@@ -74,6 +74,18 @@ class Result:
     notes: list[str] = field(default_factory=list)
     skipped: str = ""
 
+    def conclude(self, setting: str, *rows: SeedRow) -> Result:
+        """Sets the ``setting`` paragraph and appends the headline ``rows``; the result (an experiment's last line).
+
+        Examples:
+          >>> r = Result("x", "X").conclude("d = 8.", SeedRow("claim", "seed's", "ours", "toy"))
+          >>> r.setting, [h.claim for h in r.headline]
+          ('d = 8.', ['claim'])
+        """
+        self.setting = setting
+        self.headline.extend(rows)
+        return self
+
 
 # --------------------------------------------------------------------------------------- context
 

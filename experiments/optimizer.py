@@ -112,13 +112,12 @@ def run(ctx: Context) -> Result:
     res.claims.update(**{f"dist_{v.replace(' ', '_').replace('-', '_')}": float(dist[v][-1]) for v in VARIANTS},
                       loss_gap_signed=float(loss_gap["signed"].max()),
                       loss_gap_perm=float(loss_gap["permutation-only"].max()))
-    res.setting = (
+    return res.conclude(
         f"{s.describe().split(';')[0]}. The pre-trained base is trained {warm} more steps (AdamW, constant lr {lr:g}, "
         f"split `finetune_a`), moved to a uniformly random signed-permutation chart, and resumed for {resume} steps on "
-        f"identical batches. Chart key fold_in(key({ctx.seed}), crc32('{NAME}'), 1).")
-    res.headline.append(SeedRow(
-        "AdamW state: signed transport vs permutation-only", "same resumed trajectory vs a different one",
-        f"relative parameter distance after {resume} steps: signed {dist['signed'][-1]:.1e}, permutation-only "
-        f"{dist['permutation-only'][-1]:.1e}, reset {dist['reset'][-1]:.1e}",
-        f"from-scratch d = {s.d_model}, {resume} resumed steps"))
-    return res
+        f"identical batches. Chart key fold_in(key({ctx.seed}), crc32('{NAME}'), 1).",
+        SeedRow(
+            "AdamW state: signed transport vs permutation-only", "same resumed trajectory vs a different one",
+            f"relative parameter distance after {resume} steps: signed {dist['signed'][-1]:.1e}, permutation-only "
+            f"{dist['permutation-only'][-1]:.1e}, reset {dist['reset'][-1]:.1e}",
+            f"from-scratch d = {s.d_model}, {resume} resumed steps"))

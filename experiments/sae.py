@@ -159,18 +159,17 @@ def run(ctx: Context) -> Result:
     res.claims.update(nmse_original=base["nmse"], nmse_bd=out["B_d"]["nmse"], nmse_sd=out["S_d"]["nmse"],
                       ev_bd=out["B_d"]["ev"], ev_sd=out["S_d"]["ev"], nmse_none=untransported["nmse"],
                       bd_gauge_exact=recovered["B_d"] == truth)
-    res.setting = (
-        f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized), residual stream after block {layer} of "
-        f"{model.config.n_layers}. TopK SAE trained with Adam for {steps} steps of {batch} tokens on {len(x_train)} "
-        f"tokens ({n_train} windows of {seq}, corpus split `probe`). Hidden chart: a uniformly random signed "
-        f"permutation; keys fold_in(key({ctx.seed}), crc32('{NAME}'), ·).")
-    res.headline.append(SeedRow(
-        "SAE reconstruction NMSE after transport, B_d vs S_d", "0.004 vs 1.08 (TinyLlama)",
-        f"{out['B_d']['nmse']:.3g} vs {out['S_d']['nmse']:.3g} (original SAE: {base['nmse']:.3g}; "
-        f"explained variance {out['B_d']['ev']:.3f} vs {out['S_d']['ev']:.3f})",
-        f"SmolLM2-135M, block {layer}, TopK SAE {k} latents, {steps} steps"))
     if base["nmse"] > 0.02:
         res.notes.append(f"Our SAE is smaller and shorter-trained than the seed's (NMSE {base['nmse']:.3g} on the "
                          "original model vs the seed's 0.004); what matters is that B_d transport keeps it exactly and "
                          "S_d transport destroys it.")
-    return res
+    return res.conclude(
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized), residual stream after block {layer} of "
+        f"{model.config.n_layers}. TopK SAE trained with Adam for {steps} steps of {batch} tokens on {len(x_train)} "
+        f"tokens ({n_train} windows of {seq}, corpus split `probe`). Hidden chart: a uniformly random signed "
+        f"permutation; keys fold_in(key({ctx.seed}), crc32('{NAME}'), ·).",
+        SeedRow(
+            "SAE reconstruction NMSE after transport, B_d vs S_d", "0.004 vs 1.08 (TinyLlama)",
+            f"{out['B_d']['nmse']:.3g} vs {out['S_d']['nmse']:.3g} (original SAE: {base['nmse']:.3g}; "
+            f"explained variance {out['B_d']['ev']:.3f} vs {out['S_d']['ev']:.3f})",
+            f"SmolLM2-135M, block {layer}, TopK SAE {k} latents, {steps} steps"))

@@ -161,6 +161,11 @@ def finetune(ctx: Context, run: str, split: str, *, lr: float | None = None, ste
     return ctx.cached(f"scratch/ft/{run}/{split}/{lr}/{steps}/{warmup}", make)
 
 
+def runs_ab(ctx: Context) -> tuple[BaseRun, FineTuneRun, FineTuneRun]:
+    """The base and its two fine-tuning runs of the trajectory and merge experiments: A on prose, B on code."""
+    return base_run(ctx), finetune(ctx, "A", "finetune_a"), finetune(ctx, "B", "code")
+
+
 def heldout_loss(model, tokens: np.ndarray, batch: int = 16) -> float:
     """Mean next-token cross-entropy (nats per byte) on ``tokens`` ``(rows, seq)``."""
     import jax.numpy as jnp

@@ -210,24 +210,7 @@ def run(ctx: Context) -> Result:
                       refusal_kept_sd=float(rkept["S_d"].mean()), refusal_reversed_sd=int((rkept["S_d"] < 0).sum()),
                       sentiment_reversed_sd=int((kept["S_d"] < 0).sum()), n_charts=n_charts,
                       refusals=n_ref, refusals_told=n_ref_told, n_harmful=n_harm)
-    res.setting = (
-        f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized); vectors at the stream after block {layer} of "
-        f"{model.config.n_layers}, added at every position. {n_pos}+{n_pos} sentiment sentences, "
-        f"{len(P.NEUTRAL)} neutral prompts; refusal direction: last-token activation on {n_harm} harmful requests with "
-        f"a refusing system prompt minus with the default one, its effect measured on {n_harm} harmless requests "
-        f"(experiments/prompts.py). {n_charts} hidden charts, uniformly random signed permutations; gauges "
-        f"recovered from {x_probe.shape[0]} corpus tokens. Keys fold_in(key({ctx.seed}), crc32('{NAME}'), chart).")
-    res.headline.append(SeedRow(
-        "sentiment steering effect kept after transport, B_d vs S_d", "95.8 % vs 17.2 % (Qwen)",
-        f"{pct(kept['B_d'].mean())} vs {pct(kept['S_d'].mean())} (S_d: sd {pct(kept['S_d'].std())} over "
-        f"{n_charts} charts, reversed in {int((kept['S_d'] < 0).sum())})",
-        f"SmolLM2-135M-Instruct, block {layer}"))
     refuses = "" if n_ref is None else f"the model refuses {n_ref}/{n_harm} harmful requests (so: a refusal-style direction); "
-    res.headline.append(SeedRow(
-        "refusal steering under S_d transport", "reverses sign (Qwen)",
-        f"{refuses}kept {pct(rkept['B_d'].mean())} under B_d, {pct(rkept['S_d'].mean())} "
-        f"under S_d (reversed in {int((rkept['S_d'] < 0).sum())}/{n_charts} charts)",
-        f"SmolLM2-135M-Instruct, block {layer}"))
     if kept["S_d"].mean() < 0.1:
         res.notes.append(
             f"Under S_d the sentiment effect is gone rather than reduced: {pct(kept['S_d'].mean())} ± "
@@ -245,4 +228,20 @@ def run(ctx: Context) -> Result:
             f"{int((rkept['S_d'] < 0).sum())} of {n_charts} hidden charts and keeps {pct(rkept['S_d'].mean())} on "
             "average: the sign of what survives depends on the chart (the S_d-transported vector is the right one with "
             "the sign of about half of its coordinates flipped), where the seed reports a reversal.")
-    return res
+    return res.conclude(
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized); vectors at the stream after block {layer} of "
+        f"{model.config.n_layers}, added at every position. {n_pos}+{n_pos} sentiment sentences, "
+        f"{len(P.NEUTRAL)} neutral prompts; refusal direction: last-token activation on {n_harm} harmful requests with "
+        f"a refusing system prompt minus with the default one, its effect measured on {n_harm} harmless requests "
+        f"(experiments/prompts.py). {n_charts} hidden charts, uniformly random signed permutations; gauges "
+        f"recovered from {x_probe.shape[0]} corpus tokens. Keys fold_in(key({ctx.seed}), crc32('{NAME}'), chart).",
+        SeedRow(
+            "sentiment steering effect kept after transport, B_d vs S_d", "95.8 % vs 17.2 % (Qwen)",
+            f"{pct(kept['B_d'].mean())} vs {pct(kept['S_d'].mean())} (S_d: sd {pct(kept['S_d'].std())} over "
+            f"{n_charts} charts, reversed in {int((kept['S_d'] < 0).sum())})",
+            f"SmolLM2-135M-Instruct, block {layer}"),
+        SeedRow(
+            "refusal steering under S_d transport", "reverses sign (Qwen)",
+            f"{refuses}kept {pct(rkept['B_d'].mean())} under B_d, {pct(rkept['S_d'].mean())} "
+            f"under S_d (reversed in {int((rkept['S_d'] < 0).sum())}/{n_charts} charts)",
+            f"SmolLM2-135M-Instruct, block {layer}"))

@@ -32,6 +32,16 @@ def probe_tokens(ctx: Context, rows: int, seq: int) -> np.ndarray:
     return windows(byte_tokens("probe"), rows, seq, ctx.rng(f"{NAME}/probe"))
 
 
+def probe(ctx: Context, s: scratch.ScratchSizes) -> tuple[np.ndarray, dict]:
+    """The probe tokens and matching arguments of every from-scratch cross-run match (here and in the merges).
+
+    A fixed number of probe bytes (split ``probe``), every layer pooled, no early stop.
+    """
+    n_tok = ctx.size(2048, 4096)
+    kw = dict(layers=tuple(range(1, s.n_layers + 1)), min_tokens=n_tok, max_tokens=n_tok, batch_rows=8)
+    return probe_tokens(ctx, n_tok // s.seq, s.seq), kw
+
+
 def _reverse(hop):
     """The hop matched the other way round (sign-marginalized matching is symmetric: ``C`` transposed)."""
     from gaugejax.trajectory import Hop
@@ -148,14 +158,9 @@ def smollm_short_finetunes(ctx: Context) -> dict | None:
 
 def run(ctx: Context) -> Result:
     res = Result(NAME, TITLE, seed=ctx.seed)
-    base = scratch.base_run(ctx)
+    base, run_a, run_b = scratch.runs_ab(ctx)
     s = base.sizes
-    run_a = scratch.finetune(ctx, "A", "finetune_a")
-    run_b = scratch.finetune(ctx, "B", "code")
-    n_tok = ctx.size(2048, 4096)
-    tokens = probe_tokens(ctx, n_tok // s.seq, s.seq)
-    layers = tuple(range(1, s.n_layers + 1))
-    kw = dict(layers=layers, min_tokens=n_tok, max_tokens=n_tok, batch_rows=8)
+    tokens, kw = probe(ctx, s)
     n_ck = len(run_a.stored)
     hops = local_hops(ctx, base.model, {"A": run_a, "B": run_b}, tokens, kw, "trajectories")
     ctx.cache["trajectories/gauges"] = {i: composed_gauge(hops, i) for i in range(n_ck)}
@@ -180,7 +185,8 @@ def run(ctx: Context) -> Result:
         "Recovery of the cross-run gauge A_k → B_k (fraction of coordinates) vs fine-tuning steps k",
         ["steps k", "composed (perm+sign)", "via base (perm+sign)", "endpoint (perm+sign)", "composed (perm)",
          "via base (perm)", "endpoint (perm)", "endpoint mean |corr|", "hop mean |corr|"], rows,
-        note=f"sign-marginalized matching pooled over layers {list(layers)}, {n_tok} probe bytes (split `probe`) for "
+        note=f"sign-marginalized matching pooled over layers {list(kw['layers'])}, {kw['max_tokens']} probe bytes "
+             "(split `probe`) for "
              f"every match; hops every {s.every} steps."))
     loss_rows = [["base (end of pre-training)", float(np.mean(base.losses[-20:]))],
                  ["run A (last 20 steps)", float(np.mean(run_a.losses[-20:]))],
@@ -208,10 +214,6 @@ def run(ctx: Context) -> Result:
     res.claims.update(steps=steps[-1], composed=last["composed"], via_base=last["via_base"], endpoint=last["endpoint"],
                       composed_min=min(curves["composed"]), endpoint_first=curves["endpoint"][0],
                       endpoint_corr_last=corr[-1])
-    res.setting = (
-        f"{s.describe()}. Run A fine-tunes on split `finetune_a` (docstrings not seen in pre-training), run B on "
-        f"`code` (standard-library source without docstrings), different data order; {len(run_a.stored)} "
-        f"checkpoints per run, each stored in a uniformly random signed permutation chart. Seeds: model init, data order and charts from fold_in(key({ctx.seed}), crc32(·)).")
     weak = ""
     if not ctx.quick:
         controls = [weak_drift_control(ctx, base, tokens, kw)]
@@ -249,11 +251,15 @@ def run(ctx: Context) -> Result:
         f"the two runs on different kinds of text (prose vs source code).{weak} Adjacent checkpoints {s.every} steps "
         f"apart stay easy to match (hop mean |corr| in the table), so the composed gauge stays exact while the "
         f"endpoints decorrelate (endpoint mean |corr| falls to {corr[-1]:.2f}).")
-    res.headline.append(SeedRow(
-        f"cross-run coordinate recovery after {steps[-1]} fine-tuning steps: composed vs endpoint (vs via base)",
-        "91.1 % vs 60.3 % at 1500 steps (via base: lower than composed)",
-        (f"at 1500 steps: {pct(curves['composed'][at])} vs {pct(curves['endpoint'][at])} (via base "
-         f"{pct(curves['via_base'][at])}); at {steps[-1]}: " if at is not None and at != len(steps) - 1 else "")
-        + f"{pct(last['composed'])} vs {pct(last['endpoint'])} (via base {pct(last['via_base'])})",
-        f"from-scratch d = {s.d_model}, {s.n_layers} layers, lr {s.ft_lr:g}, {steps[-1]} steps"))
-    return res
+    return res.conclude(
+        f"{s.describe()}. Run A fine-tunes on split `finetune_a` (docstrings not seen in pre-training), run B on "
+        f"`code` (standard-library source without docstrings), different data order; {len(run_a.stored)} "
+        f"checkpoints per run, each stored in a uniformly random signed permutation chart. Seeds: model init, data "
+        f"order and charts from fold_in(key({ctx.seed}), crc32(·)).",
+        SeedRow(
+            f"cross-run coordinate recovery after {steps[-1]} fine-tuning steps: composed vs endpoint (vs via base)",
+            "91.1 % vs 60.3 % at 1500 steps (via base: lower than composed)",
+            (f"at 1500 steps: {pct(curves['composed'][at])} vs {pct(curves['endpoint'][at])} (via base "
+             f"{pct(curves['via_base'][at])}); at {steps[-1]}: " if at is not None and at != len(steps) - 1 else "")
+            + f"{pct(last['composed'])} vs {pct(last['endpoint'])} (via base {pct(last['via_base'])})",
+            f"from-scratch d = {s.d_model}, {s.n_layers} layers, lr {s.ft_lr:g}, {steps[-1]} steps"))
