@@ -1,8 +1,8 @@
-"""Exact linear assignment on device: jittable and vmap-able (certificate, priced warm start, shortest paths).
+"""Exact linear assignment on device: jittable and vmap-able (certificate, priced warm start, row reduction, shortest paths).
 
 :func:`solve` maximises ``Σ_i S[i, cols[i]]`` over injective ``cols`` for an ``(n, m)`` score with
 ``n <= m`` (larger ``n``: the transpose is solved, statically), entirely in ``jax.numpy`` and
-``lax.while_loop``, so it runs under ``jit`` and ``vmap`` on CPU, GPU or TPU. Three stages:
+``lax.while_loop``, so it runs under ``jit`` and ``vmap`` on CPU, GPU or TPU. Four stages:
 
 1. **Row-argmax certificate.** If the row maxima sit in distinct columns the assignment is optimal
    (no assignment beats ``Σ_i max_j S[i, j]``); nothing else runs (``certified``). This is the
@@ -12,14 +12,20 @@
    set to ``u_i = max_j (S[i, j] - p_j)`` and each column is given to the lowest-index row whose
    priced maximum it is. By construction ``u_i + p_j ≥ S[i, j]`` everywhere (dual feasibility) and
    every assigned pair is tight (complementary slackness); rows whose priced maximum is contested
-   stay free. Pricing only moves the starting point: stage 3 is exact from any feasible, tight start.
-3. **Shortest augmenting paths** (the Jonker-Volgenant / Crouse successive shortest path method
+   stay free. Pricing only moves the starting point: stage 4 is exact from any feasible, tight start.
+3. **Row reduction** (square scores; Jonker-Volgenant's augmenting row reduction, all free rows
+   bidding at once, see :func:`_reduce_rows`): a few rounds in which free rows take their cheapest
+   column at their second-best price, displacing its owner. It keeps the duals feasible and the
+   matched pairs tight, and cuts the free rows of a hard matrix several-fold (decorrelated signed
+   objective, d = 1024: 385 -> ~50) for a handful of passes over the matrix.
+4. **Shortest augmenting paths** (the Jonker-Volgenant / Crouse successive shortest path method
    that ``scipy.optimize.linear_sum_assignment`` implements). For each free row, a Dijkstra search
    over reduced costs ``c_ij - u_i - v_j ≥ 0`` (``c = -S``, ``v = -p``) finds a cheapest
    alternating path to a free column; the duals are updated so that the path becomes tight and
    feasibility is kept, and the matching is flipped along it. Each search step is one pass of
    vector operations over the ``m`` columns (no scalar inner loop, unlike
-   ``optax.assignment.hungarian_algorithm``).
+   ``optax.assignment.hungarian_algorithm``). Indices of minima are found with plain ``min``
+   reductions (:func:`_first`), never ``argmin``/``argmax``, which XLA's CPU backend runs ~15x slower.
 
 Exactness: in exact arithmetic the invariants (feasible duals, tight matched pairs) hold after
 every augmentation, so when every row is matched the duals certify optimality by LP duality: the
@@ -52,6 +58,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Row-reduction rounds: at most _ARR_ROUNDS, stopping (after two) when a round frees fewer than 1/_ARR_STOP of the
+# free rows. Measured at d = 1024 on the signed objective of decorrelated data: 385 free rows after the priced start,
+# then 385, 227, 135, 85, 73, 60, 52 (the first round only moves owners); each round is one pass over the matrix.
+_ARR_ROUNDS = 8
+_ARR_STOP = 6
+
 __all__ = ["DeviceAssignment", "solve", "solve_batched", "row_argmax_certificate", "solve_numpy"]
 
 
@@ -75,6 +87,27 @@ class DeviceAssignment(NamedTuple):
     steps: jax.Array
 
 
+def _first(mask: jax.Array, axis: int = -1) -> jax.Array:
+    """Index of the first ``True`` along ``axis`` (its length when none): ``min`` of masked indices.
+
+    Same result as ``argmax`` on a mask that has a ``True``, but a plain ``min`` reduction, which XLA
+    vectorises: measured on CPU, ``argmax``/``argmin`` (a two-operand reduction) take 4.4 ms on a
+    1024² matrix where ``min`` takes 0.3 ms, and inside every shortest-path step they dominated.
+    """
+    size = mask.shape[axis]
+    shape = [1] * mask.ndim
+    shape[axis] = size
+    idx = jnp.arange(size, dtype=jnp.int32).reshape(shape)
+    return jnp.min(jnp.where(mask, idx, size), axis=axis)
+
+
+def _argmin(x: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    """``(min, first index of the min)`` along ``axis`` (finite ``x``; see :func:`_first`)."""
+    low = jnp.min(x, axis=axis)
+    j = _first(x == jnp.expand_dims(low, axis), axis)
+    return low, jnp.minimum(j, x.shape[axis] - 1)  # a NaN row has no match: any index, never out of range
+
+
 def row_argmax_certificate(score: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(argmax per row, ok)``: ``ok`` when the row maxima lie in distinct columns (then optimal).
 
@@ -85,7 +118,7 @@ def row_argmax_certificate(score: jax.Array) -> tuple[jax.Array, jax.Array]:
       >>> a.tolist(), bool(ok)
       ([2, 0, 1], True)
     """
-    a = jnp.argmax(score, axis=1).astype(jnp.int32)
+    a = _argmin(-score, axis=1)[1]
     counts = jnp.zeros(score.shape[1], jnp.int32).at[a].add(1)
     return a, jnp.all(counts[a] == 1)
 
@@ -93,8 +126,7 @@ def row_argmax_certificate(score: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _top2(r: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per row of a cost matrix: smallest value, its (first) column, second smallest (+inf if none)."""
     m = r.shape[1]
-    j1 = jnp.argmin(r, axis=1).astype(jnp.int32)
-    u1 = jnp.take_along_axis(r, j1[:, None], axis=1)[:, 0]
+    u1, j1 = _argmin(r, axis=1)
     if m == 1:
         return u1, j1, jnp.full_like(u1, jnp.inf)
     u2 = jnp.min(jnp.where(jnp.arange(m)[None, :] == j1[:, None], jnp.inf, r), axis=1)
@@ -113,6 +145,47 @@ def _tight_start(c: jax.Array, v: jax.Array):
     return u, col4row, row4col
 
 
+def _reduce_rows(c: jax.Array, v: jax.Array, col4row: jax.Array, row4col: jax.Array):
+    """Augmenting row reduction, all free rows at once (square scores; Jonker-Volgenant's phase 2).
+
+    Each round every free row ``i`` finds its two cheapest reduced costs ``u1 < u2`` (at ``j1``)
+    and bids for ``j1`` with the increment ``u2 - u1``; each column goes to its largest bid (ties:
+    the lowest row), its price drops by that bid (``v_j -= u2 - u1``) and its previous owner is freed.
+    Prices only fall, so every other row's reduced costs only rise: the duals stay feasible and the
+    matched pairs tight (the winner's pair costs exactly its old second best). A zero bid on an
+    owned column is skipped (it would cycle). Rounds stop when a round frees fewer than 1/6 of
+    the remaining rows (from the third round on), or after ``_ARR_ROUNDS``; the shortest-path stage
+    finishes exactly.
+    """
+    n, m = c.shape
+    rows = jnp.arange(n, dtype=jnp.int32)
+
+    def cond(st):
+        _, c4r, _, k, before = st
+        now = jnp.sum(c4r < 0)
+        return (k < _ARR_ROUNDS) & (now > 0) & ((k < 2) | (_ARR_STOP * (before - now) >= before))
+
+    def body(st):
+        v, col4row, row4col, k, _ = st
+        before = jnp.sum(col4row < 0)
+        free = col4row < 0
+        u1, j1, u2 = _top2(c - v[None, :])
+        inc = jnp.where(jnp.isfinite(u2), u2 - u1, 0).astype(c.dtype)
+        ok = free & ((inc > 0) | (row4col[j1] < 0))
+        best = jnp.full((m,), -1, c.dtype).at[jnp.where(ok, j1, m)].max(inc, mode="drop")
+        cand = ok & (inc == best[j1])
+        win = jnp.full((m,), n, jnp.int32).at[jnp.where(cand, j1, m)].min(rows, mode="drop")
+        won = win < n
+        old = jnp.where(won, row4col, -1)
+        col4row = col4row.at[jnp.where(old >= 0, old, n)].set(-1, mode="drop")
+        col4row = jnp.where(cand & (win[j1] == rows), j1, col4row)
+        return v - jnp.where(won, best, 0), col4row, jnp.where(won, win, row4col), k + 1, before
+
+    init = (v, col4row, row4col, jnp.zeros((), jnp.int32), jnp.sum(col4row < 0))
+    v, col4row, row4col, _, _ = jax.lax.while_loop(cond, body, init)
+    return v, col4row, row4col
+
+
 def _augment(c, state):
     """One shortest augmenting path from the first free row (no-op when none is free)."""
     n, m = c.shape
@@ -120,7 +193,7 @@ def _augment(c, state):
     dt = c.dtype
     rows = jnp.arange(n, dtype=jnp.int32)
     cols = jnp.arange(m, dtype=jnp.int32)
-    cur = jnp.argmin(col4row).astype(jnp.int32)  # free rows hold -1
+    cur = jnp.minimum(_first(col4row < 0), n - 1)  # the first free row (free rows hold -1)
     active = col4row[cur] < 0
 
     def cond(s):
@@ -137,7 +210,8 @@ def _augment(c, state):
         low = jnp.min(masked)
         cand = masked == low
         free_cand = cand & (row4col < 0)
-        j = jnp.where(jnp.any(free_cand), jnp.argmax(free_cand), jnp.argmax(cand)).astype(jnp.int32)
+        jf, jc = _first(free_cand), _first(cand)
+        j = jnp.where(jf < m, jf, jnp.minimum(jc, m - 1))
         sc = sc | (cols == j)
         owner = row4col[j]
         sink = jnp.where(owner < 0, j, -1)
@@ -184,6 +258,9 @@ def _solve_wide(score: jax.Array) -> DeviceAssignment:
         margin = jnp.where(clean & jnp.isfinite(u2) & (n == m), u2 - u1, 0).astype(c.dtype)
         v = jnp.zeros((m,), c.dtype).at[jnp.where(clean, j1, m)].set(-margin, mode="drop")
         u, col4row, row4col = _tight_start(c, v)
+        if n == m:
+            v, col4row, row4col = _reduce_rows(c, v, col4row, row4col)
+            u = jnp.min(c - v[None, :], axis=1)
         free0 = jnp.sum(col4row < 0).astype(jnp.int32)
 
         def ocond(st):
