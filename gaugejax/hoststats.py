@@ -38,7 +38,7 @@ import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -186,52 +186,77 @@ def accumulate(state: Any, x: Any, y: Any) -> tuple:
         return _accumulate(state, na, x3, y3, lead, cshape)
 
 
+class _Batch(NamedTuple):
+    """One update's inputs as ``(L, n, d)`` views, their shifts, the ``(L, d_x, d_y)`` co-moment it
+    accumulates into, whether that starts empty, and the workers' shares of the chunks."""
+
+    x3: np.ndarray
+    y3: np.ndarray
+    kx: np.ndarray
+    ky: np.ndarray
+    acc: np.ndarray
+    fresh: bool
+    parts: list
+
+
+def _chunk_pass(b: _Batch, w: int) -> tuple:
+    """Worker ``w``: shifts its chunks, sums them, accumulates their GEMMs; the float64 sums
+    ``(Σx', Σy', Σx'², Σy'²)`` per layer and ``(layer, private accumulator)`` if it kept one."""
+    part = b.parts[w]
+    n_layers, _, dx = b.x3.shape
+    dy = b.y3.shape[-1]
+    private = part[0][0] if w > 0 and b.parts[w - 1][-1][0] == part[0][0] else None
+    priv = _buffer((w, "acc"), (dx, dy)) if private is not None else None
+    size = max(j - i for _, i, j in part)
+    bx, by = _buffer((w, "x"), (size, dx)), _buffer((w, "y"), (size, dy))
+    ones = np.ones(size, np.float32)
+    rows = [np.empty((len(part), d), np.float32) for d in (dx, dy, dx, dy)]  # per chunk, float32
+    started: set[int] = set()
+    for u, (l, i, j) in enumerate(part):
+        xb, yb = _shifted(b.x3[l, i:j], b.kx[l], bx), _shifted(b.y3[l, i:j], b.ky[l], by)
+        np.matmul(ones[: j - i], xb, out=rows[0][u])  # a BLAS gemv: 2x faster than add.reduce here
+        np.matmul(ones[: j - i], yb, out=rows[1][u])
+        np.einsum("ni,ni->i", xb, xb, out=rows[2][u])
+        np.einsum("ni,ni->i", yb, yb, out=rows[3][u])
+        own = l == private
+        beta = 0.0 if l not in started and (own or b.fresh) else 1.0
+        started.add(l)
+        hostblas.gemm_acc(xb, yb, priv if own else b.acc[l], beta)
+    layer = np.array([l for l, _, _ in part])
+    sums = []
+    for r in rows:
+        total = np.zeros((n_layers, r.shape[1]))
+        np.add.at(total, layer, r.astype(np.float64))
+        sums.append(total)
+    return sums, (private, priv)
+
+
+def _combine(acc: np.ndarray, privates: list, a: np.ndarray, b: np.ndarray, share: list) -> None:
+    """Adds the private accumulators and the rank-two correction ``aᵀ b`` to row blocks of ``acc``."""
+    for l, r0, r1 in share:
+        for pl, p in privates:
+            if pl == l:
+                np.add(acc[l, r0:r1], p[r0:r1], out=acc[l, r0:r1])
+        hostblas.gemm_acc(a[l][:, r0:r1], b[l], acc[l, r0:r1])
+
+
 def _accumulate(state, na, x3, y3, lead, cshape) -> tuple:
     n_layers, n, dx = x3.shape
-    dy = y3.shape[-1]
     out = None if state is None else _host_matrix(state[5], cshape)
     fresh = na == 0
     if out is None:
         out = np.empty(cshape, np.float32) if fresh else np.array(state[5], np.float32, order="C")
-    acc = out.reshape(n_layers, dx, dy)
+    acc = out.reshape(n_layers, dx, y3.shape[-1])
     kx, ky = pilot_shift(x3), pilot_shift(y3)
-    parts = _plan(n_layers, n, workers())
-    size = max(j - i for part in parts for _, i, j in part)
-
-    def gemms(w: int, part: list) -> tuple:
-        private = part[0][0] if w > 0 and parts[w - 1][-1][0] == part[0][0] else None
-        priv = _buffer((w, "acc"), (dx, dy)) if private is not None else None
-        bx, by = _buffer((w, "x"), (size, dx)), _buffer((w, "y"), (size, dy))
-        sums = [np.zeros((n_layers, d)) for d in (dx, dy, dx, dy)]  # Σx', Σy', Σx'², Σy'² (float64)
-        started: set[int] = set()
-        for l, i, j in part:
-            xb, yb = _shifted(x3[l, i:j], kx[l], bx), _shifted(y3[l, i:j], ky[l], by)
-            sums[0][l] += np.add.reduce(xb, axis=0)
-            sums[1][l] += np.add.reduce(yb, axis=0)
-            sums[2][l] += np.einsum("ni,ni->i", xb, xb)
-            sums[3][l] += np.einsum("ni,ni->i", yb, yb)
-            own = l == private
-            first = l not in started
-            started.add(l)
-            hostblas.gemm_acc(xb, yb, priv if own else acc[l], 0.0 if first and (own or fresh) else 1.0)
-        return sums, (private, priv)
-
-    with hostblas.single_threaded() if len(parts) > 1 else contextlib.nullcontext():
-        results = _run([(lambda w=w, p=p: gemms(w, p)) for w, p in enumerate(parts)])
+    batch = _Batch(x3, y3, kx, ky, acc, fresh, _plan(n_layers, n, workers()))
+    w = len(batch.parts)
+    with hostblas.single_threaded() if w > 1 else contextlib.nullcontext():
+        results = _run([(lambda k=k: _chunk_pass(batch, k)) for k in range(w)])
         sx, sy, qx, qy = (sum(r[0][k] for r in results) for k in range(4))
         privates = [r[1] for r in results if r[1][0] is not None]
         means, m2s, a, b = _moments(state, na, n, (kx, ky), (sx, sy), (qx, qy), lead)
         blocks = [(l, r0, min(r0 + 64, dx)) for l in range(n_layers) for r0 in range(0, dx, 64)]
-        shares = [blocks[k::len(parts)] for k in range(len(parts))]
-
-        def combine(share: list) -> None:
-            for l, r0, r1 in share:
-                for pl, p in privates:
-                    if pl == l:
-                        np.add(acc[l, r0:r1], p[r0:r1], out=acc[l, r0:r1])
-                hostblas.gemm_acc(a[l][:, r0:r1], b[l], acc[l, r0:r1])
-
-        _run([(lambda s=s: combine(s)) for s in shares if s])
+        _run([(lambda s=s: _combine(acc, privates, a, b, s)) for s in (blocks[k::w] for k in range(w)) if s])
     return (np.asarray(na + n, np.int32), means[0], means[1], m2s[0], m2s[1], out)
 
 
