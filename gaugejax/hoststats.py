@@ -176,10 +176,10 @@ def accumulate(state: Any, x: Any, y: Any) -> tuple:
     na = 0 if state is None else int(np.asarray(state[0]))
     if state is not None and tuple(np.shape(state[5])) != cshape:
         raise ValueError(f"state co-moment has shape {tuple(np.shape(state[5]))}, the batch needs {cshape}")
-    if n == 0:
-        if state is None:
+    if n == 0 or n_layers == 0:
+        if state is None or n_layers == 0:
             z = np.zeros
-            return (np.asarray(0, np.int32), z(lead + (dx,), np.float32), z(lead + (dy,), np.float32),
+            return (np.asarray(na + n, np.int32), z(lead + (dx,), np.float32), z(lead + (dy,), np.float32),
                     z(lead + (dx,), np.float32), z(lead + (dy,), np.float32), z(cshape, np.float32))
         return tuple(state)
     with _lock:

@@ -112,6 +112,10 @@ class Correlation(NamedTuple):
 def init(d_x: int, d_y: int | None = None, *, n_layers: int | None = None) -> CorrStats:
     """Empty statistics.
 
+    With the numpy GEMM backend (:func:`gemm_backend`, the CPU default) the fields are numpy zeros,
+    which cost nothing until the first host update fills them in place; otherwise JAX arrays. Both
+    work with every function here (``jit`` takes numpy arrays as inputs).
+
     Args:
       d_x: width of X.
       d_y: width of Y (default ``d_x``).
@@ -123,8 +127,9 @@ def init(d_x: int, d_y: int | None = None, *, n_layers: int | None = None) -> Co
     """
     d_y = d_x if d_y is None else d_y
     lead = () if n_layers is None else (int(n_layers),)
-    z = lambda *s: jnp.zeros(lead + s, jnp.float32)  # noqa: E731
-    return CorrStats(jnp.zeros((), jnp.int32), z(d_x), z(d_y), z(d_x), z(d_y), z(d_x, d_y))
+    xp = np if gemm_backend() == "numpy" else jnp
+    z = lambda *s: xp.zeros(lead + s, xp.float32)  # noqa: E731
+    return CorrStats(xp.zeros((), xp.int32), z(d_x), z(d_y), z(d_x), z(d_y), z(d_x, d_y))
 
 
 def _check(x, y):
