@@ -2,9 +2,10 @@
 
 The work of one cross-correlation update is one ``Xcᵀ Yc`` GEMM; the floor is the faster of a plain
 numpy (BLAS) ``Xᵀ Y`` and a jitted JAX ``Xᵀ Y`` over the same n × d float32 inputs. ``stats.update``
-is measured with both GEMM backends (``auto`` = numpy on a CPU host). Second table: ``gj.match``
-(sign-marginalized) against numpy standardise + ``Xᵀ Y`` + ``scipy.optimize.linear_sum_assignment``
-on the same near-gauge pair.
+is measured with both backends: the host engine (``gaugejax.hoststats``: pilot shift, cache-sized
+chunks, in-place OpenBLAS GEMM on one worker thread per core; the CPU default) and the jitted JAX
+update. Second table: ``gj.match`` (sign-marginalized) against numpy standardise + ``Xᵀ Y`` +
+``scipy.optimize.linear_sum_assignment`` on the same near-gauge pair.
 
 Usage: python benchmarks/bench_stats.py [--quick] [--n 16384] [--d 1024 2048 4096]
 """
@@ -22,7 +23,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import best_of_interleaved, load_note, markdown_table, report  # noqa: E402
-from gaugejax import stats  # noqa: E402
+from gaugejax import hoststats, stats  # noqa: E402
 
 
 def _stats_fn(xs, ys, d, backend):
@@ -63,7 +64,7 @@ def run(n: int, ds: list[int], batch_sizes: list[int], repeat: int) -> str:
         for b in batch_sizes:
             if ("numpy", b) not in t:
                 continue
-            for k, label in (("numpy", "stats.update, numpy GEMM (the CPU default)"), ("jax", "stats.update, JAX GEMM")):
+            for k, label in (("numpy", "stats.update, host engine (the CPU default)"), ("jax", "stats.update, JAX GEMM")):
                 v = t[(k, b)]
                 rows.append([d, f"{label}, batches of {b}", n, v, flops / v / 1e9, floor / v])
         del fns
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
     mt = match_vs_naive(8192, 2048, repeat=repeat)
     body = ("Streaming statistics (`gaugejax.stats.update`, donated state, float32) over n tokens vs the best plain "
             "GEMM of the same shape (numpy/OpenBLAS `Xᵀ Y` or jitted JAX `Xᵀ Y`, one call over all n tokens). "
+            f"Host engine: {hoststats.workers()} worker threads, chunks of {hoststats.CHUNK_ROWS} tokens. "
             "2·n·d² flops. Best of "
             f"{repeat} interleaved rounds (shuffled order, a pause before each call); {load_note()}; the machine is "
             "shared with other jobs (absolute figures inflated, ratios measured in the same rounds). numpy run "
