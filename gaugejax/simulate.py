@@ -41,11 +41,14 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -127,6 +130,29 @@ def random_gauge(key: jax.Array, d: int, m: int) -> tuple[jax.Array, jax.Array]:
     return perm.astype(jnp.int32), jnp.where(neg, -1, 1).astype(jnp.int32)
 
 
+def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal float32 draws: ``jax.random.normal``'s transform (uniform on (-1, 1) from 23 random
+    mantissa bits, then ``sqrt(2) erfinv``) over Threefry-2x32 counter-mode bits that use both output
+    words of every block. Measured on CPU (1024², jax 0.10): 6.6 ms against 11.3 ms for
+    ``jax.random.normal``, whose default ``jax_threefry_partitionable`` stream spends one block per word.
+    Used for the Bartlett factor's triangle (the Wishart sampler's other draw is faster as
+    ``jax.random.normal`` fused into its consumer: measured 38 vs 47 ms per d = 1024 trial).
+    Keys of another implementation (e.g. ``rbg``) go to ``jax.random.normal``.
+    """
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if "threefry" not in str(jax.random.key_impl(key)):
+            return jax.random.normal(key, shape, jnp.float32)
+        key = jax.random.key_data(key)
+    count = math.prod(shape)
+    bits = jax.extend.random.threefry_2x32(key, jax.lax.iota(jnp.uint32, count))
+    f = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0  # [0, 1)
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    u = jnp.maximum(lo, f * (np.float32(1.0) - lo) + lo)
+    # The barrier materialises the draws once: XLA would otherwise fuse (and so repeat) the Threefry
+    # rounds into every consumer of a slice (measured: the Wishart sampler got slower, not faster).
+    return jax.lax.optimization_barrier((np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)).reshape(shape))
+
+
 def _white(key, shape, st: Structure):
     if st.kind == "student_t":
         nu = float(st.strength)
@@ -197,13 +223,44 @@ def correlation(x: jax.Array, y: jax.Array) -> jax.Array:
     return stats._finalize(stats.batch_stats(x, y), stats.CONSTANT_RTOL).corr
 
 
+def _tdot(u: jax.Array, x: jax.Array) -> jax.Array:
+    """``uᵀ @ x`` as one GEMM with a transposed operand (no transpose is materialised)."""
+    return jax.lax.dot_general(u, x, (((0,), (0,)), ((), ())))
+
+
+def _triu_t_matmul(u: jax.Array, x: jax.Array, leaf: int = 128) -> jax.Array:
+    """``uᵀ @ x`` for an upper-triangular ``u``, skipping its zero blocks (recursive halving: about
+    0.6 of the dense product's flops at d = 1024; static shapes, so XLA sees plain GEMMs)."""
+    k = u.shape[0]
+    if k <= leaf or k % 2:
+        return _tdot(u, x)
+    h = k // 2
+    top = _triu_t_matmul(u[:h, :h], x[:h], leaf)
+    return jnp.concatenate([top, _tdot(u[:h, h:], x[:h]) + _triu_t_matmul(u[h:, h:], x[h:], leaf)])
+
+
+def _bartlett_upper(key: jax.Array, d: int) -> jax.Array:
+    """A ``(d, d)`` matrix whose strict upper triangle is i.i.d. standard normal (zeros elsewhere),
+    from ``d²/2`` draws when ``d`` is even: a ``(d/2, d)`` draw ``[Q | P]`` gives the upper-right block
+    ``P``, the upper-left triangle from ``Q``'s strict upper part and the lower-right one from its
+    strict lower part turned by 180° (disjoint entries, hence independent; no transpose needed)."""
+    if d % 2:
+        return jnp.triu(_normal(key, (d, d)), 1)
+    h = d // 2
+    r = _normal(key, (h, d))
+    q, p = r[:, :h], r[:, h:]
+    top = jnp.concatenate([jnp.triu(q, 1), p], axis=1)
+    return jnp.concatenate([top, jnp.concatenate([jnp.zeros((h, h), jnp.float32), jnp.triu(q[::-1, ::-1], 1)], axis=1)])
+
+
 def wishart_correlation(key: jax.Array, *, d: int, n: int, rho: float, perm, signs) -> jax.Array:
     """The sample correlation of a decorrelated Gaussian pair without drawing tokens (exact law).
 
-    Bartlett: ``XcᵀXc = L Lᵀ`` with ``L`` lower triangular, ``L_kk² ~ χ²(n-1-k)``, ``L_kl ~ N(0,1)``;
-    with ``Xc = U Lᵀ`` (``U`` orthonormal) and ``N = UᵀZ`` (d×d standard normal),
-    ``XcᵀYc = L (ρLᵀ + cN) Q`` and ``|Yc[:, j]|² = |(ρLᵀ + cN)[:, p_j]|² + c² χ²(n-1-d)``,
-    ``c = sqrt(1-ρ²)``. Needs ``n > d``.
+    Bartlett: ``XcᵀXc = Uᵀ U`` with ``U`` upper triangular, ``U_kk² ~ χ²(n-1-k)``, ``U_kl ~ N(0,1)``;
+    with ``Xc = V U`` (``V`` orthonormal) and ``N = VᵀZ`` (d×d standard normal),
+    ``XcᵀYc = Uᵀ (ρU + cN) Q`` and ``|Yc[:, j]|² = |(ρU + cN)[:, p_j]|² + c² χ²(n-1-d)``,
+    ``c = sqrt(1-ρ²)``. Needs ``n > d``. Cost: ``1.5 d²`` normal draws (:func:`_bartlett_upper`) and a
+    triangular-times-dense product (:func:`_triu_t_matmul`).
     """
     if n <= d:
         raise ValueError(f"the wishart sampler needs n > d (got n={n}, d={d}); use sampler='tokens'")
@@ -211,11 +268,10 @@ def wishart_correlation(key: jax.Array, *, d: int, n: int, rho: float, perm, sig
     c = jnp.sqrt(jnp.maximum(1.0 - rho * rho, 0.0))
     dof = (n - 1 - jnp.arange(d)).astype(jnp.float32)
     diag = jnp.sqrt(2.0 * jax.random.gamma(kc, dof / 2.0))
-    low = jnp.tril(jax.random.normal(kl, (d, d), jnp.float32), -1)
-    lmat = low + jnp.diag(diag)
-    a = rho * lmat.T + c * jax.random.normal(kn, (d, d), jnp.float32)
-    sxy = (lmat @ a)[:, perm] * signs.astype(jnp.float32)
-    sxx = jnp.sum(lmat * lmat, axis=1)
+    umat = _bartlett_upper(kl, d) + jnp.diag(diag)
+    a = rho * umat + c * jax.random.normal(kn, (d, d), jnp.float32)
+    sxy = _triu_t_matmul(umat, a)[:, perm] * signs.astype(jnp.float32)
+    sxx = jnp.sum(umat * umat, axis=0)
     rest = 2.0 * jax.random.gamma(kr, jnp.full((d,), (n - 1 - d) / 2.0, jnp.float32))
     syy = (jnp.sum(a * a, axis=0) + c * c * rest)[perm]
     return jnp.clip(sxy * jax.lax.rsqrt(sxx)[:, None] * jax.lax.rsqrt(syy)[None, :], -1.0, 1.0)
@@ -247,22 +303,25 @@ def accuracies(corr: jax.Array, perm: jax.Array, signs: jax.Array, methods=METHO
 
 
 @partial(jax.jit, static_argnames=("d", "n", "trials", "methods", "structure", "sampler", "chunk", "solve_batch"))
-def _ceiling(key, rho, m, *, d, n, trials, methods, structure, sampler, chunk, solve_batch):
-    # rho and m are traced: a sweep over SNR or sign fraction compiles once per (d, n, structure).
-    def one_corr(k):
+def _ceiling(key, rho, m, start, *, d, n, trials, methods, structure, sampler, chunk, solve_batch):
+    # rho, m and start (the first trial's index) are traced: a sweep over SNR or sign fraction, and
+    # every worker's share of the trials, compile once per (d, n, structure).
+    def one_trial(k):
         if sampler == "wishart":
             kg, kc = jax.random.split(k)
             perm, signs = random_gauge(kg, d, m)
-            return wishart_correlation(kc, d=d, n=n, rho=rho, perm=perm, signs=signs), perm, signs
-        x, y, perm, signs = generate(k, d=d, n=n, rho=rho, m=m, structure=structure)
-        return correlation(x, y), perm, signs
+            corr = wishart_correlation(kc, d=d, n=n, rho=rho, perm=perm, signs=signs)
+        else:
+            x, y, perm, signs = generate(k, d=d, n=n, rho=rho, m=m, structure=structure)
+            corr = correlation(x, y)
+        return accuracies(corr, perm, signs, methods=methods)
 
-    def one_chunk(keys):
-        corr, perm, signs = jax.vmap(one_corr)(keys)
-        return jax.lax.map(lambda a: accuracies(*a, methods=methods), (corr, perm, signs), batch_size=solve_batch)
+    def one_chunk(keys):  # solve_batch trials at once under vmap, the rest of the chunk in sequence
+        # (batch 1: no vmap at all, so the solver's certificate branch is a real branch, not a select)
+        return jax.lax.map(one_trial, keys, batch_size=solve_batch if solve_batch > 1 else None)
 
     n_chunks = -(-trials // chunk)
-    keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(n_chunks * chunk))
+    keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(start + jnp.arange(n_chunks * chunk))
     out = jax.lax.map(one_chunk, keys.reshape(n_chunks, chunk, *keys.shape[1:]))
     return jax.tree.map(lambda a: a.reshape(-1)[:trials], out)
 
@@ -275,9 +334,21 @@ def _default_chunk(d: int, n: int, sampler: str, trials: int) -> int:
     return -(-trials // -(-trials // cap))
 
 
+def _default_workers() -> int:
+    """Concurrent trial streams: one per CPU core on a CPU backend (at most 4), else 1.
+
+    XLA's CPU backend runs one program's element-wise work and its shortest-path loops on one
+    thread, so two programs over disjoint trials use two cores (measured: see
+    ``benchmarks/results/simulate.md``); an accelerator runs a whole chunk under ``vmap`` instead.
+    """
+    if jax.default_backend() != "cpu":
+        return 1
+    return int(max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)))
+
+
 def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: float, trials: int,
             methods=METHODS, correlation: Any = None, sampler: str = "auto", chunk: int | None = None,
-            solve_batch: int | None = None) -> dict:
+            solve_batch: int | None = None, workers: int | None = None) -> dict:
     """Per-trial accuracy of the three matchers on synthetic pairs, computed on device.
 
     Args:
@@ -291,8 +362,12 @@ def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: fl
       sampler: ``"tokens"`` (draw ``X, Y``), ``"wishart"`` (decorrelated Gaussian only: exact
         sufficient statistics, no tokens) or ``"auto"`` (wishart when allowed and ``n > 2d``).
       chunk: trials generated at once with ``vmap`` (default: by memory, at most 16).
-      solve_batch: assignments solved at once under ``vmap`` (default: 1 on CPU, where lockstep
-        searches cost more than they save; the whole chunk on accelerators).
+      solve_batch: trials sampled and solved at once under ``vmap`` (default: 1 on CPU, where
+        lockstep searches and batched random draws cost more than they save; the whole chunk on
+        accelerators).
+      workers: concurrent streams of trials, each a contiguous share run by the same compiled
+        program in its own thread (default: one per CPU core on a CPU backend, at most 4; 1 on
+        accelerators). The result does not depend on it: trial ``t`` always uses ``fold_in(key, t)``.
 
     Returns:
       ``{method: {"perm": (trials,), "signed": (trials,)}}`` float32 arrays: the fraction of
@@ -319,9 +394,16 @@ def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: fl
     if sampler == "auto":
         sampler = "wishart" if st.kind == "none" and n > 2 * d else "tokens"
     m = int(round((1.0 - positive_fraction) * d))
-    chunk = int(chunk or _default_chunk(d, n, sampler, trials))
-    chunk = max(1, min(chunk, trials))
+    workers = int(max(1, min(trials, _default_workers() if workers is None else workers)))
+    per = -(-trials // workers)  # every worker runs the same compiled program on `per` trials
+    chunk = int(chunk or _default_chunk(d, n, sampler, per))
+    chunk = max(1, min(chunk, per))
     if solve_batch is None:
         solve_batch = 1 if jax.default_backend() == "cpu" else chunk
-    return _ceiling(key, jnp.float32(rho), jnp.int32(m), d=int(d), n=int(n), trials=int(trials), methods=methods,
-                    structure=st, sampler=sampler, chunk=chunk, solve_batch=int(max(1, min(solve_batch, chunk))))
+    run = partial(_ceiling, key, jnp.float32(rho), jnp.int32(m), d=int(d), n=int(n), trials=per, methods=methods,
+                  structure=st, sampler=sampler, chunk=chunk, solve_batch=int(max(1, min(solve_batch, chunk))))
+    if workers == 1:
+        return run(jnp.int32(0))
+    with ThreadPoolExecutor(workers) as pool:  # XLA releases the GIL: the shares run on separate cores
+        parts = list(pool.map(lambda w: jax.block_until_ready(run(jnp.int32(w * per))), range(workers)))
+    return jax.tree.map(lambda *a: jnp.concatenate(a)[:trials], *parts)

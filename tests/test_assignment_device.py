@@ -136,3 +136,36 @@ def test_match_device_switch_same_optimum(method):
     assert dev.objective == pytest.approx(host.objective, rel=1e-6)
     if method == "sign_marginalized":
         assert dev.gauge == host.gauge == g
+
+
+def test_first_index_is_argmax_of_a_mask():
+    rng = np.random.default_rng(0)
+    m = rng.integers(0, 3, (9, 7)) == 0
+    m[0] = False  # no True: the length
+    got = np.asarray(ad._first(jnp.asarray(m), axis=1))
+    assert got.tolist() == np.where(m.any(axis=1), np.argmax(m, axis=1), 7).tolist()
+    x = rng.integers(0, 3, (5, 6)).astype(np.float32)  # ties: the first minimum, like argmin
+    low, j = ad._argmin(jnp.asarray(x), axis=1)
+    assert np.asarray(j).tolist() == np.argmin(x, axis=1).tolist() and np.asarray(low).tolist() == x.min(1).tolist()
+
+
+@pytest.mark.parametrize("kind", ["hard", "ties"])
+def test_row_reduction_keeps_duals_feasible_and_tight(kind):
+    """After the priced start and the row reduction: u_i + v_j <= c_ij everywhere, equality on every
+    matched pair, a consistent partial matching, and fewer free rows (integer ties: exact)."""
+    s = _matrix(kind, (48, 48), np.random.default_rng(4))
+    c = -jnp.asarray(s)
+    u1, j1, u2 = ad._top2(c)
+    v = jnp.zeros((48,), c.dtype)
+    _, col4row, row4col = ad._tight_start(c, v)
+    v, col4row, row4col = ad._reduce_rows(c, v, col4row, row4col)
+    u = jnp.min(c - v[None, :], axis=1)
+    red = np.asarray(c - u[:, None] - v[None, :], np.float64)
+    tol = 0.0 if kind == "ties" else 1e-6  # float32 rounding of three terms of size <= 2
+    assert red.min() >= -tol
+    c4r, r4c = np.asarray(col4row), np.asarray(row4col)
+    matched = np.flatnonzero(c4r >= 0)
+    assert (r4c[c4r[matched]] == matched).all() and (r4c >= 0).sum() == matched.size
+    assert np.abs(red[matched, c4r[matched]]).max(initial=0.0) <= tol
+    before = int((np.asarray(ad._tight_start(-jnp.asarray(s), jnp.zeros(48))[1]) >= 0).sum())
+    assert matched.size > before if kind == "hard" else matched.size >= before  # ties: zero bids are skipped

@@ -58,10 +58,11 @@ def test_device_ceiling_equals_host_matcher():
             assert float(dev[method]["signed"]) == pytest.approx(host["signed"], abs=1e-6)
 
 
-def test_wishart_sampler_has_the_token_law():
+@pytest.mark.parametrize("d", [5, 6])  # odd: one square draw for the triangle; even: the half-size draw
+def test_wishart_sampler_has_the_token_law(d):
     """Same distribution of the sample correlation matrix: matched (s_j C[p_j, j]) and unmatched
     entries' mean and spread agree within 5 Monte Carlo standard errors (2000 matrices each)."""
-    d, n, rho, trials = 5, 24, 0.6, 2000
+    n, rho, trials = 24, 0.6, 2000
     perm, signs = sm.random_gauge(jax.random.key(0), d, 2)
     keys = jax.random.split(jax.random.key(1), trials)
     tok = jax.jit(jax.vmap(lambda k: sm.correlation(*sm.generate(k, d=d, n=n, rho=rho, m=2)[:2])))(keys)
@@ -156,3 +157,42 @@ def test_mixed_sign_correlations_break_the_raw_ceiling():
     signed = np.asarray(out["signed"]["perm"])
     assert signed.max() <= 0.5 and signed.mean() < 0.45  # measured mean 0.42 with this key
     np.testing.assert_array_equal(np.asarray(out["sign_marginalized"]["signed"]), 1.0)
+
+
+def test_workers_do_not_change_results():
+    """Trial t always uses fold_in(key, t): two concurrent streams (one padded share) give the
+    single stream's accuracies exactly."""
+    kw = dict(d=D, n=N, rho=0.05, positive_fraction=0.5, trials=5, sampler="wishart")  # τ = 1.6: varied results
+    one = gj.simulate.ceiling(jax.random.key(9), workers=1, **kw)
+    two = gj.simulate.ceiling(jax.random.key(9), workers=2, **kw)
+    for method in sm.METHODS:
+        for k in ("perm", "signed"):
+            assert two[method][k].shape == (5,)
+            np.testing.assert_array_equal(np.asarray(one[method][k]), np.asarray(two[method][k]))
+    assert len(set(np.asarray(one["sign_marginalized"]["perm"]).tolist())) > 1  # the check can fail
+
+
+def test_bartlett_triangle_and_triangular_product():
+    """The half-size draw fills exactly the strict upper triangle, each entry from its own draw; the
+    blocked triangular product equals the dense one (float32 GEMM rounding: rtol 1e-5)."""
+    for d in (6, 7):
+        u = np.asarray(sm._bartlett_upper(jax.random.key(d), d))
+        iu = np.triu_indices(d, 1)
+        assert (u[np.tril_indices(d)] == 0).all() and (u[iu] != 0).all()
+        assert len(set(u[iu].tolist())) == len(iu[0])  # no draw used twice
+    u = np.asarray(sm._bartlett_upper(jax.random.key(0), 12)) + np.diag(np.arange(1.0, 13.0, dtype=np.float32))
+    x = np.asarray(jax.random.normal(jax.random.key(1), (12, 5)))
+    got = np.asarray(sm._triu_t_matmul(jnp.asarray(u), jnp.asarray(x), leaf=2))  # 12 -> 6 -> 3: every branch
+    np.testing.assert_allclose(got, u.T.astype(np.float64) @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_normal_draws_are_standard():
+    """Mean, variance, skewness and kurtosis of 2^18 draws within 5 standard errors of N(0, 1);
+    legacy uint32 keys give the same stream, other key implementations fall back to jax.random."""
+    z = np.asarray(sm._normal(jax.random.key(5), (512, 512)), np.float64).ravel()
+    se = 1 / np.sqrt(z.size)
+    assert abs(z.mean()) < 5 * se and abs(z.var() - 1) < 5 * np.sqrt(2) * se
+    assert abs((z**3).mean()) < 5 * np.sqrt(15) * se and abs((z**4).mean() - 3) < 5 * np.sqrt(96) * se
+    np.testing.assert_array_equal(np.asarray(sm._normal(jax.random.PRNGKey(5), (4,))),
+                                  np.asarray(sm._normal(jax.random.key(5), (4,))))
+    assert np.isfinite(np.asarray(sm._normal(jax.random.key(5, impl="rbg"), (4,)))).all()
