@@ -29,6 +29,8 @@ class ModelConfig:
       activation: MLP non-linearity (HF ``hidden_act`` / ``activation_function``).
       logit_scale: logits are multiplied by it (1.0: no scaling).
       logit_softcap: logits are soft-capped as ``cap · tanh(logits / cap)`` (``None``: no cap).
+      max_positions: the context length (HF ``max_position_embeddings``, GPT-2's ``n_positions``):
+        learned position rows, or where RoPE scaling starts.
       hf_extra: ``config.json`` keys that do not affect the computation (JSON text), written back
         unchanged on save.
     """
@@ -45,6 +47,7 @@ class ModelConfig:
     activation: str = "silu"
     logit_scale: float = 1.0
     logit_softcap: float | None = None
+    max_positions: int = 2048
     hf_extra: str = field(default="{}", compare=False, repr=False)
 
     @property

@@ -13,7 +13,6 @@ everything written into the stream take the (global) sign.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +21,9 @@ import jax.numpy as jnp
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
+from gaugejax.models import table as T
 from gaugejax.models.config_keys import Keys, get_choice, get_int
-from gaugejax.models.table import NONE, READ, WRITE, Param
+from gaugejax.models.table import NONE, READ, Param
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,8 @@ def config_from_hf(cfg: dict) -> BertConfig:
 
 def config_to_hf(c: BertConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
-    cfg.update(
-        model_type="bert", architectures=["BertModel"], vocab_size=c.vocab_size, hidden_size=c.d_model,
-        num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, intermediate_size=c.d_ff,
-        layer_norm_eps=c.norm_eps, hidden_act=c.activation, max_position_embeddings=c.max_positions,
-        type_vocab_size=c.type_vocab_size,
-    )
-    return cfg
+    return S.to_hf(c, "BertModel", **S.sizes_to_hf(c), hidden_act=c.activation,
+                   max_position_embeddings=c.max_positions, type_vocab_size=c.type_vocab_size)
 
 
 _E = "encoder.layer.{i}."
@@ -85,17 +79,13 @@ def params(c: BertConfig) -> list[Param]:
     """The parameter table of a ``BertModel`` checkpoint (keys without a ``bert.`` prefix)."""
     d, f = c.d_model, c.d_ff
     return [
-        Param("embed", (c.vocab_size, d), READ, "embeddings.word_embeddings.weight", shard=0),
-        Param("pos_embed", (c.max_positions, d), READ, "embeddings.position_embeddings.weight"),
+        *T.embed_rows(c, "embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"),
         Param("type_embed", (c.type_vocab_size, d), READ, "embeddings.token_type_embeddings.weight"),
         *S.ln_rows("embed_norm", d, "embeddings.LayerNorm"),
-        *S.biased_rows("q", (d, d), READ, _E + "attention.self.query"),
-        *S.biased_rows("k", (d, d), READ, _E + "attention.self.key"),
-        *S.biased_rows("v", (d, d), READ, _E + "attention.self.value"),
-        *S.biased_rows("o", (d, d), WRITE, _E + "attention.output.dense"),
+        *S.biased_attention_rows(d, d, [_E + "attention.self." + n for n in ("query", "key", "value")]
+                                + [_E + "attention.output.dense"]),
         *S.ln_rows("attn_norm", d, _E + "attention.output.LayerNorm"),
-        *S.biased_rows("fc_in", (f, d), READ, _E + "intermediate.dense"),
-        *S.biased_rows("fc_out", (d, f), WRITE, _E + "output.dense"),
+        *S.biased_mlp_rows(d, f, _E + "intermediate.dense", _E + "output.dense"),
         *S.ln_rows("mlp_norm", d, _E + "output.LayerNorm"),
         Param("pooler", (d, d), READ, "pooler.dense.weight"),
         Param("pooler_bias", (d,), NONE, "pooler.dense.bias"),

@@ -9,7 +9,6 @@ pairs ``(2i, 2i + 1)`` of each head (GPT-J's layout). Optional per-head q/k Laye
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +17,10 @@ import jax
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
 from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models import table as T
+from gaugejax.models.config_keys import Keys, get_bool, get_float, get_int, refuse, rope_from_hf
 from gaugejax.models.lnshared import embed  # noqa: F401  (this family's forward piece)
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models.table import GAIN, NONE, Param
 
 
 @dataclass(frozen=True)
@@ -67,37 +67,27 @@ def config_from_hf(cfg: dict) -> CohereConfig:
     head_dim = get_int(cfg, "head_dim", None, none_ok=True) or d // nh
     if head_dim % 2:
         refuse(cfg, "head_dim", f"head size {head_dim} must be even (RoPE rotates pairs)")
-    nkv = S.kv_heads(cfg, nh)
+    fields = S.decoder_fields(cfg, nh, activation="silu", tie=True, max_positions=8192)
     theta, _, partial = rope_from_hf(cfg, kinds=("default",))
     if partial != 1.0:
         refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for Cohere")
     return CohereConfig(
         **S.hf_sizes(cfg, d, nh),
-        n_kv_heads=nkv,
+        **fields,
         head_dim=head_dim,
-        tie_embeddings=get_bool(cfg, "tie_word_embeddings", True),
-        activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
         logit_scale=get_float(cfg, "logit_scale", 0.0625),
         rope_theta=theta,
         qk_norm=get_bool(cfg, "use_qk_norm", False),
         attn_bias=get_bool(cfg, "attention_bias", False),
-        max_positions=get_int(cfg, "max_position_embeddings", 8192),
         hf_extra=KEYS.extra(cfg),
     )
 
 
 def config_to_hf(c: CohereConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
-    cfg.pop("rope_scaling", None)
-    cfg.update(
-        model_type="cohere", architectures=["CohereForCausalLM"], vocab_size=c.vocab_size, hidden_size=c.d_model,
-        intermediate_size=c.d_ff, logit_scale=c.logit_scale, num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim,
-        hidden_act=c.activation, max_position_embeddings=c.max_positions, layer_norm_eps=c.norm_eps,
-        tie_word_embeddings=c.tie_embeddings, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-        attention_bias=c.attn_bias, use_qk_norm=c.qk_norm,
-    )
+    cfg = S.decoder_to_hf(c, "CohereForCausalLM")
+    cfg.update(logit_scale=c.logit_scale, head_dim=c.head_dim, attention_bias=c.attn_bias, use_qk_norm=c.qk_norm,
+               rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta})
     return cfg
 
 
@@ -106,32 +96,14 @@ _L = "model.layers.{i}."
 
 def params(c: CohereConfig) -> list[Param]:
     """The parameter table."""
-    d, f, v = c.d_model, c.d_ff, c.vocab_size
-    q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-    a = _L + "self_attn."
-    table = [
-        Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0),
-        Param("norm", (d,), GAIN, _L + "input_layernorm.weight"),
-        Param("q", (q, d), READ, a + "q_proj.weight", shard=0),
-        Param("k", (kv, d), READ, a + "k_proj.weight", shard=0),
-        Param("v", (kv, d), READ, a + "v_proj.weight", shard=0),
-        Param("o", (d, q), WRITE, a + "o_proj.weight", shard=1),
-    ]
-    if c.attn_bias:
-        table += [Param("q_bias", (q,), NONE, a + "q_proj.bias", shard=0),
-                  Param("k_bias", (kv,), NONE, a + "k_proj.bias", shard=0),
-                  Param("v_bias", (kv,), NONE, a + "v_proj.bias", shard=0),
-                  Param("o_bias", (d,), VECTOR, a + "o_proj.bias")]
+    d, a = c.d_model, _L + "self_attn."
+    table = [*T.embed_rows(c, "model.embed_tokens.weight"), Param("norm", (d,), GAIN, _L + "input_layernorm.weight"),
+             *T.gqa_attention_rows(c, a, qkv_bias=c.attn_bias, o_bias=c.attn_bias)]
     if c.qk_norm:  # one gain per head over head_dim: not residual gains
         table += [Param("q_norm", (c.n_heads, c.head_dim), NONE, a + "q_norm.weight", shard=0),
                   Param("k_norm", (c.n_kv_heads, c.head_dim), NONE, a + "k_norm.weight", shard=0)]
-    table += [
-        Param("gate", (f, d), READ, _L + "mlp.gate_proj.weight", shard=0),
-        Param("up", (f, d), READ, _L + "mlp.up_proj.weight", shard=0),
-        Param("down", (d, f), WRITE, _L + "mlp.down_proj.weight", shard=1),
-        Param("final_norm", (d,), GAIN, "model.norm.weight"),
-    ]
-    return table + S.head_rows(c)
+    return [*table, *T.gated_mlp_rows(_L + "mlp.", d, c.d_ff), Param("final_norm", (d,), GAIN, "model.norm.weight"),
+            *S.head_rows(c)]
 
 
 def context(c: CohereConfig, t: int) -> dict[str, jax.Array]:

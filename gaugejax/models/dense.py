@@ -1,8 +1,10 @@
-"""What the dense RMSNorm decoder families share (Qwen3, Gemma 1-3, OLMo2, Granite, SmolLM3).
+"""What the RMSNorm decoder families share (Qwen3, Gemma 1-3, OLMo2, Granite, SmolLM3; Llama, MoE, Phi-3 in part).
 
 Each of those families is one module with one parameter table and one block function; the pieces
 they have in common live here, written once:
 
+* :class:`RMSNormConfig`: the fields of every RoPE, grouped-query RMSNorm decoder (Llama, the
+  MoEs and Phi-3 build on it too, as on :func:`gqa_fields` and :func:`gqa_to_hf`);
 * :class:`DenseConfig`: the config fields (per-layer sliding windows and RoPE, q/k norms, scalar
   multipliers), all static;
 * closed-world reading of ``config.json`` (:func:`common_fields` checks a family's
@@ -35,20 +37,46 @@ from gaugejax.errors import CheckpointError
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
-from gaugejax.models.table import NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models import table as T
+from gaugejax.models.table import GAIN, NONE, READ, Param
 
 
 @dataclass(frozen=True)
-class DenseConfig(ModelConfig):
-    """Config of a dense RMSNorm decoder (fields shared by the families built on this module).
+class RMSNormConfig(ModelConfig):
+    """A RoPE, grouped-query RMSNorm decoder's config (Llama, the MoEs, Phi-3 and :class:`DenseConfig`).
 
     Attributes:
       n_kv_heads, head_dim: key/value heads (GQA) and per-head size.
-      rope_theta, rope_scaling: RoPE base and scaling (JSON of HF ``rope_parameters`` minus the
-        base; ``None``: plain RoPE) of full-attention layers (all layers unless ``local_rope_theta``).
+      rope_theta, rope_scaling: RoPE base and HF scaling (JSON text of ``rope_parameters`` minus
+        the base; ``None``: plain RoPE).
+      sliding_window: attention window, or ``None``.
+    """
+
+    n_kv_heads: int = 2
+    head_dim: int = 16
+    rope_theta: float = 10000.0
+    rope_scaling: str | None = None
+    sliding_window: int | None = None
+
+    @property
+    def norm(self) -> str:
+        return "rmsnorm"
+
+    @property
+    def rope_scaling_dict(self) -> dict | None:
+        return None if self.rope_scaling is None else json.loads(self.rope_scaling)
+
+
+@dataclass(frozen=True)
+class DenseConfig(RMSNormConfig):
+    """Config of a dense RMSNorm decoder (fields shared by the families built on this module).
+
+    Attributes:
+      rope_theta, rope_scaling: (see :class:`RMSNormConfig`) the RoPE of full-attention layers (all
+        layers unless ``local_rope_theta``).
       local_rope_theta, local_rope_scaling: RoPE of sliding-window layers when it differs (Gemma 3).
       rope_layers: per layer, whether RoPE is applied (SmolLM3); empty: every layer.
-      sliding_window, sliding_layers: window size and, per layer, whether it applies; empty: none.
+      sliding_layers: per layer, whether the sliding window applies; empty: none.
       attn_bias, mlp_bias: q/k/v/o and gate/up/down projections have biases.
       qk_norm: ``"head"`` (RMSNorm over each head: Qwen3, Gemma 3), ``"proj"`` (over the whole
         q/k projection: OLMo2) or ``None``.
@@ -57,17 +85,11 @@ class DenseConfig(ModelConfig):
       norm_offset: 1.0 for ``(1 + scale)`` gains (Gemma), else 0.0.
       embed_scale: embeddings are multiplied by it (Gemma ``sqrt(d)``, Granite multiplier).
       residual_scale: each block's outputs are multiplied by it before the residual add (Granite).
-      max_positions: HF ``max_position_embeddings`` (dynamic RoPE scales from it; written back).
     """
 
-    n_kv_heads: int = 2
-    head_dim: int = 16
-    rope_theta: float = 10000.0
-    rope_scaling: str | None = None
     local_rope_theta: float | None = None
     local_rope_scaling: str | None = None
     rope_layers: tuple[bool, ...] = ()
-    sliding_window: int | None = None
     sliding_layers: tuple[bool, ...] = ()
     attn_bias: bool = False
     mlp_bias: bool = False
@@ -77,11 +99,6 @@ class DenseConfig(ModelConfig):
     norm_offset: float = 0.0
     embed_scale: float = 1.0
     residual_scale: float = 1.0
-    max_positions: int = 2048
-
-    @property
-    def norm(self) -> str:
-        return "rmsnorm"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,34 +116,50 @@ def _default(defaults: dict, key: str) -> tuple:
     return (defaults[key],) if key in defaults else ()
 
 
+def gqa_fields(cfg: dict, defaults: dict, *, even_head: bool = True) -> dict[str, Any]:
+    """The size fields of a RoPE, grouped-query RMSNorm decoder (every one but ``d_ff``), from the
+    standard HF keys; refuses key/value heads that do not divide the heads and, with
+    ``even_head``, an odd head size (RoPE rotates pairs).
+
+    ``defaults`` holds transformers' default of each key, used when it is absent (a missing or
+    null ``head_dim`` is ``hidden_size // num_attention_heads``, missing key/value heads are the heads).
+
+    Example:
+      >>> cfg = {"vocab_size": 9, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}
+      >>> f = gqa_fields(cfg, {"rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 64})
+      >>> f["head_dim"], f["n_kv_heads"]
+      (4, 2)
+    """
+    d = get_int(cfg, "hidden_size", *_default(defaults, "hidden_size"))
+    nh = get_int(cfg, "num_attention_heads", *_default(defaults, "num_attention_heads"))
+    head_dim = get_int(cfg, "head_dim", defaults.get("head_dim"), none_ok=True) or d // nh
+    if even_head and (head_dim < 2 or head_dim % 2):
+        refuse(cfg, "head_dim", f"head size {head_dim} must be a positive even number (RoPE rotates pairs)")
+    nkv = get_int(cfg, "num_key_value_heads", defaults.get("num_key_value_heads"), none_ok=True) or nh
+    if nh % nkv:
+        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    return dict(
+        d_model=d, n_heads=nh, n_kv_heads=nkv, head_dim=head_dim,
+        vocab_size=get_int(cfg, "vocab_size", *_default(defaults, "vocab_size")),
+        n_layers=get_int(cfg, "num_hidden_layers", *_default(defaults, "num_hidden_layers")),
+        norm_eps=get_float(cfg, "rms_norm_eps", defaults["rms_norm_eps"]),
+        tie_embeddings=get_bool(cfg, "tie_word_embeddings", defaults["tie_word_embeddings"]),
+        max_positions=get_int(cfg, "max_position_embeddings", defaults["max_position_embeddings"]))
+
+
 def common_fields(cfg: dict, keys: Keys, defaults: dict, family: str) -> dict[str, Any]:
     """:class:`DenseConfig` keyword arguments for the :data:`COMMON_KEYS`, closed world checked.
 
     Args:
       cfg: the ``config.json`` dict.
       keys: the model type's key table (checked here: unknown keys are refused).
-      defaults: transformers' default of each key, used when it is absent (a missing or null
-        ``head_dim`` is ``hidden_size // num_attention_heads``).
+      defaults: transformers' default of each key, used when it is absent (see :func:`gqa_fields`).
       family: the family name.
     """
     keys.check(cfg)
-    d = get_int(cfg, "hidden_size", *_default(defaults, "hidden_size"))
-    nh = get_int(cfg, "num_attention_heads", *_default(defaults, "num_attention_heads"))
-    head_dim = get_int(cfg, "head_dim", defaults.get("head_dim"), none_ok=True) or d // nh
-    if head_dim < 2 or head_dim % 2:
-        refuse(cfg, "head_dim", f"head size {head_dim} must be a positive even number (RoPE rotates pairs)")
-    nkv = get_int(cfg, "num_key_value_heads", defaults.get("num_key_value_heads"), none_ok=True) or nh
-    if nh % nkv:
-        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
-    return dict(
-        family=family, model_type=cfg["model_type"], d_model=d, n_heads=nh, n_kv_heads=nkv, head_dim=head_dim,
-        vocab_size=get_int(cfg, "vocab_size", *_default(defaults, "vocab_size")),
-        n_layers=get_int(cfg, "num_hidden_layers", *_default(defaults, "num_hidden_layers")),
-        d_ff=get_int(cfg, "intermediate_size", *_default(defaults, "intermediate_size")),
-        norm_eps=get_float(cfg, "rms_norm_eps", defaults["rms_norm_eps"]),
-        tie_embeddings=get_bool(cfg, "tie_word_embeddings", defaults["tie_word_embeddings"]),
-        max_positions=get_int(cfg, "max_position_embeddings", defaults["max_position_embeddings"]),
-        attn_bias=get_bool(cfg, "attention_bias", False), hf_extra=keys.extra(cfg))
+    return dict(gqa_fields(cfg, defaults), family=family, model_type=cfg["model_type"],
+                d_ff=get_int(cfg, "intermediate_size", *_default(defaults, "intermediate_size")),
+                attn_bias=get_bool(cfg, "attention_bias", False), hf_extra=keys.extra(cfg))
 
 
 def activation(cfg: dict, key: str, default: str) -> str:
@@ -162,15 +195,22 @@ def layer_flags(cfg: dict, key: str, n: int, on: Any, default: list[bool]) -> tu
     return tuple(x == on for x in given)
 
 
-def common_to_hf(c: DenseConfig, architecture: str) -> dict[str, Any]:
-    """The ``config.json`` entries of the :data:`COMMON_KEYS` plus the inert keys kept at load."""
+def gqa_to_hf(c: ModelConfig, architecture: str) -> dict[str, Any]:
+    """The ``config.json`` entries of :func:`gqa_fields` (and the model type), over the inert keys kept at load."""
     cfg = json.loads(c.hf_extra)
     cfg.update(
         model_type=c.model_type, architectures=[architecture], vocab_size=c.vocab_size, hidden_size=c.d_model,
         num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads,
-        head_dim=c.head_dim, intermediate_size=c.d_ff, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
-        max_position_embeddings=c.max_positions, attention_bias=c.attn_bias,
-        rope_parameters=rope_to_hf(c.rope_theta, c.rope_scaling))
+        head_dim=c.head_dim, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
+        max_position_embeddings=c.max_positions)
+    return cfg
+
+
+def common_to_hf(c: DenseConfig, architecture: str) -> dict[str, Any]:
+    """The ``config.json`` entries of the :data:`COMMON_KEYS` plus the inert keys kept at load."""
+    cfg = gqa_to_hf(c, architecture)
+    cfg.update(intermediate_size=c.d_ff, attention_bias=c.attn_bias,
+               rope_parameters=rope_to_hf(c.rope_theta, c.rope_scaling))
     return cfg
 
 
@@ -194,23 +234,13 @@ _L = "model.layers.{i}."
 
 
 def embed_row(c: DenseConfig) -> Param:
-    """The token embedding (must come first in a table: a tied head reads the stream like it)."""
-    return Param("embed", (c.vocab_size, c.d_model), READ, "model.embed_tokens.weight", shard=0)
+    """The token embedding (:func:`~gaugejax.models.table.embed_rows`)."""
+    return T.embed_rows(c, "model.embed_tokens.weight")[0]
 
 
 def attention_rows(c: DenseConfig) -> list[Param]:
     """q/k/v (READ), o (WRITE) and, with ``attn_bias``, their biases (q/k/v NONE, o VECTOR)."""
-    d, q, kv, pre = c.d_model, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, _L + "self_attn."
-    rows = [Param("q", (q, d), READ, pre + "q_proj.weight", shard=0),
-            Param("k", (kv, d), READ, pre + "k_proj.weight", shard=0),
-            Param("v", (kv, d), READ, pre + "v_proj.weight", shard=0),
-            Param("o", (d, q), WRITE, pre + "o_proj.weight", shard=1)]
-    if c.attn_bias:
-        rows += [Param("q_bias", (q,), NONE, pre + "q_proj.bias", shard=0),
-                 Param("k_bias", (kv,), NONE, pre + "k_proj.bias", shard=0),
-                 Param("v_bias", (kv,), NONE, pre + "v_proj.bias", shard=0),
-                 Param("o_bias", (d,), VECTOR, pre + "o_proj.bias")]
-    return rows
+    return T.gqa_attention_rows(c, _L + "self_attn.", qkv_bias=c.attn_bias, o_bias=c.attn_bias)
 
 
 def qk_norm_rows(c: DenseConfig) -> list[Param]:
@@ -223,15 +253,9 @@ def qk_norm_rows(c: DenseConfig) -> list[Param]:
 
 def mlp_rows(c: DenseConfig) -> list[Param]:
     """gate/up (READ), down (WRITE) and, with ``mlp_bias``, their biases (gate/up NONE, down VECTOR)."""
-    d, f, pre = c.d_model, c.d_ff, _L + "mlp."
-    rows = [Param("gate", (f, d), READ, pre + "gate_proj.weight", shard=0),
-            Param("up", (f, d), READ, pre + "up_proj.weight", shard=0),
-            Param("down", (d, f), WRITE, pre + "down_proj.weight", shard=1)]
-    if c.mlp_bias:
-        rows += [Param("gate_bias", (f,), NONE, pre + "gate_proj.bias", shard=0),
-                 Param("up_bias", (f,), NONE, pre + "up_proj.bias", shard=0),
-                 Param("down_bias", (d,), VECTOR, pre + "down_proj.bias")]
-    return rows
+    pre = _L + "mlp."
+    bias = T.gated_mlp_bias_rows(pre, c.d_model, c.d_ff) if c.mlp_bias else []
+    return T.gated_mlp_rows(pre, c.d_model, c.d_ff) + bias
 
 
 def head_rows(c: DenseConfig, final_norm_role) -> list[Param]:
@@ -240,6 +264,16 @@ def head_rows(c: DenseConfig, final_norm_role) -> list[Param]:
     if not c.tie_embeddings:
         rows.append(Param("lm_head", (c.vocab_size, c.d_model), READ, "lm_head.weight", shard=0))
     return rows
+
+
+def pre_norm_params(c: DenseConfig) -> list[Param]:
+    """The table of a Llama-style block (an RMSNorm before attention and one before the MLP; q/k
+    norms when the config has them): Granite, SmolLM3, Qwen3."""
+    d = c.d_model
+    return [embed_row(c), Param("attn_norm", (d,), GAIN, _L + "input_layernorm.weight"),
+            *attention_rows(c), *(qk_norm_rows(c) if c.qk_norm else []),
+            Param("mlp_norm", (d,), GAIN, _L + "post_attention_layernorm.weight"),
+            *mlp_rows(c), *head_rows(c, GAIN)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,3 +353,10 @@ def mlp(c: DenseConfig, p: dict[str, jax.Array], h: jax.Array) -> jax.Array:
 def final_norm(c: DenseConfig, p: dict[str, Any], x: jax.Array) -> jax.Array:
     """The final RMSNorm."""
     return rms(c, x, p["final_norm"])
+
+
+def pre_norm_block(c: DenseConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
+    """``x = x + r · attn(rms(x)); x = x + r · mlp(rms(x))`` with ``r = residual_scale`` (the
+    block of :func:`pre_norm_params`)."""
+    x = x + c.residual_scale * attention(c, p, rms(c, x, p["attn_norm"]), ctx)
+    return x + c.residual_scale * mlp(c, p, rms(c, x, p["mlp_norm"]))

@@ -23,6 +23,7 @@ import jax
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
+from gaugejax.models import table as T
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
 from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
 from gaugejax.models.table import NONE, READ, VECTOR, WRITE, Param
@@ -40,7 +41,6 @@ class FalconConfig(S.LayerNormConfig):
       two_norms: separate ``ln_attn`` / ``ln_mlp`` (new architecture).
       bias: every linear layer has a bias.
       rope_theta: RoPE base.
-      max_positions: HF ``max_position_embeddings``.
     """
 
     family: str = "falcon"
@@ -53,7 +53,6 @@ class FalconConfig(S.LayerNormConfig):
     two_norms: bool = False
     bias: bool = False
     rope_theta: float = 10000.0
-    max_positions: int = 2048
 
 
 KEYS = Keys(
@@ -136,9 +135,9 @@ _H = "transformer.h.{i}."
 
 def params(c: FalconConfig) -> list[Param]:
     """The parameter table (the fused ``query_key_value`` is one reading matrix)."""
-    d, f, v = c.d_model, c.d_ff, c.vocab_size
+    d, f = c.d_model, c.d_ff
     qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim
-    table = [Param("embed", (v, d), READ, "transformer.word_embeddings.weight", shard=0)]
+    table = T.embed_rows(c, "transformer.word_embeddings.weight")
     if c.two_norms:
         table += S.ln_rows("attn_norm", d, _H + "ln_attn") + S.ln_rows("mlp_norm", d, _H + "ln_mlp")
     else:

@@ -6,7 +6,6 @@ Block: ``x = x + attn(ln1(x)); x = x + mlp(ln2(x))``. HF stores GPT-2 matrices a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import jax
@@ -14,9 +13,10 @@ import jax.numpy as jnp
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse
+from gaugejax.models import table as T
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse
 from gaugejax.models.lnshared import embed_learned as embed, final_norm  # noqa: F401  (this family's pieces)
-from gaugejax.models.table import READ, WRITE, Param
+from gaugejax.models.table import Param
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,7 @@ def config_from_hf(cfg: dict) -> GPT2Config:
     KEYS.check(cfg)
     d, nh = S.heads(cfg, "n_embd", "n_head", "n_embd={d} is not a multiple of the head count")
     return GPT2Config(
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=get_int(cfg, "n_layer"),
-        n_heads=nh,
-        d_ff=get_int(cfg, "n_inner", None, none_ok=True) or 4 * d,
-        norm_eps=get_float(cfg, "layer_norm_epsilon", 1e-5),
+        **S.gpt_sizes(cfg, d, nh),
         activation=get_choice(cfg, "activation_function", "gelu_new", L.ACTIVATIONS),
         max_positions=get_int(cfg, "n_positions", 1024),
         tie_embeddings=get_bool(cfg, "tie_word_embeddings", True),
@@ -87,14 +82,9 @@ def config_from_hf(cfg: dict) -> GPT2Config:
 
 def config_to_hf(c: GPT2Config) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
-    cfg.update(
-        model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=c.vocab_size, n_embd=c.d_model,
-        n_layer=c.n_layers, n_head=c.n_heads, n_inner=c.d_ff, layer_norm_epsilon=c.norm_eps,
-        activation_function=c.activation, n_positions=c.max_positions, tie_word_embeddings=c.tie_embeddings,
-        scale_attn_weights=c.scale_attn, scale_attn_by_inverse_layer_idx=c.scale_by_layer,
-    )
-    return cfg
+    return S.to_hf(c, "GPT2LMHeadModel", **S.gpt_sizes_to_hf(c),
+                   activation_function=c.activation, n_positions=c.max_positions, tie_word_embeddings=c.tie_embeddings,
+                   scale_attn_weights=c.scale_attn, scale_attn_by_inverse_layer_idx=c.scale_by_layer)
 
 
 _H = "transformer.h.{i}."
@@ -102,19 +92,10 @@ _H = "transformer.h.{i}."
 
 def params(c: GPT2Config) -> list[Param]:
     """The parameter table. HF ``Conv1D`` matrices are stored ``(in, out)`` (``transpose=True``)."""
-    d, f = c.d_model, c.d_ff
-    return [
-        Param("embed", (c.vocab_size, d), READ, "transformer.wte.weight", shard=0),
-        Param("pos_embed", (c.max_positions, d), READ, "transformer.wpe.weight"),
-        *S.ln_rows("attn_norm", d, _H + "ln_1"),
-        *S.biased_rows("qkv", (3 * d, d), READ, _H + "attn.c_attn", transpose=True),
-        *S.biased_rows("o", (d, d), WRITE, _H + "attn.c_proj", transpose=True),
-        *S.ln_rows("mlp_norm", d, _H + "ln_2"),
-        *S.biased_rows("fc_in", (f, d), READ, _H + "mlp.c_fc", transpose=True),
-        *S.biased_rows("fc_out", (d, f), WRITE, _H + "mlp.c_proj", transpose=True),
-        *S.ln_rows("final_norm", d, "transformer.ln_f"),
-        *S.head_rows(c),
-    ]
+    keys = {n: _H + k for n, k in (("attn_norm", "ln_1"), ("qkv", "attn.c_attn"), ("o", "attn.c_proj"),
+                                  ("mlp_norm", "ln_2"), ("fc_in", "mlp.c_fc"), ("fc_out", "mlp.c_proj"))}
+    return [*T.embed_rows(c, "transformer.wte.weight", "transformer.wpe.weight"),
+            *S.fused_block_rows(c, {**keys, "final_norm": "transformer.ln_f"}, transpose=True), *S.head_rows(c)]
 
 
 def context(c: GPT2Config, t: int) -> dict[str, jax.Array]:

@@ -8,16 +8,16 @@ and the LayerNorm biases are stream vectors (``VECTOR``), the head's bias is per
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import jax
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse
+from gaugejax.models import table as T
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse
 from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
-from gaugejax.models.table import NONE, READ, WRITE, Param
+from gaugejax.models.table import NONE, Param
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,12 @@ class GPTJConfig(S.LayerNormConfig):
 
     Attributes:
       rotary_dim: rotated dims of each head (interleaved pairs).
-      max_positions: HF ``n_positions``.
     """
 
     family: str = "gptj"
     model_type: str = "gptj"
     activation: str = "gelu_new"
     rotary_dim: int = 8
-    max_positions: int = 2048
 
 
 KEYS = Keys(
@@ -57,12 +55,7 @@ def config_from_hf(cfg: dict) -> GPTJConfig:
     if rot is None or rot % 2 or rot > d // nh:
         refuse(cfg, "rotary_dim", f"an even number of rotated dims up to the head size {d // nh} is computed")
     return GPTJConfig(
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=get_int(cfg, "n_layer"),
-        n_heads=nh,
-        d_ff=get_int(cfg, "n_inner", None, none_ok=True) or 4 * d,
-        norm_eps=get_float(cfg, "layer_norm_epsilon", 1e-5),
+        **S.gpt_sizes(cfg, d, nh),
         tie_embeddings=get_bool(cfg, "tie_word_embeddings", False),
         activation=get_choice(cfg, "activation_function", "gelu_new", L.ACTIVATIONS),
         rotary_dim=rot,
@@ -73,13 +66,8 @@ def config_from_hf(cfg: dict) -> GPTJConfig:
 
 def config_to_hf(c: GPTJConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
-    cfg.update(
-        model_type="gptj", architectures=["GPTJForCausalLM"], vocab_size=c.vocab_size, n_positions=c.max_positions,
-        n_embd=c.d_model, n_layer=c.n_layers, n_head=c.n_heads, rotary_dim=c.rotary_dim, n_inner=c.d_ff,
-        activation_function=c.activation, layer_norm_epsilon=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
-    )
-    return cfg
+    return S.to_hf(c, "GPTJForCausalLM", **S.gpt_sizes_to_hf(c), n_positions=c.max_positions,
+                   rotary_dim=c.rotary_dim, activation_function=c.activation, tie_word_embeddings=c.tie_embeddings)
 
 
 _H = "transformer.h.{i}."
@@ -89,14 +77,10 @@ def params(c: GPTJConfig) -> list[Param]:
     """The parameter table."""
     d, f, v = c.d_model, c.d_ff, c.vocab_size
     return [
-        Param("embed", (v, d), READ, "transformer.wte.weight", shard=0),
+        *T.embed_rows(c, "transformer.wte.weight"),
         *S.ln_rows("norm", d, _H + "ln_1"),
-        Param("q", (d, d), READ, _H + "attn.q_proj.weight", shard=0),
-        Param("k", (d, d), READ, _H + "attn.k_proj.weight", shard=0),
-        Param("v", (d, d), READ, _H + "attn.v_proj.weight", shard=0),
-        Param("o", (d, d), WRITE, _H + "attn.out_proj.weight", shard=1),
-        *S.biased_rows("fc_in", (f, d), READ, _H + "mlp.fc_in"),
-        *S.biased_rows("fc_out", (d, f), WRITE, _H + "mlp.fc_out"),
+        *T.attention_rows(_H + "attn.", d, d, d, out="out_proj"),
+        *S.biased_mlp_rows(d, f, _H + "mlp.fc_in", _H + "mlp.fc_out"),
         *S.ln_rows("final_norm", d, "transformer.ln_f"),
         *S.head_rows(c),
         Param("lm_head_bias", (v,), NONE, "lm_head.bias", shard=0),

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
 from gaugejax.models import dense as D
 from gaugejax.models.config_keys import Keys, get_bool, get_float
 from gaugejax.models.dense import DenseConfig, context, embed, final_norm  # noqa: F401  (the runner's pieces)
-from gaugejax.models.table import GAIN, Param
+from gaugejax.models.dense import pre_norm_block as block, pre_norm_params as params  # noqa: F401  (its table, block)
 
 _MULTIPLIERS = ("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling")
 KEYS = Keys(computed=D.COMMON_KEYS | {"hidden_act", "mlp_bias", *_MULTIPLIERS})
@@ -44,18 +42,3 @@ def config_to_hf(c: DenseConfig) -> dict[str, Any]:
                residual_multiplier=c.residual_scale, attention_multiplier=c.query_scale,
                logits_scaling=1.0 / c.logit_scale)
     return cfg
-
-
-def params(c: DenseConfig) -> list[Param]:
-    """The parameter table."""
-    d = c.d_model
-    return [D.embed_row(c), Param("attn_norm", (d,), GAIN, "model.layers.{i}.input_layernorm.weight"),
-            *D.attention_rows(c),
-            Param("mlp_norm", (d,), GAIN, "model.layers.{i}.post_attention_layernorm.weight"),
-            *D.mlp_rows(c), *D.head_rows(c, GAIN)]
-
-
-def block(c: DenseConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
-    """``x = x + r · attn(rms(x)); x = x + r · mlp(rms(x))``."""
-    x = x + c.residual_scale * D.attention(c, p, D.rms(c, x, p["attn_norm"]), ctx)
-    return x + c.residual_scale * D.mlp(c, p, D.rms(c, x, p["mlp_norm"]))

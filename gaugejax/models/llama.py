@@ -13,23 +13,20 @@ import jax
 import jax.numpy as jnp
 
 from gaugejax.errors import CheckpointError
+from gaugejax.models import dense as D
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import (ROPE_KEYS, Keys, get_bool, get_choice, get_float, get_int, refuse,
-                                         rope_from_hf)
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models import table as T
+from gaugejax.models.config_keys import ROPE_KEYS, Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
+from gaugejax.models.table import GAIN, READ, Param
 
 
 @dataclass(frozen=True)
-class LlamaConfig(ModelConfig):
-    """Llama-family config (RMSNorm, RoPE, GQA, SwiGLU).
+class LlamaConfig(D.RMSNormConfig):
+    """Llama-family config (RMSNorm, RoPE, GQA, SwiGLU); RoPE scaling ``linear``, ``dynamic``,
+    ``llama3``, ``yarn`` or ``longrope``.
 
     Attributes:
       n_kv_heads: key/value heads (GQA when fewer than ``n_heads``).
-      head_dim: per-head size (default ``d_model // n_heads``).
-      rope_theta: RoPE base.
-      rope_scaling: HF ``rope_scaling`` as JSON text (``linear``, ``dynamic``, ``llama3``, ``yarn``,
-        ``longrope``) or ``None``.
       qkv_bias: q/k/v projections have biases (Qwen2; Llama's ``attention_bias``).
       o_bias: the output projection has a bias too (Llama's ``attention_bias``).
       mlp_bias: gate/up/down projections have biases (Llama's ``mlp_bias``).
@@ -37,29 +34,14 @@ class LlamaConfig(ModelConfig):
       sliding_window: attention window (Mistral, Qwen2), or ``None``.
       sliding_layers: the layers that use the window (Qwen2's ``max_window_layers`` /
         ``layer_types``); ``None``: every layer.
-      max_positions: HF ``max_position_embeddings`` (also the length past which ``dynamic`` RoPE
-        scales).
     """
 
     n_kv_heads: int = 4
-    head_dim: int = 16
-    rope_theta: float = 10000.0
-    rope_scaling: str | None = None
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
     norm_offset: float = 0.0
-    sliding_window: int | None = None
     sliding_layers: tuple[int, ...] | None = None
-    max_positions: int = 2048
-
-    @property
-    def norm(self) -> str:
-        return "rmsnorm"
-
-    @property
-    def rope_scaling_dict(self) -> dict | None:
-        return None if self.rope_scaling is None else json.loads(self.rope_scaling)
 
 
 _COMMON = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -120,38 +102,23 @@ def config_from_hf(cfg: dict) -> LlamaConfig:
     """Builds the config from a Hugging Face ``config.json`` dict (closed world: see :data:`KEYS`)."""
     mt = cfg.get("model_type", "llama")
     KEYS[mt].check(cfg)
-    d = get_int(cfg, "hidden_size")
-    nh = get_int(cfg, "num_attention_heads")
-    n_layers = get_int(cfg, "num_hidden_layers")
-    head_dim = get_int(cfg, "head_dim", None, none_ok=True) or d // nh
-    if head_dim < 1 or (head_dim % 2):
-        refuse(cfg, "head_dim", f"head size {head_dim} must be a positive even number (RoPE rotates pairs)")
-    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
-    if nh % nkv:
-        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
-    theta, rope = _rope(cfg, head_dim)
-    window, sliding_layers = _sliding_layers(cfg, mt, n_layers)
+    fields = D.gqa_fields(cfg, {"rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings":
+                                {"mistral": 131072, "qwen2": 32768}.get(mt, 2048)})
+    theta, rope = _rope(cfg, fields["head_dim"])
+    window, sliding_layers = _sliding_layers(cfg, mt, fields["n_layers"])
     return LlamaConfig(
         family="llama",
         model_type=mt,
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=n_layers,
-        n_heads=nh,
-        n_kv_heads=nkv,
-        head_dim=head_dim,
+        **fields,
         d_ff=get_int(cfg, "intermediate_size"),
-        norm_eps=get_float(cfg, "rms_norm_eps", 1e-6),
         rope_theta=theta,
         rope_scaling=None if rope is None else json.dumps(rope, sort_keys=True),
-        tie_embeddings=get_bool(cfg, "tie_word_embeddings", False),
         activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
         qkv_bias=mt == "qwen2" or get_bool(cfg, "attention_bias", False),
         o_bias=mt == "llama" and get_bool(cfg, "attention_bias", False),
         mlp_bias=mt == "llama" and get_bool(cfg, "mlp_bias", False),
         sliding_window=window,
         sliding_layers=sliding_layers,
-        max_positions=get_int(cfg, "max_position_embeddings", {"mistral": 131072, "qwen2": 32768}.get(mt, 2048)),
         hf_extra=KEYS[mt].extra(cfg),
     )
 
@@ -160,23 +127,9 @@ def config_to_hf(c: LlamaConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config (transformers builds the same function from it)."""
     if c.norm_offset != 0.0:
         raise CheckpointError("(1 + scale) RMSNorm gains have no Llama config.json form; save a Gemma-family model")
-    cfg = json.loads(c.hf_extra)
-    cfg.update(
-        model_type=c.model_type,
-        architectures=[_ARCH.get(c.model_type, "LlamaForCausalLM")],
-        vocab_size=c.vocab_size,
-        hidden_size=c.d_model,
-        num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads,
-        num_key_value_heads=c.n_kv_heads,
-        intermediate_size=c.d_ff,
-        rms_norm_eps=c.norm_eps,
-        rope_parameters={"rope_theta": c.rope_theta, **(c.rope_scaling_dict or {"rope_type": "default"})},
-        tie_word_embeddings=c.tie_embeddings,
-        hidden_act=c.activation,
-        max_position_embeddings=c.max_positions,
-        head_dim=c.head_dim,
-    )
+    cfg = D.gqa_to_hf(c, _ARCH.get(c.model_type, "LlamaForCausalLM"))
+    cfg.update(intermediate_size=c.d_ff, rope_parameters=D.rope_to_hf(c.rope_theta, c.rope_scaling),
+               hidden_act=c.activation)
     if c.model_type == "llama" and c.qkv_bias == c.o_bias:
         cfg.update(attention_bias=c.qkv_bias, mlp_bias=c.mlp_bias)
     elif (c.qkv_bias, c.o_bias) != (c.model_type == "qwen2", False):
@@ -206,28 +159,17 @@ _B = "blk.{i}."
 def params(c: LlamaConfig) -> list[Param]:
     """The parameter table (shapes, gauge roles, HF keys, GGUF names, shardable axes)."""
     d, f, q, kv, v = c.d_model, c.d_ff, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.vocab_size
+    a, m = _L + "self_attn.", _L + "mlp."
     table = [
-        Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0, gguf="token_embd.weight"),
+        *T.embed_rows(c, "model.embed_tokens.weight", gguf="token_embd.weight"),
         Param("attn_norm", (d,), GAIN, _L + "input_layernorm.weight", gguf=_B + "attn_norm.weight"),
-        Param("q", (q, d), READ, _L + "self_attn.q_proj.weight", shard=0, gguf=_B + "attn_q.weight"),
-        Param("k", (kv, d), READ, _L + "self_attn.k_proj.weight", shard=0, gguf=_B + "attn_k.weight"),
-        Param("v", (kv, d), READ, _L + "self_attn.v_proj.weight", shard=0, gguf=_B + "attn_v.weight"),
-        Param("o", (d, q), WRITE, _L + "self_attn.o_proj.weight", shard=1, gguf=_B + "attn_output.weight"),
+        *T.attention_rows(a, d, q, kv, gguf=_B),
         Param("mlp_norm", (d,), GAIN, _L + "post_attention_layernorm.weight", gguf=_B + "ffn_norm.weight"),
-        Param("gate", (f, d), READ, _L + "mlp.gate_proj.weight", shard=0, gguf=_B + "ffn_gate.weight"),
-        Param("up", (f, d), READ, _L + "mlp.up_proj.weight", shard=0, gguf=_B + "ffn_up.weight"),
-        Param("down", (d, f), WRITE, _L + "mlp.down_proj.weight", shard=1, gguf=_B + "ffn_down.weight"),
+        *T.gated_mlp_rows(m, d, f, gguf=_B),
+        *T.attention_bias_rows(a, d, q, kv, qkv=c.qkv_bias, o=c.o_bias, gguf=_B),
     ]
-    if c.qkv_bias:
-        table += [Param("q_bias", (q,), NONE, _L + "self_attn.q_proj.bias", shard=0, gguf=_B + "attn_q.bias"),
-                  Param("k_bias", (kv,), NONE, _L + "self_attn.k_proj.bias", shard=0, gguf=_B + "attn_k.bias"),
-                  Param("v_bias", (kv,), NONE, _L + "self_attn.v_proj.bias", shard=0, gguf=_B + "attn_v.bias")]
-    if c.o_bias:
-        table.append(Param("o_bias", (d,), VECTOR, _L + "self_attn.o_proj.bias", gguf=_B + "attn_output.bias"))
     if c.mlp_bias:  # gate/up biases live in the MLP's hidden space; down's is written into the stream
-        table += [Param("gate_bias", (f,), NONE, _L + "mlp.gate_proj.bias", shard=0, gguf=_B + "ffn_gate.bias"),
-                  Param("up_bias", (f,), NONE, _L + "mlp.up_proj.bias", shard=0, gguf=_B + "ffn_up.bias"),
-                  Param("down_bias", (d,), VECTOR, _L + "mlp.down_proj.bias", gguf=_B + "ffn_down.bias")]
+        table += T.gated_mlp_bias_rows(m, d, f, gguf=_B)
     table.append(Param("final_norm", (d,), GAIN, "model.norm.weight", gguf="output_norm.weight"))
     if not c.tie_embeddings:
         table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0, gguf="output.weight"))

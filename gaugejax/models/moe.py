@@ -29,21 +29,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gaugejax.models import dense as D
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
-from gaugejax.models.table import GAIN, NONE, READ, VECTOR, WRITE, Param
+from gaugejax.models import table as T
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
+from gaugejax.models.table import GAIN, NONE, READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class MoEConfig(ModelConfig):
-    """Config of a routed mixture-of-experts decoder.
+class MoEConfig(D.RMSNormConfig):
+    """Config of a routed mixture-of-experts decoder (a sliding window: Mixtral only).
 
     Attributes:
-      n_kv_heads, head_dim: GQA key/value heads and per-head size.
-      rope_theta, rope_scaling: RoPE base and HF scaling (JSON text) or ``None``.
-      sliding_window: attention window (Mixtral), or ``None``.
-      max_positions: HF ``max_position_embeddings``.
       n_experts, top_k: routed experts, experts per token (``d_ff`` is one expert's width).
       norm_topk: renormalise the k routing weights to sum to one.
       d_shared: width of the always-on shared expert with a sigmoid gate (Qwen2-MoE), 0 for none.
@@ -53,12 +50,7 @@ class MoEConfig(ModelConfig):
 
     family: str = "moe"
     model_type: str = "mixtral"
-    n_kv_heads: int = 2
-    head_dim: int = 16
     rope_theta: float = 1e6
-    rope_scaling: str | None = None
-    sliding_window: int | None = None
-    max_positions: int = 2048
     n_experts: int = 4
     top_k: int = 2
     norm_topk: bool = True
@@ -66,14 +58,6 @@ class MoEConfig(ModelConfig):
     qkv_bias: bool = False
     o_bias: bool = False
     qk_norm: bool = False
-
-    @property
-    def norm(self) -> str:
-        return "rmsnorm"
-
-    @property
-    def rope_scaling_dict(self) -> dict | None:
-        return None if self.rope_scaling is None else json.loads(self.rope_scaling)
 
 
 _ARCH = {"mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
@@ -107,13 +91,8 @@ def config_from_hf(cfg: dict) -> MoEConfig:
     """Builds the config from a Mixtral / Qwen2-MoE / Qwen3-MoE ``config.json`` dict (closed world: :data:`KEYS`)."""
     mt = cfg.get("model_type")
     KEYS[mt].check(cfg)
-    d, nh, n_layers = get_int(cfg, "hidden_size"), get_int(cfg, "num_attention_heads"), get_int(cfg, "num_hidden_layers")
-    head_dim = get_int(cfg, "head_dim", None, none_ok=True) or d // nh
-    if head_dim < 1 or head_dim % 2:
-        refuse(cfg, "head_dim", f"head size {head_dim} must be a positive even number (RoPE rotates pairs)")
-    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
-    if nh % nkv:
-        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    fields = D.gqa_fields(cfg, {"rms_norm_eps": 1e-5 if mt == "mixtral" else 1e-6, "tie_word_embeddings": False,
+                                "max_position_embeddings": 4096})
     theta, scaling, partial = rope_from_hf(cfg)
     if partial != 1.0:
         refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for MoE families")
@@ -134,20 +113,12 @@ def config_from_hf(cfg: dict) -> MoEConfig:
     return MoEConfig(
         family="moe",
         model_type=mt,
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=n_layers,
-        n_heads=nh,
-        n_kv_heads=nkv,
-        head_dim=head_dim,
+        **fields,
         d_ff=d_ff,
-        norm_eps=get_float(cfg, "rms_norm_eps", 1e-5 if mt == "mixtral" else 1e-6),
-        tie_embeddings=get_bool(cfg, "tie_word_embeddings", False),
         activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
         rope_theta=theta,
         rope_scaling=None if scaling is None else json.dumps(scaling, sort_keys=True),
         sliding_window=window,
-        max_positions=get_int(cfg, "max_position_embeddings", 4096),
         n_experts=n_experts,
         top_k=top_k,
         norm_topk=True if mt == "mixtral" else get_bool(cfg, "norm_topk_prob", False),
@@ -161,15 +132,9 @@ def config_from_hf(cfg: dict) -> MoEConfig:
 
 def config_to_hf(c: MoEConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
-    rope = {"rope_type": "default", **(c.rope_scaling_dict or {}), "rope_theta": c.rope_theta}
-    cfg.update(
-        model_type=c.model_type, architectures=[_ARCH[c.model_type]], vocab_size=c.vocab_size,
-        hidden_size=c.d_model, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
-        num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim, rms_norm_eps=c.norm_eps,
-        tie_word_embeddings=c.tie_embeddings, hidden_act=c.activation, rope_parameters=rope,
-        max_position_embeddings=c.max_positions, num_experts_per_tok=c.top_k, sliding_window=c.sliding_window,
-    )
+    cfg = D.gqa_to_hf(c, _ARCH[c.model_type])
+    cfg.update(hidden_act=c.activation, rope_parameters=D.rope_to_hf(c.rope_theta, c.rope_scaling),
+               num_experts_per_tok=c.top_k, sliding_window=c.sliding_window)
     if c.model_type == "mixtral":
         cfg.update(intermediate_size=c.d_ff, num_local_experts=c.n_experts)
     else:
@@ -187,23 +152,10 @@ _L = "model.layers.{i}."
 
 def params(c: MoEConfig) -> list[Param]:
     """The parameter table; experts are stacks ``(E, ...)`` with one HF tensor per expert."""
-    d, f, e, v = c.d_model, c.d_ff, c.n_experts, c.vocab_size
-    q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    d, f, e = c.d_model, c.d_ff, c.n_experts
     a = _L + "self_attn."
-    table = [
-        Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0),
-        Param("attn_norm", (d,), GAIN, _L + "input_layernorm.weight"),
-        Param("q", (q, d), READ, a + "q_proj.weight", shard=0),
-        Param("k", (kv, d), READ, a + "k_proj.weight", shard=0),
-        Param("v", (kv, d), READ, a + "v_proj.weight", shard=0),
-        Param("o", (d, q), WRITE, a + "o_proj.weight", shard=1),
-    ]
-    if c.qkv_bias:
-        table += [Param("q_bias", (q,), NONE, a + "q_proj.bias", shard=0),
-                  Param("k_bias", (kv,), NONE, a + "k_proj.bias", shard=0),
-                  Param("v_bias", (kv,), NONE, a + "v_proj.bias", shard=0)]
-    if c.o_bias:
-        table.append(Param("o_bias", (d,), VECTOR, a + "o_proj.bias"))
+    table = [D.embed_row(c), Param("attn_norm", (d,), GAIN, _L + "input_layernorm.weight"),
+             *T.gqa_attention_rows(c, a, qkv_bias=c.qkv_bias, o_bias=c.o_bias)]
     if c.qk_norm:  # RMSNorm over head_dim: not a residual gain, even when head_dim == d
         table += [Param("q_norm", (c.head_dim,), NONE, a + "q_norm.weight"),
                   Param("k_norm", (c.head_dim,), NONE, a + "k_norm.weight")]
@@ -224,10 +176,7 @@ def params(c: MoEConfig) -> list[Param]:
                   Param("shared_up", (s, d), READ, m + "shared_expert.up_proj.weight", shard=0),
                   Param("shared_down", (d, s), WRITE, m + "shared_expert.down_proj.weight", shard=1),
                   Param("shared_expert_gate", (1, d), READ, m + "shared_expert_gate.weight")]
-    table.append(Param("final_norm", (d,), GAIN, "model.norm.weight"))
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    return table
+    return table + D.head_rows(c, GAIN)
 
 
 def context(c: MoEConfig, t: int) -> dict[str, jax.Array]:

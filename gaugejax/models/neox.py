@@ -14,9 +14,10 @@ import jax
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
+from gaugejax.models import table as T
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
 from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
-from gaugejax.models.table import READ, WRITE, Param
+from gaugejax.models.table import Param
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,8 @@ class NeoXConfig(S.PartialRotaryConfig):
 
     family: str = "neox"
     model_type: str = "gpt_neox"
-    rotary_pct: float = 0.25
-    rope_theta: float = 10000.0
     rope_scaling: str | None = None
     parallel_residual: bool = True
-    max_positions: int = 2048
     activation: str = "gelu"
 
 
@@ -85,17 +83,12 @@ def config_from_hf(cfg: dict) -> NeoXConfig:
 
 def config_to_hf(c: NeoXConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
-    cfg.update(
-        model_type="gpt_neox", architectures=["GPTNeoXForCausalLM"], vocab_size=c.vocab_size,
-        hidden_size=c.d_model, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
-        intermediate_size=c.d_ff, layer_norm_eps=c.norm_eps, rotary_pct=c.rotary_pct, rotary_emb_base=c.rope_theta,
-        rope_parameters={"rope_theta": c.rope_theta, "partial_rotary_factor": c.rotary_pct,
-                         **(json.loads(c.rope_scaling) if c.rope_scaling else {"rope_type": "default"})},
-        use_parallel_residual=c.parallel_residual, max_position_embeddings=c.max_positions,
-        hidden_act=c.activation, tie_word_embeddings=c.tie_embeddings, attention_bias=True,
-    )
-    return cfg
+    return S.to_hf(c, "GPTNeoXForCausalLM", **S.sizes_to_hf(c), rotary_pct=c.rotary_pct,
+                   rotary_emb_base=c.rope_theta,
+                   rope_parameters={"rope_theta": c.rope_theta, "partial_rotary_factor": c.rotary_pct,
+                                    **(json.loads(c.rope_scaling) if c.rope_scaling else {"rope_type": "default"})},
+                   use_parallel_residual=c.parallel_residual, max_position_embeddings=c.max_positions,
+                   hidden_act=c.activation, tie_word_embeddings=c.tie_embeddings, attention_bias=True)
 
 
 _G = "gpt_neox.layers.{i}."
@@ -103,18 +96,12 @@ _G = "gpt_neox.layers.{i}."
 
 def params(c: NeoXConfig) -> list[Param]:
     """The parameter table."""
-    d, f = c.d_model, c.d_ff
-    return [
-        Param("embed", (c.vocab_size, d), READ, "gpt_neox.embed_in.weight", shard=0),
-        *S.ln_rows("attn_norm", d, _G + "input_layernorm"),
-        *S.biased_rows("qkv", (3 * d, d), READ, _G + "attention.query_key_value"),
-        *S.biased_rows("o", (d, d), WRITE, _G + "attention.dense"),
-        *S.ln_rows("mlp_norm", d, _G + "post_attention_layernorm"),
-        *S.biased_rows("fc_in", (f, d), READ, _G + "mlp.dense_h_to_4h"),
-        *S.biased_rows("fc_out", (d, f), WRITE, _G + "mlp.dense_4h_to_h"),
-        *S.ln_rows("final_norm", d, "gpt_neox.final_layer_norm"),
-        *S.head_rows(c, "embed_out.weight"),
-    ]
+    keys = {n: _G + k for n, k in (("attn_norm", "input_layernorm"), ("qkv", "attention.query_key_value"),
+                                  ("o", "attention.dense"), ("mlp_norm", "post_attention_layernorm"),
+                                  ("fc_in", "mlp.dense_h_to_4h"), ("fc_out", "mlp.dense_4h_to_h"))}
+    return [*T.embed_rows(c, "gpt_neox.embed_in.weight"),
+            *S.fused_block_rows(c, {**keys, "final_norm": "gpt_neox.final_layer_norm"}),
+            *S.head_rows(c, "embed_out.weight")]
 
 
 def context(c: NeoXConfig, t: int) -> dict[str, jax.Array]:

@@ -15,7 +15,6 @@ state in that width, not the residual stream's.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +22,9 @@ import jax
 
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
+from gaugejax.models import table as T
 from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse
-from gaugejax.models.table import READ, WRITE, Param
+from gaugejax.models.table import READ, Param
 
 OFFSET = 2
 """Rows of ``embed_positions`` before position 0 (fairseq's padding convention)."""
@@ -36,7 +36,6 @@ class OPTConfig(S.LayerNormConfig):
 
     Attributes:
       pre_norm: HF ``do_layer_norm_before`` (LayerNorm on each branch's input, and a final one).
-      max_positions: learned positions (HF ``max_position_embeddings``).
     """
 
     family: str = "opt"
@@ -44,7 +43,6 @@ class OPTConfig(S.LayerNormConfig):
     activation: str = "relu"
     tie_embeddings: bool = True
     pre_norm: bool = True
-    max_positions: int = 2048
 
 
 KEYS = Keys(
@@ -84,14 +82,10 @@ def config_from_hf(cfg: dict) -> OPTConfig:
 
 def config_to_hf(c: OPTConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
-    cfg.update(
-        model_type="opt", architectures=["OPTForCausalLM"], vocab_size=c.vocab_size, hidden_size=c.d_model,
-        ffn_dim=c.d_ff, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
-        max_position_embeddings=c.max_positions, activation_function=c.activation, do_layer_norm_before=c.pre_norm,
-        word_embed_proj_dim=c.d_model, tie_word_embeddings=c.tie_embeddings,
-    )
-    return cfg
+    return S.to_hf(c, "OPTForCausalLM", vocab_size=c.vocab_size, hidden_size=c.d_model,
+                   ffn_dim=c.d_ff, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+                   max_position_embeddings=c.max_positions, activation_function=c.activation,
+                   do_layer_norm_before=c.pre_norm, word_embed_proj_dim=c.d_model, tie_word_embeddings=c.tie_embeddings)
 
 
 _D = "model.decoder."
@@ -100,21 +94,16 @@ _L = _D + "layers.{i}."
 
 def params(c: OPTConfig) -> list[Param]:
     """The parameter table (``embed_positions`` fused from ``pos_offset`` and ``pos_embed``)."""
-    d, f, v = c.d_model, c.d_ff, c.vocab_size
+    d, f = c.d_model, c.d_ff
     a = _L + "self_attn."
     table = [
-        Param("embed", (v, d), READ, _D + "embed_tokens.weight", shard=0),
+        *T.embed_rows(c, _D + "embed_tokens.weight"),
         Param("pos_offset", (OFFSET, d), READ, _D + "embed_positions.weight"),
         Param("pos_embed", (c.max_positions, d), READ, _D + "embed_positions.weight"),
         *S.ln_rows("attn_norm", d, _L + "self_attn_layer_norm"),
-    ]
-    for n in ("q", "k", "v"):
-        table += S.biased_rows(n, (d, d), READ, a + f"{n}_proj")
-    table += [
-        *S.biased_rows("o", (d, d), WRITE, a + "out_proj"),
+        *S.biased_attention_rows(d, d, [a + n for n in ("q_proj", "k_proj", "v_proj", "out_proj")]),
         *S.ln_rows("mlp_norm", d, _L + "final_layer_norm"),
-        *S.biased_rows("fc1", (f, d), READ, _L + "fc1"),
-        *S.biased_rows("fc2", (d, f), WRITE, _L + "fc2"),
+        *S.biased_mlp_rows(d, f, _L + "fc1", _L + "fc2", ("fc1", "fc2")),
     ]
     if c.pre_norm:
         table += S.ln_rows("final_norm", d, _D + "final_layer_norm")

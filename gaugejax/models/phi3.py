@@ -18,47 +18,29 @@ import jax
 import jax.numpy as jnp
 
 from gaugejax.errors import CheckpointError
+from gaugejax.models import dense as D
 from gaugejax.models import layers as L
-from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import Keys, get_choice, get_float, get_int, refuse, rope_from_hf
 from gaugejax.models.table import GAIN, READ, WRITE, Param
 
 
 @dataclass(frozen=True)
-class Phi3Config(ModelConfig):
-    """Phi-3 config.
+class Phi3Config(D.RMSNormConfig):
+    """Phi-3 config; its RoPE scaling is ``linear``, ``dynamic``, ``llama3`` or ``longrope`` (with
+    ``short_factor``, ``long_factor``, ``original_max_position_embeddings`` and ``attention_factor``).
 
     Attributes:
-      n_kv_heads, head_dim: GQA key/value heads and per-head size.
-      rope_theta: RoPE base; rotary_pct: the rotated fraction of each head.
-      rope_scaling: HF scaling as JSON text (``linear``, ``dynamic``, ``llama3`` or ``longrope``
-        with ``short_factor``, ``long_factor``, ``original_max_position_embeddings`` and
-        ``attention_factor``), or ``None``.
-      sliding_window: attention window, or ``None``.
-      max_positions: HF ``max_position_embeddings``.
+      rotary_pct: the rotated fraction of each head.
     """
 
     family: str = "phi3"
     model_type: str = "phi3"
-    n_kv_heads: int = 2
-    head_dim: int = 16
-    rope_theta: float = 10000.0
     rotary_pct: float = 1.0
-    rope_scaling: str | None = None
-    sliding_window: int | None = None
     max_positions: int = 4096
-
-    @property
-    def norm(self) -> str:
-        return "rmsnorm"
 
     @property
     def rotary_dim(self) -> int:
         return int(self.head_dim * self.rotary_pct)
-
-    @property
-    def rope_scaling_dict(self) -> dict | None:
-        return None if self.rope_scaling is None else json.loads(self.rope_scaling)
 
 
 KEYS = Keys(
@@ -98,12 +80,9 @@ def _longrope(cfg: dict, rope: dict, rotary_dim: int, max_positions: int) -> dic
 def config_from_hf(cfg: dict) -> Phi3Config:
     """Builds the config from a Hugging Face Phi-3 ``config.json`` dict (closed world: :data:`KEYS`)."""
     KEYS.check(cfg)
-    d, nh = get_int(cfg, "hidden_size"), get_int(cfg, "num_attention_heads")
-    head_dim = get_int(cfg, "head_dim", None, none_ok=True) or d // nh
-    nkv = get_int(cfg, "num_key_value_heads", None, none_ok=True) or nh
-    if nh % nkv:
-        refuse(cfg, "num_key_value_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
-    max_positions = get_int(cfg, "max_position_embeddings", 4096)
+    fields = D.gqa_fields(cfg, {"rms_norm_eps": 1e-5, "tie_word_embeddings": False, "max_position_embeddings": 4096},
+                          even_head=False)  # an odd head may rotate an even part (refused below otherwise)
+    head_dim, max_positions = fields["head_dim"], fields["max_positions"]
     rope = dict(cfg.get("rope_scaling") or cfg.get("rope_parameters") or {})
     if rope.get("rope_type", rope.get("type")) in ("longrope", "su"):
         theta = get_float({**cfg, **rope}, "rope_theta", 10000.0)
@@ -114,38 +93,24 @@ def config_from_hf(cfg: dict) -> Phi3Config:
     if int(head_dim * partial) % 2 or not 0 < partial <= 1:
         refuse(cfg, "partial_rotary_factor", f"the rotated part of a {head_dim}-wide head must be even and non-empty")
     return Phi3Config(
-        vocab_size=get_int(cfg, "vocab_size"),
-        d_model=d,
-        n_layers=get_int(cfg, "num_hidden_layers"),
-        n_heads=nh,
-        n_kv_heads=nkv,
-        head_dim=head_dim,
+        **fields,
         d_ff=get_int(cfg, "intermediate_size"),
-        norm_eps=get_float(cfg, "rms_norm_eps", 1e-5),
-        tie_embeddings=get_bool(cfg, "tie_word_embeddings", False),
         activation=get_choice(cfg, "hidden_act", "silu", L.ACTIVATIONS),
         rope_theta=theta,
         rotary_pct=partial,
         rope_scaling=None if scaling is None else json.dumps(scaling, sort_keys=True),
         sliding_window=get_int(cfg, "sliding_window", None, none_ok=True),
-        max_positions=max_positions,
         hf_extra=KEYS.extra(cfg),
     )
 
 
 def config_to_hf(c: Phi3Config) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
-    cfg = json.loads(c.hf_extra)
+    cfg = D.gqa_to_hf(c, "Phi3ForCausalLM")
     rope = {"rope_type": "default", **(c.rope_scaling_dict or {}), "rope_theta": c.rope_theta,
             "partial_rotary_factor": c.rotary_pct}
     cfg.pop("rope_scaling", None)
-    cfg.update(
-        model_type="phi3", architectures=["Phi3ForCausalLM"], vocab_size=c.vocab_size, hidden_size=c.d_model,
-        intermediate_size=c.d_ff, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
-        num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim, hidden_act=c.activation,
-        max_position_embeddings=c.max_positions, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
-        rope_parameters=rope, sliding_window=c.sliding_window,
-    )
+    cfg.update(intermediate_size=c.d_ff, hidden_act=c.activation, rope_parameters=rope, sliding_window=c.sliding_window)
     if "original_max_position_embeddings" in rope:
         cfg["original_max_position_embeddings"] = rope["original_max_position_embeddings"]
     return cfg
@@ -156,11 +121,11 @@ _L = "model.layers.{i}."
 
 def params(c: Phi3Config) -> list[Param]:
     """The parameter table: ``q``/``k``/``v`` fused in ``qkv_proj``, ``gate``/``up`` in ``gate_up_proj``."""
-    d, f, v = c.d_model, c.d_ff, c.vocab_size
+    d, f = c.d_model, c.d_ff
     q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
     qkv, gate_up = _L + "self_attn.qkv_proj.weight", _L + "mlp.gate_up_proj.weight"
-    table = [
-        Param("embed", (v, d), READ, "model.embed_tokens.weight", shard=0),
+    return [
+        D.embed_row(c),
         Param("attn_norm", (d,), GAIN, _L + "input_layernorm.weight"),
         Param("q", (q, d), READ, qkv, shard=0),
         Param("k", (kv, d), READ, qkv, shard=0),
@@ -170,11 +135,8 @@ def params(c: Phi3Config) -> list[Param]:
         Param("gate", (f, d), READ, gate_up, shard=0),
         Param("up", (f, d), READ, gate_up, shard=0),
         Param("down", (d, f), WRITE, _L + "mlp.down_proj.weight", shard=1),
-        Param("final_norm", (d,), GAIN, "model.norm.weight"),
+        *D.head_rows(c, GAIN),
     ]
-    if not c.tie_embeddings:
-        table.append(Param("lm_head", (v, d), READ, "lm_head.weight", shard=0))
-    return table
 
 
 def _cos_sin(c: Phi3Config, t: int) -> tuple[jax.Array, jax.Array]:

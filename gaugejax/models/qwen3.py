@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
 from gaugejax.models import dense as D
 from gaugejax.models.config_keys import Keys, get_bool, get_int
 from gaugejax.models.dense import DenseConfig, context, embed, final_norm  # noqa: F401  (the runner's pieces)
-from gaugejax.models.table import GAIN, Param
+from gaugejax.models.dense import pre_norm_block as block, pre_norm_params as params  # noqa: F401  (its table, block)
 
 KEYS = Keys(computed=D.COMMON_KEYS | {"hidden_act", "use_sliding_window", "sliding_window", "max_window_layers",
                                       "layer_types"})
@@ -45,19 +43,3 @@ def config_to_hf(c: DenseConfig) -> dict[str, Any]:
     cfg.update(hidden_act=c.activation, use_sliding_window=c.sliding_window is not None,
                sliding_window=c.sliding_window, layer_types=D.layer_types_to_hf(c))
     return cfg
-
-
-def params(c: DenseConfig) -> list[Param]:
-    """The parameter table."""
-    d = c.d_model
-    return [D.embed_row(c),
-            Param("attn_norm", (d,), GAIN, "model.layers.{i}.input_layernorm.weight"),
-            *D.attention_rows(c), *D.qk_norm_rows(c),
-            Param("mlp_norm", (d,), GAIN, "model.layers.{i}.post_attention_layernorm.weight"),
-            *D.mlp_rows(c), *D.head_rows(c, GAIN)]
-
-
-def block(c: DenseConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
-    """``x = x + attn(rms(x)); x = x + mlp(rms(x))`` (q/k normed per head inside attention)."""
-    x = x + D.attention(c, p, D.rms(c, x, p["attn_norm"]), ctx)
-    return x + D.mlp(c, p, D.rms(c, x, p["mlp_norm"]))

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
 from gaugejax.models import dense as D
 from gaugejax.models.config_keys import Keys, get_bool, get_int
 from gaugejax.models.dense import DenseConfig, context, embed, final_norm  # noqa: F401  (the runner's pieces)
-from gaugejax.models.table import GAIN, Param
+from gaugejax.models.dense import pre_norm_block as block, pre_norm_params as params  # noqa: F401  (its table, block)
 
 KEYS = Keys(computed=D.COMMON_KEYS | {"hidden_act", "mlp_bias", "use_sliding_window", "sliding_window", "layer_types",
                                       "no_rope_layers", "no_rope_layer_interval"},
@@ -51,18 +49,3 @@ def config_to_hf(c: DenseConfig) -> dict[str, Any]:
                sliding_window=c.sliding_window, layer_types=D.layer_types_to_hf(c),
                no_rope_layers=[int(r) for r in (c.rope_layers or (True,) * c.n_layers)])
     return cfg
-
-
-def params(c: DenseConfig) -> list[Param]:
-    """The parameter table."""
-    d = c.d_model
-    return [D.embed_row(c), Param("attn_norm", (d,), GAIN, "model.layers.{i}.input_layernorm.weight"),
-            *D.attention_rows(c),
-            Param("mlp_norm", (d,), GAIN, "model.layers.{i}.post_attention_layernorm.weight"),
-            *D.mlp_rows(c), *D.head_rows(c, GAIN)]
-
-
-def block(c: DenseConfig, p: dict[str, jax.Array], x: jax.Array, ctx: dict[str, jax.Array]) -> jax.Array:
-    """``x = x + attn(rms(x)); x = x + mlp(rms(x))`` (RoPE only on the layers that use it)."""
-    x = x + D.attention(c, p, D.rms(c, x, p["attn_norm"]), ctx)
-    return x + D.mlp(c, p, D.rms(c, x, p["mlp_norm"]))

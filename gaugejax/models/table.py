@@ -4,7 +4,10 @@ A family module lists its parameters as :class:`Param` rows (``params(config) ->
 Each row says the parameter's name, shape, gauge :class:`Role`, Hugging Face key, GGUF name and
 the axis a model-parallel mesh may split. Everything else is derived here, once, for every family:
 the shape pytree, the gauge spec, the list of HF tensors (with fused and transposed layouts), the
-GGUF names, the sharding axes and random initial values.
+GGUF names, the sharding axes and random initial values. The rows most families share (token
+embedding, q/k/v/o attention, gated MLP) are built by :func:`embed_rows`, :func:`attention_rows`,
+:func:`attention_bias_rows`, :func:`gqa_attention_rows`, :func:`gated_mlp_rows` and
+:func:`gated_mlp_bias_rows`.
 
 Per-layer parameters have ``{i}`` in their HF key; they are stacked on a leading layer axis under
 ``params["layers"]`` (the shapes declared here never include that axis). Stacked parameters
@@ -274,3 +277,76 @@ def check_table(table: Iterable[Param]) -> None:
             raise ValueError(f"{p.name}: a stack of experts must be per-layer, at least 2-D, unfused and without "
                              "a GGUF name")
     hf_axes(table)
+
+
+# ----------------------------------------------------------------------------------------------
+# row builders for the projections most families share
+
+_GGUF = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
+         "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
+"""llama.cpp's name of each projection (``{gguf}{name}.weight`` / ``.bias`` in a block)."""
+
+
+def _row(name: str, shape: tuple[int, ...], role: Role, hf: str, gguf: str | None, part: str) -> Param:
+    """One projection's weight or bias row: reading ones (and their biases) shard their output
+    axis, writing matrices their input axis; a writing bias lies on the stream (not sharded)."""
+    shard = (0 if role is not VECTOR else None) if len(shape) == 1 else (1 if role is WRITE else 0)
+    gguf_name = gguf and f"{gguf}{_GGUF[name.split('_')[0]]}.{part}"
+    return Param(name, shape, role, f"{hf}.{part}", shard=shard, gguf=gguf_name)
+
+
+def attention_rows(pre: str, d: int, q: int, kv: int, *, out: str = "o_proj", gguf: str | None = None) -> list[Param]:
+    """``q``/``k``/``v`` (READ) and ``o`` (WRITE) stored as ``{pre}q_proj.weight`` ... ``{pre}{out}.weight``.
+
+    Args:
+      pre: the HF key prefix of the attention module (``"model.layers.{i}.self_attn."``).
+      d, q, kv: the stream width, the query width (heads · head_dim), the key/value width.
+      out: the HF name of the output projection.
+      gguf: the llama.cpp block prefix (``"blk.{i}."``), or ``None`` when GGUF has no such tensors.
+
+    Example:
+      >>> [(p.name, p.shape, p.shard) for p in attention_rows("a.", 8, 8, 4)][1:]
+      [('k', (4, 8), 0), ('v', (4, 8), 0), ('o', (8, 8), 1)]
+    """
+    keys, shapes = ("q_proj", "k_proj", "v_proj", out), ((q, d), (kv, d), (kv, d), (d, q))
+    return [_row(n, s, WRITE if n == "o" else READ, pre + k, gguf, "weight")
+            for n, k, s in zip("qkvo", keys, shapes)]
+
+
+def attention_bias_rows(pre: str, d: int, q: int, kv: int, *, qkv: bool = True, o: bool = True,
+                        out: str = "o_proj", gguf: str | None = None) -> list[Param]:
+    """The biases of :func:`attention_rows` (same arguments): ``q``/``k``/``v`` (NONE: off the
+    stream) when ``qkv``, then ``o`` (VECTOR: written into the stream) when ``o``."""
+    keys, sizes = ("q_proj", "k_proj", "v_proj", out), (q, kv, kv, d)
+    return [_row(n + "_bias", (s,), VECTOR if n == "o" else NONE, pre + k, gguf, "bias")
+            for n, k, s in zip("qkvo", keys, sizes) if (o if n == "o" else qkv)]
+
+
+def gated_mlp_rows(pre: str, d: int, f: int, *, gguf: str | None = None) -> list[Param]:
+    """``gate``/``up`` (READ) and ``down`` (WRITE) stored as ``{pre}gate_proj.weight`` ...
+    (``gguf`` as in :func:`attention_rows`)."""
+    return [_row(n, s, WRITE if n == "down" else READ, f"{pre}{n}_proj", gguf, "weight")
+            for n, s in zip(("gate", "up", "down"), ((f, d), (f, d), (d, f)))]
+
+
+def gated_mlp_bias_rows(pre: str, d: int, f: int, *, gguf: str | None = None) -> list[Param]:
+    """The biases of :func:`gated_mlp_rows`: ``gate``/``up`` (NONE: the MLP's hidden space), ``down``
+    (VECTOR: written into the stream)."""
+    return [_row(n + "_bias", (s,), VECTOR if n == "down" else NONE, f"{pre}{n}_proj", gguf, "bias")
+            for n, s in zip(("gate", "up", "down"), (f, f, d))]
+
+
+def gqa_attention_rows(c: Any, pre: str, *, qkv_bias: bool = False, o_bias: bool = False) -> list[Param]:
+    """:func:`attention_rows` then :func:`attention_bias_rows` of a config with ``n_heads``,
+    ``n_kv_heads`` and ``head_dim`` (query width ``n_heads · head_dim``, key/value width
+    ``n_kv_heads · head_dim``)."""
+    d, q, kv = c.d_model, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    return attention_rows(pre, d, q, kv) + attention_bias_rows(pre, d, q, kv, qkv=qkv_bias, o=o_bias)
+
+
+def embed_rows(c: Any, hf: str, pos_hf: str | None = None, *, gguf: str | None = None) -> list[Param]:
+    """The token embedding ``(vocab, d)`` (READ: rows written into the stream; it must come first
+    in a table, a tied head reads the stream like it) and, with ``pos_hf``, the learned positions
+    ``pos_embed`` ``(max_positions, d)``."""
+    rows = [Param("embed", (c.vocab_size, c.d_model), READ, hf, shard=0, gguf=gguf)]
+    return rows + ([Param("pos_embed", (c.max_positions, c.d_model), READ, pos_hf)] if pos_hf else [])
