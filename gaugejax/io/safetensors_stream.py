@@ -39,8 +39,14 @@ class SafetensorsFile:
     """A ``.safetensors`` file opened lazily.
 
     Example:
-      >>> f = SafetensorsFile("model.safetensors")  # doctest: +SKIP
-      >>> w = f["lm_head.weight"]                   # a read-only memory map
+      >>> import tempfile
+      >>> from safetensors.numpy import save_file
+      >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+      >>> save_file({"lm_head.weight": np.ones((4, 3), np.float32)}, path)
+      >>> f = SafetensorsFile(path)
+      >>> w = f["lm_head.weight"]  # a read-only memory map, nothing read yet
+      >>> f.keys(), w.shape, float(w.sum())
+      (['lm_head.weight'], (4, 3), 12.0)
     """
 
     def __init__(self, path: str | os.PathLike):

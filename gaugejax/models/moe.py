@@ -207,7 +207,7 @@ def routing(c: MoEConfig, logits: jax.Array) -> jax.Array:
 
     Example:
       >>> c = MoEConfig(n_experts=3, top_k=2, norm_topk=True)
-      >>> routing(c, jnp.log(jnp.array([0.5, 0.3, 0.2]))).round(3).tolist()
+      >>> [round(float(w), 3) for w in routing(c, jnp.log(jnp.array([0.5, 0.3, 0.2])))]
       [0.625, 0.375, 0.0]
     """
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
