@@ -27,6 +27,14 @@ _COLOR = {"signed": "tab:red", "permutation": "tab:blue", "sign_marginalized": "
 _LABEL = {"signed": "raw signed", "permutation": "permutation |C|", "sign_marginalized": "sign-marginalized"}
 
 
+def _style(method: str, ls: str) -> dict:
+    """Line style of a source-accuracy curve. The permutation objective on ``|C|`` finds the same sources as
+    sign-marginalized matching, so its curve lies on the green one: crosses only, drawn on top."""
+    if method == "permutation":
+        return {"marker": "x", "ms": 5, "ls": "none", "zorder": 3}
+    return {"marker": "o", "ms": 3, "ls": ls}
+
+
 def register(sub) -> argparse.ArgumentParser:
     p = command(
         sub, "simulate", run, help="synthetic ceiling sweeps on device (accuracy vs sign fraction, SNR, correlation)",
@@ -177,7 +185,8 @@ def _plots(res: dict, out: Path) -> list[str]:
         pts = sorted((r[x], r[method][key]["mean"], r[method][key]["sd"]) for r in rows if method in r)
         if pts:
             xs, ys, sd = map(np.array, zip(*pts))
-            ax.errorbar(xs, ys, yerr=sd, color=_COLOR[method], ls=ls, marker="o", ms=3, lw=1.2, capsize=2,
+            style = _style(method, ls) if key == "perm" else {"marker": "o", "ms": 3, "ls": ls}
+            ax.errorbar(xs, ys, yerr=sd, color=_COLOR[method], lw=1.2, capsize=2, **style,
                         label=f"{_LABEL[method]} ({'source' if key == 'perm' else 'source + sign'})")
 
     def sweep(name, by, ylabel, draw):
@@ -219,7 +228,7 @@ def _plots(res: dict, out: Path) -> list[str]:
             rows = [r for r in rows_all if r["structure"] == kind and r["d"] == d]
             for m in _COLOR:
                 pts = sorted((r["strength"], r[m]["perm"]["mean"]) for r in rows)
-                ax.plot(*zip(*pts), color=_COLOR[m], ls=ls, marker="o", ms=3, label=f"{_LABEL[m]}, d = {d}")
+                ax.plot(*zip(*pts), color=_COLOR[m], **_style(m, ls), label=f"{_LABEL[m]}, d = {d}")
         ax.set_title({"ar1": "AR(1): strength = φ", "block": "blocks: within-block correlation",
                       "factors": "shared factors: variance share", "student_t": "Student-t: dof = 30/(1+10 s)",
                       "outliers": "outliers: std = 1 + 49 s"}.get(kind, kind), fontsize=9)
