@@ -306,19 +306,24 @@ def accuracies(corr: jax.Array, perm: jax.Array, signs: jax.Array, methods=METHO
 def _ceiling(key, rho, m, start, *, d, n, trials, methods, structure, sampler, chunk, solve_batch):
     # rho, m and start (the first trial's index) are traced: a sweep over SNR or sign fraction, and
     # every worker's share of the trials, compile once per (d, n, structure).
-    def one_trial(k):
+    def one_sample(k):
         if sampler == "wishart":
             kg, kc = jax.random.split(k)
             perm, signs = random_gauge(kg, d, m)
-            corr = wishart_correlation(kc, d=d, n=n, rho=rho, perm=perm, signs=signs)
-        else:
-            x, y, perm, signs = generate(k, d=d, n=n, rho=rho, m=m, structure=structure)
-            corr = correlation(x, y)
-        return accuracies(corr, perm, signs, methods=methods)
+            return wishart_correlation(kc, d=d, n=n, rho=rho, perm=perm, signs=signs), perm, signs
+        x, y, perm, signs = generate(k, d=d, n=n, rho=rho, m=m, structure=structure)
+        return correlation(x, y), perm, signs
 
-    def one_chunk(keys):  # solve_batch trials at once under vmap, the rest of the chunk in sequence
-        # (batch 1: no vmap at all, so the solver's certificate branch is a real branch, not a select)
-        return jax.lax.map(one_trial, keys, batch_size=solve_batch if solve_batch > 1 else None)
+    def one_chunk(keys):
+        # Sample the whole chunk, then solve it: one program per stage keeps XLA from fusing the
+        # sampler into the solvers' passes (measured on CPU at d = 1024: 100 -> 61 ms per trial).
+        # Batch 1 (CPU): plain sequential maps, so the certificate branch is a real branch, not a select.
+        if solve_batch > 1:
+            xs = jax.vmap(one_sample)(keys)
+        else:
+            xs = jax.lax.map(one_sample, keys)
+        return jax.lax.map(lambda a: accuracies(*a, methods=methods), xs,
+                           batch_size=solve_batch if solve_batch > 1 else None)
 
     n_chunks = -(-trials // chunk)
     keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(start + jnp.arange(n_chunks * chunk))
