@@ -41,7 +41,6 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -340,15 +339,14 @@ def _default_chunk(d: int, n: int, sampler: str, trials: int) -> int:
 
 
 def _default_workers() -> int:
-    """Concurrent trial streams: one per CPU core on a CPU backend (at most 4), else 1.
+    """Concurrent trial streams by default: 1.
 
-    XLA's CPU backend runs one program's element-wise work and its shortest-path loops on one
-    thread, so two programs over disjoint trials use two cores (measured: see
-    ``benchmarks/results/simulate.md``); an accelerator runs a whole chunk under ``vmap`` instead.
+    More streams (``ceiling(workers=k)``) run contiguous shares of the trials in threads, each with
+    the same compiled program; that pays only where the backend runs separate programs on separate
+    cores. On the 2-vCPU machine of ``benchmarks/results/simulate.md`` two streams measured no
+    faster than one (neither did two numpy threads), so one stream is the default.
     """
-    if jax.default_backend() != "cpu":
-        return 1
-    return int(max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)))
+    return 1
 
 
 def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: float, trials: int,
@@ -371,8 +369,8 @@ def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: fl
         lockstep searches and batched random draws cost more than they save; the whole chunk on
         accelerators).
       workers: concurrent streams of trials, each a contiguous share run by the same compiled
-        program in its own thread (default: one per CPU core on a CPU backend, at most 4; 1 on
-        accelerators). The result does not depend on it: trial ``t`` always uses ``fold_in(key, t)``.
+        program in its own thread (default 1, see :func:`_default_workers`). The result does not
+        depend on it: trial ``t`` always uses ``fold_in(key, t)``.
 
     Returns:
       ``{method: {"perm": (trials,), "signed": (trials,)}}`` float32 arrays: the fraction of
@@ -409,6 +407,6 @@ def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: fl
                   structure=st, sampler=sampler, chunk=chunk, solve_batch=int(max(1, min(solve_batch, chunk))))
     if workers == 1:
         return run(jnp.int32(0))
-    with ThreadPoolExecutor(workers) as pool:  # XLA releases the GIL: the shares run on separate cores
+    with ThreadPoolExecutor(workers) as pool:  # JAX releases the GIL while a program runs
         parts = list(pool.map(lambda w: jax.block_until_ready(run(jnp.int32(w * per))), range(workers)))
     return jax.tree.map(lambda *a: jnp.concatenate(a)[:trials], *parts)
