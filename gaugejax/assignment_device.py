@@ -206,7 +206,7 @@ def _augment(c, state):
 
     def body(s):
         i, min_val, shortest, path, sr, sc, cnt, _ = s
-        sr = sr | (rows == i)
+        sr = sr.at[i].set(True)
         r = min_val + c[i] - u[i] - v
         better = ~sc & (r < shortest)
         path = jnp.where(better, i, path)
@@ -217,7 +217,7 @@ def _augment(c, state):
         # first free minimum, else the first minimum: one min over keys (free: j, owned: j + m)
         key = jnp.min(jnp.where(cand, jnp.where(row4col < 0, cols, cols + m), 2 * m))
         j = jnp.where(key < m, key, jnp.minimum(key - m, m - 1))
-        sc = sc | (cols == j)
+        sc = sc.at[j].set(True)
         owner = row4col[j]
         sink = jnp.where(owner < 0, j, -1)
         return jnp.where(owner < 0, i, owner), low, shortest, path, sr, sc, cnt + 1, sink
@@ -237,9 +237,9 @@ def _augment(c, state):
     def abody(t):
         j, c4r, r4c, k = t
         i = path[j]
-        r4c = jnp.where(cols == j, i, r4c)
+        r4c = r4c.at[j].set(i)
         nxt = c4r[i]
-        c4r = jnp.where(rows == i, j, c4r)
+        c4r = c4r.at[i].set(j)
         return jnp.where(i == cur, -1, nxt), c4r, r4c, k + 1
 
     _, col4row, row4col, _ = jax.lax.while_loop(acond, abody, (sink, col4row, row4col, jnp.zeros((), jnp.int32)))
