@@ -204,27 +204,32 @@ def _augment(c, state):
     def cond(s):
         return (s[-1] < 0) & active & (s[-2] < m)
 
+    # Column keys for "the first free minimum, else the first minimum" (free: j, owned: j + m): one
+    # min per step. The matching does not change during a search, so they are computed once.
+    ckey = jnp.where(row4col < 0, cols, cols + m)
+
     def body(s):
-        i, min_val, shortest, path, sr, sc, cnt, _ = s
+        i, min_val, work, final, path, sr, sc, cnt, _ = s
+        # work: tentative labels of unscanned columns (+inf once scanned); final: labels at scan time
         sr = sr.at[i].set(True)
         r = min_val + c[i] - u[i] - v
-        better = ~sc & (r < shortest)
+        better = ~sc & (r < work)
         path = jnp.where(better, i, path)
-        shortest = jnp.where(better, r, shortest)
-        masked = jnp.where(sc, jnp.inf, shortest)
-        low = jnp.min(masked)
-        cand = masked == low
-        # first free minimum, else the first minimum: one min over keys (free: j, owned: j + m)
-        key = jnp.min(jnp.where(cand, jnp.where(row4col < 0, cols, cols + m), 2 * m))
+        work = jnp.where(better, r, work)
+        low = jnp.min(work)
+        key = jnp.min(jnp.where(work == low, ckey, 2 * m))
         j = jnp.where(key < m, key, jnp.minimum(key - m, m - 1))
         sc = sc.at[j].set(True)
+        final = final.at[j].set(low)
+        work = work.at[j].set(jnp.inf)
         owner = row4col[j]
         sink = jnp.where(owner < 0, j, -1)
-        return jnp.where(owner < 0, i, owner), low, shortest, path, sr, sc, cnt + 1, sink
+        return jnp.where(owner < 0, i, owner), low, work, final, path, sr, sc, cnt + 1, sink
 
-    s0 = (cur, jnp.zeros((), dt), jnp.full((m,), jnp.inf, dt), jnp.full((m,), -1, jnp.int32),
+    inf = jnp.full((m,), jnp.inf, dt)
+    s0 = (cur, jnp.zeros((), dt), inf, inf, jnp.full((m,), -1, jnp.int32),
           jnp.zeros((n,), bool), jnp.zeros((m,), bool), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
-    _, min_val, shortest, path, sr, sc, cnt, sink = jax.lax.while_loop(cond, body, s0)
+    _, min_val, _, shortest, path, sr, sc, cnt, sink = jax.lax.while_loop(cond, body, s0)
     found = active & (sink >= 0)
     # Dual update (scipy's): scanned rows and columns move by the path length minus their label.
     du = jnp.where(sr & (rows != cur), min_val - shortest[jnp.maximum(col4row, 0)], 0).astype(dt)
