@@ -9,6 +9,7 @@ import pytest
 
 import gaugejax as gj
 from gaugejax import simulate as sm
+from gaugejax import wishart as wi
 from gaugejax.matching import match_correlation
 
 D, N = 16, 1024  # one compiled ceiling per (d, n, structure, sampler): keep these few
@@ -176,23 +177,23 @@ def test_bartlett_triangle_and_triangular_product():
     """The half-size draw fills exactly the strict upper triangle, each entry from its own draw; the
     blocked triangular product equals the dense one (float32 GEMM rounding: rtol 1e-5)."""
     for d in (6, 7):
-        u = np.asarray(sm._bartlett_upper(jax.random.key(d), d))
+        u = np.asarray(wi._bartlett_upper(jax.random.key(d), d))
         iu = np.triu_indices(d, 1)
         assert (u[np.tril_indices(d)] == 0).all() and (u[iu] != 0).all()
         assert len(set(u[iu].tolist())) == len(iu[0])  # no draw used twice
-    u = np.asarray(sm._bartlett_upper(jax.random.key(0), 12)) + np.diag(np.arange(1.0, 13.0, dtype=np.float32))
+    u = np.asarray(wi._bartlett_upper(jax.random.key(0), 12)) + np.diag(np.arange(1.0, 13.0, dtype=np.float32))
     x = np.asarray(jax.random.normal(jax.random.key(1), (12, 5)))
-    got = np.asarray(sm._triu_t_matmul(jnp.asarray(u), jnp.asarray(x), leaf=2))  # 12 -> 6 -> 3: every branch
+    got = np.asarray(wi._triu_t_matmul(jnp.asarray(u), jnp.asarray(x), leaf=2))  # 12 -> 6 -> 3: every branch
     np.testing.assert_allclose(got, u.T.astype(np.float64) @ x, rtol=1e-5, atol=1e-5)
 
 
 def test_normal_draws_are_standard():
     """Mean, variance, skewness and kurtosis of 2^18 draws within 5 standard errors of N(0, 1);
     legacy uint32 keys give the same stream, other key implementations fall back to jax.random."""
-    z = np.asarray(sm._normal(jax.random.key(5), (512, 512)), np.float64).ravel()
+    z = np.asarray(wi._normal(jax.random.key(5), (512, 512)), np.float64).ravel()
     se = 1 / np.sqrt(z.size)
     assert abs(z.mean()) < 5 * se and abs(z.var() - 1) < 5 * np.sqrt(2) * se
     assert abs((z**3).mean()) < 5 * np.sqrt(15) * se and abs((z**4).mean() - 3) < 5 * np.sqrt(96) * se
-    np.testing.assert_array_equal(np.asarray(sm._normal(jax.random.PRNGKey(5), (4,))),
-                                  np.asarray(sm._normal(jax.random.key(5), (4,))))
-    assert np.isfinite(np.asarray(sm._normal(jax.random.key(5, impl="rbg"), (4,)))).all()
+    np.testing.assert_array_equal(np.asarray(wi._normal(jax.random.PRNGKey(5), (4,))),
+                                  np.asarray(wi._normal(jax.random.key(5), (4,))))
+    assert np.isfinite(np.asarray(wi._normal(jax.random.key(5, impl="rbg"), (4,)))).all()
