@@ -127,9 +127,12 @@ def init(d_x: int, d_y: int | None = None, *, n_layers: int | None = None) -> Co
     """
     d_y = d_x if d_y is None else d_y
     lead = () if n_layers is None else (int(n_layers),)
-    xp = np if gemm_backend() == "numpy" else jnp
-    z = lambda *s: xp.zeros(lead + s, xp.float32)  # noqa: E731
-    return CorrStats(xp.zeros((), xp.int32), z(d_x), z(d_y), z(d_x), z(d_y), z(d_x, d_y))
+    if gemm_backend() == "numpy":
+        z = lambda *s: np.zeros(lead + s, np.float32)  # noqa: E731
+        cxy = hoststats.aligned(lead + (d_x, d_y), zero=True)
+        return CorrStats(np.zeros((), np.int32), z(d_x), z(d_y), z(d_x), z(d_y), cxy)
+    z = lambda *s: jnp.zeros(lead + s, jnp.float32)  # noqa: E731
+    return CorrStats(jnp.zeros((), jnp.int32), z(d_x), z(d_y), z(d_x), z(d_y), z(d_x, d_y))
 
 
 def _check(x, y):
