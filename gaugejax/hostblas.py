@@ -5,7 +5,8 @@ GIL. The OpenBLAS that numpy wheels bundle (``scipy-openblas``) exports ``cblas_
 through ``ctypes`` it releases the GIL, so several Python threads can each run a single-threaded
 GEMM on their own share of the tokens (:mod:`gaugejax.hoststats`). Where that library is not found
 (numpy built against MKL or Accelerate, say) :func:`gemm_acc` falls back to scipy's ``sgemm``, which
-is correct but serializes the threads: :func:`threads_free` then says ``False``.
+is correct but serializes the threads: :func:`threads_free` then says ``False``
+(``GAUGEJAX_HOST_BLAS=scipy`` forces that fallback).
 
 Example:
   >>> a = np.arange(6, dtype=np.float32).reshape(2, 3)
