@@ -14,6 +14,17 @@ from typing import Callable, Iterator, NamedTuple
 RESULTS = Path(__file__).parent / "results"
 
 PAUSE_S = 0.1
+NO_ACCELERATOR = "No GPU/TPU figures: none was available to this run."
+
+
+def rounds_note(rounds: int, order: str) -> str:
+    """How :func:`best_of_interleaved` took the timings, for a result's header.
+
+    Example:
+      >>> rounds_note(2, "shuffled order")
+      'Best of 2 interleaved rounds (shuffled order, a 0.1 s pause before each call)'
+    """
+    return f"Best of {rounds} interleaved rounds ({order}, a {PAUSE_S} s pause before each call)"
 """Pause before every timed call: XLA's CPU thread pool keeps spinning briefly after a JAX call and
 would otherwise slow whatever runs next (measured: up to 2× on a following numpy/scipy call)."""
 

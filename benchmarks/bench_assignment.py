@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import PAUSE_S, best_of_interleaved, load_note, markdown_table, report  # noqa: E402
+from _common import best_of_interleaved, load_note, markdown_table, report, rounds_note  # noqa: E402
 from gaugejax import assignment  # noqa: E402
 
 
@@ -170,9 +170,8 @@ def main(argv=None) -> int:
     ds = args.d or ([1024, 2048] if args.quick else [1024, 2048, 4096, 8192])
     repeat = args.repeat or (1 if args.quick else 5)
     table = run(ds, args.kinds, args.timeout, repeat)
-    body = (f"Best of {repeat} interleaved rounds in shuffled order with a {PAUSE_S} s pause before each call "
-            "(2 rounds where a solver is predicted to take > 5 s, 1 above 20 s); "
-            f"{load_note()}. "
+    body = (f"{rounds_note(repeat, 'shuffled order')}; 2 rounds where a solver is predicted to take > 5 s, 1 "
+            f"above 20 s; {load_note()}. "
             "`auto` = `gaugejax.assignment.solve` (row-argmax certificate, small conflict blocks, else "
             f"`{assignment.fastest_exact_solver()}`). Ratios > 1 in the `/ auto` columns mean auto is faster. "
             "'same optimum': auto's objective equals every exact solver that ran to 1e-9 relative. 'auto before "

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import PAUSE_S, best_of_interleaved, load_note, markdown_table, report  # noqa: E402
+from _common import NO_ACCELERATOR, best_of_interleaved, load_note, markdown_table, report, rounds_note  # noqa: E402
 import gaugejax as gj  # noqa: E402
 from theory import ceiling as ce  # noqa: E402
 
@@ -79,13 +79,13 @@ def main(argv=None) -> int:
     start = load_note()
     table = run(args.d, args.n, args.rounds, loop_trials, dev_trials)
     end = load_note().replace("at start", "at the end")
-    body = (f"ρ = {RHO}, positive fraction {FRACTION}, all three objectives per trial, CPU backend "
-            f"({jax.default_backend()}). Best of {args.rounds} interleaved rounds (order reversed every other round, "
-            f"a {PAUSE_S} s pause before each call); {start}, {end}. The ratios compare contenders measured in "
-            "the same rounds. Streams: `ceiling(workers=)`, concurrent shares of the trials in threads, one per "
-            "core by default on a CPU backend; the 1-stream row is the same program on all the trials "
-            "in one thread. No GPU/TPU "
-            "figures: none was available to this run.\n\n" + table)
+    setting = (f"ρ = {RHO}, positive fraction {FRACTION}, all three objectives per trial, CPU backend "
+               f"({jax.default_backend()}).")
+    timing = f"{rounds_note(args.rounds, 'order reversed every other round')}; {start}, {end}."
+    streams = ("The ratios compare contenders measured in the same rounds. Streams: `ceiling(workers=)`, concurrent "
+               "shares of the trials in threads, one per core by default on a CPU backend; the 1-stream row is the "
+               "same program on all the trials in one thread.")
+    body = " ".join([setting, timing, streams, NO_ACCELERATOR]) + "\n\n" + table
     return report("simulate", "Ceiling Monte Carlo: on-device simulate vs the per-trial loop", body)
 
 
