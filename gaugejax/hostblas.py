@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import glob
 import os
+import threading
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -111,19 +112,39 @@ def blas_threads() -> int | None:
     return None if _BLAS is None else int(_BLAS.get_threads())
 
 
+_THREADS_LOCK = threading.Lock()
+_single = {"depth": 0, "saved": None}  # how many blocks are inside single_threaded(), and the count to restore
+
+
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """numpy's OpenBLAS runs single-threaded inside the block (its thread count is process-wide, so
-    a BLAS call from another thread meanwhile runs single-threaded too); restored on exit."""
+    a BLAS call from another thread meanwhile runs single-threaded too); restored when the last of
+    several overlapping blocks (other threads, nesting) exits.
+
+    Example:
+      >>> before = blas_threads()
+      >>> with single_threaded():
+      ...     blas_threads() in (None, 1)
+      True
+      >>> blas_threads() == before
+      True
+    """
     if _BLAS is None:
         yield
         return
-    prev = int(_BLAS.get_threads())
-    _BLAS.set_threads(1)
+    with _THREADS_LOCK:
+        if _single["depth"] == 0:
+            _single["saved"] = int(_BLAS.get_threads())
+            _BLAS.set_threads(1)
+        _single["depth"] += 1
     try:
         yield
     finally:
-        _BLAS.set_threads(prev)
+        with _THREADS_LOCK:
+            _single["depth"] -= 1
+            if _single["depth"] == 0:
+                _BLAS.set_threads(_single["saved"])
 
 
 def _usable(a: np.ndarray) -> bool:

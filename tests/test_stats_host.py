@@ -244,3 +244,28 @@ def test_single_threaded_restores_thread_count():
     with hostblas.single_threaded():
         assert hostblas.blas_threads() in (None, 1)
     assert hostblas.blas_threads() == before
+
+
+def test_single_threaded_overlapping_blocks_restore_thread_count():
+    """Two threads whose blocks overlap (the second enters while the first is inside and leaves
+    after it): a naive save/restore would leave BLAS single-threaded for good."""
+    import threading
+
+    before = hostblas.blas_threads()
+    inside, first_left = threading.Event(), threading.Event()
+    seen = []
+
+    def second():
+        with hostblas.single_threaded():
+            inside.set()
+            first_left.wait(5)
+            seen.append(hostblas.blas_threads())  # the first block's exit must not restore yet
+
+    t = threading.Thread(target=second)
+    with hostblas.single_threaded():
+        t.start()
+        assert inside.wait(5)
+    first_left.set()
+    t.join(5)
+    assert seen and seen[0] in (None, 1)
+    assert hostblas.blas_threads() == before
