@@ -149,3 +149,33 @@ def check_group_and_align(directory: Path) -> None:
     """:func:`assert_group` of a checkpoint and :func:`assert_align` of its model."""
     assert_group(directory)
     assert_align(load_model(directory))
+
+
+def standard_tests(family: str, config_cls: str, model_cls: str, cases: dict[str, dict[str, Any]], vocab: int,
+                   align_case: str) -> tuple:
+    """The ``ckpts`` fixture and the three standard tests of a dense family, for its test module.
+
+    Usage (module level): ``ckpts, test_parity, test_gauge_round_trip, test_group_info_and_align =
+    standard_tests("granite", "GraniteConfig", "GraniteForCausalLM", CASES, VOCAB, align_case="bias")``.
+    ``ckpts`` maps case → (directory, tokens, transformers logits, transformers hidden states), built
+    once per module; the family's own tests can use it too.
+    """
+    import pytest
+
+    @pytest.fixture(scope="module", name="ckpts")
+    def ckpts(tmp_path_factory):
+        return build_cases(tmp_path_factory.mktemp(family),
+                           {n: (config_cls, model_cls, kw) for n, kw in cases.items()}, vocab)
+
+    @pytest.mark.parametrize("case", list(cases))
+    def test_parity(ckpts, case):
+        check_parity(ckpts[case])
+
+    @pytest.mark.parametrize("case", list(cases))
+    def test_gauge_round_trip(ckpts, case, tmp_path):
+        check_round_trip(ckpts[case], tmp_path)
+
+    def test_group_info_and_align(ckpts):
+        check_group_and_align(ckpts[align_case][0])
+
+    return ckpts, test_parity, test_gauge_round_trip, test_group_info_and_align

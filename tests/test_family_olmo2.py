@@ -33,24 +33,8 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    """case → (directory, tokens, transformers logits, transformers hidden states)."""
-    return F.build_cases(tmp_path_factory.mktemp("olmo2"), {n: ("Olmo2Config", "Olmo2ForCausalLM", kw) for n, kw in CASES.items()}, VOCAB)
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_parity(ckpts, case):
-    F.check_parity(ckpts[case])
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_gauge_round_trip(ckpts, case, tmp_path):
-    F.check_round_trip(ckpts[case], tmp_path)
-
-
-def test_group_info_and_align(ckpts):
-    F.check_group_and_align(ckpts["gqa"][0])
+ckpts, test_parity, test_gauge_round_trip, test_group_info_and_align = F.standard_tests(
+    "olmo2", "Olmo2Config", "Olmo2ForCausalLM", CASES, VOCAB, align_case="gqa")
 
 
 def test_config_read(ckpts):
