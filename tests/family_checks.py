@@ -120,15 +120,19 @@ def assert_wrong_role_breaks(model: gj.Model, g: gj.SignedPermutation, key: str,
     return err
 
 
-def build_cases(root: Path, cases: dict[str, tuple[str, str, dict[str, Any]]], vocab: int) -> dict[str, tuple]:
+def build_cases(root: Path, cases: dict[str, tuple[str, str, dict[str, Any]]], vocab: int,
+                builder=None) -> dict[str, tuple]:
     """Every case ``name → (config class, model class, kwargs)`` saved under ``root`` with its reference.
 
+    ``builder`` makes one checkpoint (default :func:`build`; the MoE, Phi-3 and LayerNorm families
+    pass ``family_helpers.build``, which randomises every parameter).
     Returns ``name → (directory, tokens, transformers logits, transformers hidden states)``.
     """
+    builder = builder or build
     toks = tokens(vocab)
     out = {}
     for name, (config_cls, model_cls, kwargs) in cases.items():
-        d = build(config_cls, model_cls, kwargs, root / name)
+        d = builder(config_cls, model_cls, kwargs, root / name)
         out[name] = (d, toks, *hf_reference(d, toks))
     return out
 

@@ -24,7 +24,8 @@ from family_helpers import (RTOL, assert_align, assert_changes_logits, assert_ga
                             assert_group, assert_parity, assert_wrong_role_breaks, build, tokens)
 from gaugejax.group import Group  # noqa: E402
 from gaugejax.spec import RESIDUAL, Axes  # noqa: E402
-from helpers_hf import hf_reference, load_hf_model, rel_err, run_hf  # noqa: E402
+from family_checks import build_cases  # noqa: E402
+from helpers_hf import load_hf_model, rel_err, run_hf  # noqa: E402
 
 V = 83
 KINDS = {
@@ -95,13 +96,7 @@ FAMILY = {"gptj": "gptj", "phi": "phi", "phi_qk_layernorm": "phi", "cohere": "co
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """kind → (directory, tokens, reference logits, reference hidden states)."""
-    root = tmp_path_factory.mktemp("layernorm")
-    toks = tokens(V)
-    out = {}
-    for kind, (cfg_cls, model_cls, kw) in KINDS.items():
-        d = build(cfg_cls, model_cls, kw, root / kind)
-        out[kind] = (d, toks, *hf_reference(d, toks))
-    return out
+    return build_cases(tmp_path_factory.mktemp("layernorm"), KINDS, V, builder=build)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

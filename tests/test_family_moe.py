@@ -30,7 +30,8 @@ from family_helpers import (RTOL, assert_align, assert_changes_logits, assert_ga
 from gaugejax.group import Group  # noqa: E402
 from gaugejax.models import moe  # noqa: E402
 from gaugejax.spec import RESIDUAL, Axes  # noqa: E402
-from helpers_hf import hf_reference, load_hf_model, rel_err, run_hf  # noqa: E402
+from family_checks import build_cases  # noqa: E402
+from helpers_hf import load_hf_model, rel_err, run_hf  # noqa: E402
 
 V = 97
 KINDS = {
@@ -62,13 +63,7 @@ KINDS = {
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """kind → (directory, tokens, reference logits, reference hidden states)."""
-    root = tmp_path_factory.mktemp("moe")
-    toks = tokens(V)
-    out = {}
-    for kind, (cfg_cls, model_cls, kw) in KINDS.items():
-        d = build(cfg_cls, model_cls, kw, root / kind)
-        out[kind] = (d, toks, *hf_reference(d, toks))
-    return out
+    return build_cases(tmp_path_factory.mktemp("moe"), KINDS, V, builder=build)
 
 
 def _hf_router_logits(directory, toks) -> np.ndarray:

@@ -22,6 +22,7 @@ from family_helpers import (RTOL, assert_align, assert_changes_logits, assert_ga
                             assert_group, assert_parity, build, tokens)
 from gaugejax.group import Group  # noqa: E402
 from gaugejax.spec import RESIDUAL, Axes  # noqa: E402
+from family_checks import build_cases  # noqa: E402
 from helpers_hf import hf_reference, load_hf_model, rel_err, run_hf  # noqa: E402
 
 V = 89
@@ -44,13 +45,7 @@ KINDS = {
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     """kind → (directory, tokens, reference logits, reference hidden states)."""
-    root = tmp_path_factory.mktemp("phi3")
-    toks = tokens(V)
-    out = {}
-    for kind, kw in KINDS.items():
-        d = build("Phi3Config", "Phi3ForCausalLM", kw, root / kind)
-        out[kind] = (d, toks, *hf_reference(d, toks))
-    return out
+    return build_cases(tmp_path_factory.mktemp("phi3"), {k: ("Phi3Config", "Phi3ForCausalLM", kw) for k, kw in KINDS.items()}, V, builder=build)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
