@@ -23,3 +23,7 @@ class TransportError(GaugeJaxError, ValueError):
 
 class NonFiniteError(CheckpointError):
     """A model produces NaN or infinite activations (a broken checkpoint, or an overflow in its dtype)."""
+
+
+class StatsError(GaugeJaxError, ValueError):
+    """Correlation statistics got batches of the wrong shape, or a bad setting."""
