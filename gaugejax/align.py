@@ -204,8 +204,10 @@ def align(
       progress: ``progress(tokens done, tokens total)`` after every batch (total:
         ``min(tokens.size, max_tokens)``).
       min_tokens, max_tokens, confidence, names, warn: see :func:`align_activations`.
-      mesh: a :class:`jax.sharding.Mesh` with a ``data`` and/or ``model`` axis
-        (:mod:`gaugejax.sharding`): token rows run over ``data``, parameters are split over ``model``.
+      mesh: a :class:`jax.sharding.Mesh` with a ``data`` and/or ``model`` axis, of either axis type
+        (e.g. ``jax.make_mesh((2, 4), ("data", "model"))``), or ``"data=N,model=M"``: token rows run
+        over ``data``, parameters are split over ``model`` (:mod:`gaugejax.sharding`, which runs it
+        with every axis ``Auto``; other axis names are refused).
       compute_dtype: dtype of the models' matmuls and streams (``bfloat16`` or float32, the
         default); norms, softmax and the statistics stay float32.
       stream: run block by block (:func:`gaugejax.streaming.align_streamed`, one block of each
@@ -283,9 +285,10 @@ def _placed(model_a: Any, model_b: Any, mesh: Any):
     def run_sharded(t, idx, dt):
         t = sharding.shard_rows(np.asarray(t, np.int32), mesh)  # ids were checked by as_token_rows / align
         out = []
-        for m in (ma, mb):
-            stream, _ = _stream_and_final(m.config, m.params, t, None, _dtype_key(dt))
-            out.append(gather(stream[idx]))
+        with sharding.use_mesh(mesh):  # overrides a caller's jax.set_mesh of an Explicit mesh
+            for m in (ma, mb):
+                stream, _ = _stream_and_final(m.config, m.params, t, None, _dtype_key(dt))
+                out.append(gather(stream[idx]))
         return tuple(out)
     return run_sharded
 

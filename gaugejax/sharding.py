@@ -9,30 +9,55 @@ only the slices its own devices hold (multi-host: call :func:`jax.distributed.in
 jit then runs the forward pass with the parameters split and the rows spread; the correlation
 statistics reduce over the mesh as in :mod:`gaugejax.stats`.
 
+Which meshes: any :class:`jax.sharding.Mesh` whose axes are named ``data`` (token rows) and/or
+``model`` (parameters), in either order, each optional: a ``("data",)`` mesh is data-parallel only
+(every parameter replicated), a ``("model",)`` mesh model-parallel only. Any other axis name is
+refused with one line (:func:`check_axes`). The axes may be of either type: ``jax.make_mesh`` gives
+``Explicit`` axes by default since JAX 0.9, a hand-made :class:`~jax.sharding.Mesh` ``Auto`` ones, or
+a mix. :func:`make_mesh` normalizes any of them once, at the entry of every function that takes a
+``mesh``: the same devices in the same order, the same axis names and sizes, every axis ``Auto``
+(:func:`auto_mesh`). The parameters are thus split exactly as the user's mesh asks, and jit propagates
+those shardings through the model code (GSPMD); with ``Explicit`` axes every gather and matmul of
+every family would instead have to state its output sharding. The arrays gaugejax returns live on
+that ``Auto`` mesh: to run your own jitted code on them inside a ``jax.set_mesh`` block of an
+``Explicit`` mesh, nest ``with use_mesh(mesh):`` (gaugejax's own entry points do).
+
+JAX versions: ``jax.sharding.AxisType`` appeared in JAX 0.5.3 (0.5.0–0.5.2 had an experimental
+``AxisTypes``); before it every mesh is ``Auto`` and the mesh is used as given. ``jax.make_mesh``
+needs JAX 0.4.32; :func:`use_mesh` uses ``jax.set_mesh`` (0.7.1), else ``jax.sharding.use_mesh``
+(0.5.0–0.7.0), else nothing.
+
 Example:
   >>> parse_mesh("data=2,model=4")
   {'data': 2, 'model': 4}
+  >>> make_mesh("data=1,model=1").axis_names
+  ('data', 'model')
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gaugejax.errors import GaugeJaxError
 from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.family import family_module
 
-__all__ = ["parse_mesh", "make_mesh", "param_shardings", "shard_model", "shard_rows", "replicated",
-           "load_sharded", "AXES"]
+__all__ = ["parse_mesh", "make_mesh", "check_axes", "auto_mesh", "use_mesh", "param_shardings", "shard_model",
+           "shard_rows", "replicated", "load_sharded", "AXES"]
 
 AXES = ("data", "model")
 """Mesh axis names: token rows over ``data``, parameters over ``model``."""
+
+AxisType = getattr(jax.sharding, "AxisType", None)
+"""``jax.sharding.AxisType`` (JAX >= 0.5.3), or ``None`` on older JAX, where every mesh axis is ``Auto``."""
 
 
 def parse_mesh(spec: str) -> dict[str, int]:
@@ -50,21 +75,84 @@ def parse_mesh(spec: str) -> dict[str, int]:
     return {"data": out.get("data", 1), "model": out.get("model", 1)}
 
 
-def make_mesh(spec: str | dict[str, int] | Mesh) -> Mesh:
-    """A ``(data, model)`` mesh over all devices of all processes.
+def make_mesh(spec: str | Mapping[str, int] | Mesh) -> Mesh:
+    """The mesh gaugejax runs on: ``spec`` checked, with every axis ``Auto``.
+
+    Args:
+      spec: a :class:`jax.sharding.Mesh` of any axis types (named ``data`` and/or ``model``, see
+        :func:`check_axes`; returned as :func:`auto_mesh`), or ``"data=N,model=M"`` /
+        ``{"data": N, "model": M}`` (either optional): a ``(data, model)`` mesh over all devices of
+        all processes.
 
     Raises:
-      GaugeJaxError: the sizes do not multiply to the number of devices.
+      GaugeJaxError: other axis names, bad sizes, or sizes that do not multiply to the number of
+        devices.
+
+    Example:
+      >>> make_mesh({"model": 1}).shape["data"]
+      1
     """
     if isinstance(spec, Mesh):
-        return spec
-    sizes = parse_mesh(spec) if isinstance(spec, str) else {"data": 1, "model": 1, **spec}
+        return auto_mesh(check_axes(spec))
+    if isinstance(spec, Mapping):
+        spec = ",".join(f"{k}={v}" for k, v in spec.items())
+    if not isinstance(spec, str):
+        raise GaugeJaxError(f"mesh must be a jax.sharding.Mesh or 'data=N,model=M'; got a {type(spec).__name__}")
+    sizes = parse_mesh(spec)
     n = jax.device_count()
     if sizes["data"] * sizes["model"] != n:
         raise GaugeJaxError(f"--mesh data={sizes['data']},model={sizes['model']} needs "
                             f"{sizes['data'] * sizes['model']} devices, but {n} are visible")
-    # Auto axes: jit propagates the parameter shardings (GSPMD) through the unchanged model code.
-    return jax.make_mesh((sizes["data"], sizes["model"]), AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+    auto = {} if AxisType is None else {"axis_types": (AxisType.Auto,) * len(AXES)}
+    return jax.make_mesh((sizes["data"], sizes["model"]), AXES, **auto)
+
+
+def check_axes(mesh: Mesh) -> Mesh:
+    """``mesh`` itself when its axes are named ``data`` and/or ``model`` (each optional, any order).
+
+    Raises:
+      GaugeJaxError: another axis name (one line naming the axes it needs).
+
+    Example:
+      >>> check_axes(Mesh(jax.devices()[:1], ("batch",)))
+      Traceback (most recent call last):
+      ...
+      gaugejax.errors.GaugeJaxError: mesh axes ('batch',) are not usable: gaugejax needs axes named 'data' (token rows) and/or 'model' (parameters), e.g. jax.make_mesh((2, 4), ('data', 'model'))
+    """
+    names = tuple(mesh.axis_names)
+    if not names or any(n not in AXES for n in names):
+        raise GaugeJaxError(f"mesh axes {names} are not usable: gaugejax needs axes named 'data' (token rows) "
+                            "and/or 'model' (parameters), e.g. jax.make_mesh((2, 4), ('data', 'model'))")
+    return mesh
+
+
+def auto_mesh(mesh: Mesh) -> Mesh:
+    """``mesh`` with every axis ``Auto``: the same devices, axis names and sizes (any names).
+
+    Example:
+      >>> m = Mesh(jax.devices()[:1], ("x",), axis_types=(AxisType.Explicit,))
+      >>> auto_mesh(m).axis_types == (AxisType.Auto,), auto_mesh(m).devices.tolist() == m.devices.tolist()
+      (True, True)
+    """
+    if AxisType is None or all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
+def use_mesh(mesh: Mesh) -> contextlib.AbstractContextManager:
+    """``with use_mesh(mesh):`` makes :func:`auto_mesh` ``(mesh)`` JAX's current mesh for the block.
+
+    gaugejax's arrays live on that ``Auto`` mesh, and JAX refuses to trace them under a different
+    (e.g. ``Explicit``) current mesh; this overrides one set by ``jax.set_mesh``.
+
+    Example:
+      >>> with use_mesh(Mesh(jax.devices()[:1], ("data",))):
+      ...     int(jax.jit(lambda x: x + 1)(1))
+      2
+    """
+    m = auto_mesh(mesh)
+    setter = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
+    return setter(m) if setter is not None else contextlib.nullcontext(m)
 
 
 def _spec(axis: int | None, shape: tuple[int, ...], mesh: Mesh) -> P:
@@ -78,8 +166,9 @@ def param_shardings(config: ModelConfig, shapes: Any, mesh: Mesh) -> Any:
     """A :class:`NamedSharding` per parameter (``shapes``: the params, or anything with ``.shape``).
 
     The family's declared axis is split over ``model`` when its size divides; everything else is
-    replicated.
+    replicated. ``mesh``: anything :func:`make_mesh` takes.
     """
+    mesh = make_mesh(mesh)
     axes = family_module(config).shard_axes(config)
 
     def one(ax, a):
@@ -89,13 +178,15 @@ def param_shardings(config: ModelConfig, shapes: Any, mesh: Mesh) -> Any:
 
 
 def shard_model(model: Model, mesh: Mesh) -> Model:
-    """``model`` with every parameter placed by :func:`param_shardings`."""
+    """``model`` with every parameter placed by :func:`param_shardings` (on :func:`make_mesh` ``(mesh)``)."""
     sh = param_shardings(model.config, model.params, mesh)
     return Model(model.config, jax.tree.map(jax.device_put, model.params, sh))
 
 
 def shard_rows(tokens: Any, mesh: Mesh) -> jax.Array:
-    """Token rows split over ``data`` (replicated when the row count does not divide)."""
+    """Token rows split over ``data`` (replicated when the row count does not divide or ``mesh`` has no
+    ``data`` axis), on :func:`make_mesh` ``(mesh)``."""
+    mesh = make_mesh(mesh)
     t = np.asarray(tokens)
     d = mesh.shape.get("data", 1)
     spec = P("data") if t.ndim >= 1 and t.shape[0] % d == 0 else P()
@@ -105,7 +196,7 @@ def shard_rows(tokens: Any, mesh: Mesh) -> jax.Array:
 
 def replicated(mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
     """``f(x)``: ``x`` copied whole to every device of ``mesh`` (readable by every process)."""
-    return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, P()))
+    return jax.jit(lambda x: x, out_shardings=NamedSharding(make_mesh(mesh), P()))
 
 
 def _slice_reader(ckpt: Any, config: ModelConfig) -> Callable[[str, int | None, tuple], np.ndarray]:
@@ -146,12 +237,13 @@ def load_sharded(path: str | os.PathLike, mesh: Mesh, *, dtype: Any = None,
 
     Args:
       path: the checkpoint directory.
-      mesh: a ``(data, model)`` mesh (:func:`make_mesh`).
+      mesh: a mesh of any axis types, or a spec (normalized by :func:`make_mesh`).
       dtype: cast the weights (default: keep the stored dtype).
       reader: for tests: wraps the slice reader (``reader(read) -> read``), e.g. to record reads.
     """
     from gaugejax.io.hf import HFCheckpoint
 
+    mesh = make_mesh(mesh)
     ckpt = HFCheckpoint(path)
     ckpt.check_complete()
     c = ckpt.config

@@ -45,12 +45,15 @@ def load_model(path: str | os.PathLike, dtype=None, *, mesh=None) -> Model:
       path: directory with ``config.json`` and ``*.safetensors`` (sharded or not), or a ``.gguf``.
       dtype: cast the weights to this dtype (default: keep the stored one; GGUF dequantizes to
         float32).
-      mesh: a :class:`jax.sharding.Mesh` (or ``"data=N,model=M"``): every parameter is placed with
-        the family's model-parallel sharding, and each process reads only the slices its devices
-        hold (:func:`gaugejax.sharding.load_sharded`; a GGUF file is loaded, then placed).
+      mesh: a :class:`jax.sharding.Mesh` with a ``data`` and/or ``model`` axis, of either axis type
+        (e.g. ``jax.make_mesh((2, 4), ("data", "model"))``), or ``"data=N,model=M"``: every parameter
+        is placed with the family's model-parallel sharding on that mesh's devices, every axis made
+        ``Auto`` (:func:`gaugejax.sharding.make_mesh`), and each process reads only the slices its
+        devices hold (:func:`gaugejax.sharding.load_sharded`; a GGUF file is loaded, then placed).
 
     Raises:
       CheckpointError: missing files or tensors, pickle checkpoints, unknown architectures.
+      GaugeJaxError: a mesh with axes other than ``data`` / ``model``.
     """
     p = Path(path)
     if not p.exists():
