@@ -52,6 +52,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gaugejax import hoststats
+from gaugejax.errors import StatsError
 
 __all__ = [
     "CorrStats", "Correlation", "init", "batch_stats", "merge", "update", "allreduce",
@@ -296,8 +297,9 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
     (build the inputs with :func:`shard_tokens`).
 
     Args:
-      mesh: a 1-D device mesh (e.g. ``jax.make_mesh((jax.device_count(),), ("data",))``).
-      axis_name: the mesh axis the tokens are split over (default: the mesh's only axis).
+      mesh: a device mesh of any axis types (e.g. ``jax.make_mesh((jax.device_count(),), ("data",))``;
+        run with every axis ``Auto``, :func:`gaugejax.sharding.auto_mesh`).
+      axis_name: the mesh axis the tokens are split over (default: the mesh's first axis).
 
     Returns:
       ``update(state, x, y) -> state``, jitted; the token count of every call must be divisible by
@@ -311,7 +313,7 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
       >>> int(s.count)
       8
     """
-    axis_name = axis_name or mesh.axis_names[0]
+    mesh, axis_name = _token_axis(mesh, axis_name)
     k = mesh.shape[axis_name]
 
     @partial(jax.jit, donate_argnums=0)
@@ -326,7 +328,23 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
         )(x, y)
         return merge(state, local)
 
-    return sharded_update
+    def update_on_mesh(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
+        from gaugejax.sharding import use_mesh
+
+        with use_mesh(mesh):  # overrides a caller's jax.set_mesh of an Explicit mesh
+            return sharded_update(state, x, y)
+
+    return update_on_mesh
+
+
+def _token_axis(mesh: Mesh, axis_name: str | None) -> tuple[Mesh, str]:
+    """``(mesh with every axis Auto, the token axis: axis_name or the mesh's first)``."""
+    from gaugejax.sharding import auto_mesh
+
+    axis_name = axis_name or mesh.axis_names[0]
+    if axis_name not in mesh.axis_names:
+        raise StatsError(f"the mesh has no axis {axis_name!r}; pass axis_name= one of {tuple(mesh.axis_names)}")
+    return auto_mesh(mesh), axis_name
 
 
 def shard_tokens(x: Any, mesh: Mesh, axis_name: str | None = None) -> jax.Array:
@@ -335,7 +353,7 @@ def shard_tokens(x: Any, mesh: Mesh, axis_name: str | None = None) -> jax.Array:
     In a single process ``x`` is the whole batch; with several processes each passes its own slice
     of tokens (equal sizes), in process order.
     """
-    axis_name = axis_name or mesh.axis_names[0]
+    mesh, axis_name = _token_axis(mesh, axis_name)
     x = np.asarray(x)
     sharding = NamedSharding(mesh, _token_spec(x.ndim, axis_name))
     return jax.make_array_from_process_local_data(sharding, x)
