@@ -35,8 +35,8 @@ from gaugejax.errors import GaugeError, NonFiniteError
 from gaugejax.gauge import SignedPermutation
 from gaugejax.group import Group
 
-__all__ = ["VerifyResult", "verify", "output_deviation", "first_nonfinite", "check_finite", "as_token_rows",
-           "DEFAULT_TOL"]
+__all__ = ["VerifyResult", "verify", "output_deviation", "first_nonfinite", "check_finite", "check_finite_tensor",
+           "nonfinite_weight", "as_token_rows", "DEFAULT_TOL"]
 
 DEFAULT_TOL = 1e-4
 """Relative tolerance of :func:`verify`: float32 forward passes (the reference implementations
@@ -89,6 +89,68 @@ def check_finite(stream: Any, *, labels: Sequence[int] | None = None, what: str 
                              "block i): a broken checkpoint or an overflow in its dtype; run `gaugejax verify` on it")
 
 
+def _floating(dtype: Any) -> bool:
+    import jax.numpy as jnp
+
+    return bool(jnp.issubdtype(dtype, jnp.floating))  # bfloat16 and the other ml_dtypes floats too
+
+
+def check_finite_tensor(array: Any, name: str, where: Any, *, block: int = 1 << 22) -> None:
+    """Raises :class:`~gaugejax.errors.NonFiniteError` naming tensor ``name`` of ``where`` when
+    ``array`` holds a NaN or ±Inf; integer tensors pass. Read in blocks of ``block`` values, so a
+    memory-mapped tensor is never held in memory whole.
+
+    Example:
+      >>> check_finite_tensor(np.ones((3, 2), np.float16), "w", "ckpt")
+      >>> check_finite_tensor(np.array([1.0, np.nan]), "model.norm.weight", "ckpt")
+      Traceback (most recent call last):
+      ...
+      gaugejax.errors.NonFiniteError: ckpt: tensor model.norm.weight holds NaN or infinite values; gaugejax does not write broken weights: repair or re-download the checkpoint
+    """
+    flat = np.asarray(array).reshape(-1)
+    if not _floating(flat.dtype):
+        return
+    for start in range(0, flat.size, block):
+        if not np.isfinite(flat[start:start + block]).all():
+            raise NonFiniteError(f"{where}: tensor {name} holds NaN or infinite values; gaugejax does not write "
+                                 "broken weights: repair or re-download the checkpoint")
+
+
+def nonfinite_weight(model: Any) -> str | None:
+    """The Hugging Face name of the first stored tensor of ``model`` holding a NaN or ±Inf, else ``None``.
+
+    Example:
+      >>> import gaugejax as gj
+      >>> m = gj.random_model("llama", seed=0)
+      >>> nonfinite_weight(m) is None
+      True
+      >>> up = m.params["layers"]["up"]
+      >>> nonfinite_weight(gj.Model(m.config, {**m.params, "layers": {**m.params["layers"],
+      ...                                      "up": up.at[1, 0, 0].set(np.inf)}}))
+      'model.layers.1.mlp.up_proj.weight'
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from gaugejax.models import family_module
+
+    bad = {jax.tree_util.keystr(k) for k, x in jax.tree_util.tree_leaves_with_path(model.params)
+           if _floating(x.dtype) and not bool(jnp.isfinite(x).all())}
+    if not bad:
+        return None
+    c = model.config
+    for t in family_module(c).hf_tensors(c):
+        for key in [k for k, _ in t.parts] or [t.key]:
+            path = ("layers", key) if t.layer is not None else (key,)
+            if jax.tree_util.keystr(tuple(jax.tree_util.DictKey(p) for p in path)) not in bad:
+                continue
+            x = model.params["layers"][key] if t.layer is not None else model.params[key]
+            at = () if t.layer is None else (t.layer,) if t.expert is None else (t.layer, t.expert)
+            if not bool(jnp.isfinite(x[at]).all()):
+                return t.name
+    return sorted(bad)[0]  # a parameter the tensor table does not list (not expected)
+
+
 # --------------------------------------------------------------------------- helpers
 def as_token_rows(tokens: Any) -> np.ndarray:
     """Token ids as a non-empty integer ``(rows, seq)`` array (``(seq,)`` is one row).
@@ -124,7 +186,8 @@ def _first_nonfinite_place(stream: np.ndarray, out: np.ndarray, name: str) -> tu
 
 
 def _rel(dev: Any, scale: Any) -> Any:
-    return np.asarray(dev, np.float64) / np.maximum(np.asarray(scale, np.float64), 1e-30)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf / inf is the NaN a non-finite model reports
+        return np.asarray(dev, np.float64) / np.maximum(np.asarray(scale, np.float64), 1e-30)
 
 
 @dataclass(frozen=True)
@@ -240,11 +303,13 @@ def verify(model_a: Any, model_b: Any, gauge: SignedPermutation, tokens: Any, *,
         residual_out = _output_in_residual_chart(ca, la)
         if residual_out:
             la = gauge.apply(la)
-        # np.maximum propagates NaN (Python's max would skip it)
-        dl = np.maximum(dl, np.abs(la - lb).max())
-        scale_l = np.maximum(scale_l, np.abs(la).max())
-        dh = np.maximum(dh, np.abs(hb - gauge.apply(ha)).reshape(ca.n_layers + 1, -1).max(axis=1))
-        scale_h = np.maximum(scale_h, np.abs(ha).reshape(ca.n_layers + 1, -1).max(axis=1))
+        # np.maximum propagates NaN (Python's max would skip it); inf - inf is a NaN reported in
+        # ``nonfinite``, not a warning
+        with np.errstate(invalid="ignore", over="ignore"):
+            dl = np.maximum(dl, np.abs(la - lb).max())
+            scale_l = np.maximum(scale_l, np.abs(la).max())
+            dh = np.maximum(dh, np.abs(hb - gauge.apply(ha)).reshape(ca.n_layers + 1, -1).max(axis=1))
+            scale_h = np.maximum(scale_h, np.abs(ha).reshape(ca.n_layers + 1, -1).max(axis=1))
         if progress is not None:
             progress(min(start + batch_rows, t.shape[0]), t.shape[0])
     return VerifyResult(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from gaugejax.atomic import atomic_path
 from gaugejax.errors import CheckpointError
+from gaugejax.io.containment import copy_input_file, input_file
 from gaugejax.io.safetensors_stream import SafetensorsFile, TensorInfo, write_safetensors
 from gaugejax.models import config_from_hf, family_module
 from gaugejax.models.base import Model, ModelConfig
@@ -59,16 +59,15 @@ class HFCheckpoint:
             if pickles:
                 refuse_pickle(self.directory / pickles[0])
             raise CheckpointError(f"{self.directory} has no *.safetensors weights")
-        if not cfg_path.is_file():
+        if not (cfg_path.exists() or cfg_path.is_symlink()):
             raise CheckpointError(f"{self.directory} has no config.json")
-        try:
-            self.hf_config = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+        for f in ("config.json", *weights):
+            input_file(self.directory / f, self.directory)
+        self.hf_config = read_config(cfg_path)
         self.config: ModelConfig = config_from_hf(self.hf_config)
         index = self.directory / _INDEX
-        if index.is_file():
-            weight_map = read_weight_map(index)
+        if index.exists() or index.is_symlink():
+            weight_map = read_weight_map(input_file(index, self.directory))
             shards = {f: SafetensorsFile(self.directory / f) for f in sorted(set(weight_map.values()))}
             self.files = {name: shards[f] for name, f in weight_map.items()}
         else:
@@ -118,6 +117,11 @@ class HFCheckpoint:
         if extra:
             raise CheckpointError(f"{self.directory}: unexpected tensors {', '.join(sorted(extra)[:3])} "
                                   f"(an architecture variant gaugejax does not support?)")
+        for name, want in hf_tensor_shapes(self.config).items():
+            got = self.files[name].info(self.aliases[name]).shape
+            if tuple(got) != want:
+                raise CheckpointError(f"{self.directory}: tensor {name} has shape {tuple(got)} but config.json implies "
+                                      f"{want}; the weights and config.json disagree: re-export the checkpoint")
 
 
 def read_weight_map(index: Path) -> dict[str, str]:
@@ -140,6 +144,32 @@ def read_weight_map(index: Path) -> dict[str, str]:
         if not (index.parent / f).is_file():
             raise CheckpointError(f"{index}: shard {f} (holding {name!r}) is missing")
     return weight_map
+
+
+def read_config(path: Path) -> dict:
+    """``config.json`` as parsed JSON, or a one-line :class:`CheckpointError` (not UTF-8, not JSON,
+    nested too deep for the parser).
+
+    Example:
+      >>> import tempfile
+      >>> p = Path(tempfile.mkdtemp()) / "config.json"
+      >>> _ = p.write_bytes(b'{"model_type": "caf\\xe9"}')
+      >>> read_config(p)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      gaugejax.errors.CheckpointError: ... is not UTF-8 (byte 19); re-save it as UTF-8 JSON
+    """
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path} is not UTF-8 (byte {e.start}); re-save it as UTF-8 JSON") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a model config; repair or replace it") from None
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
 
 
 def _strip_prefix(name: str, sf: SafetensorsFile) -> str:
@@ -232,6 +262,33 @@ def load_hf(directory: str | os.PathLike, dtype=None) -> Model:
     return Model(ckpt.config, params)
 
 
+def _stored_shape(t: HFTensor, parts: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """Shape of HF tensor ``t`` as stored, from the shapes of its parts in our layout (no layer or
+    expert axis): fused parts concatenated along ``t.fuse_axis``, ``Conv1D`` tensors reversed."""
+    shape = list(parts[0])
+    if len(parts) > 1:
+        shape[t.fuse_axis] = sum(s[t.fuse_axis] for s in parts)
+    return tuple(shape[::-1] if t.transpose else shape)
+
+
+def hf_tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """HF tensor name → the shape the parameter table gives it, in the stored layout.
+
+    Example:
+      >>> import gaugejax as gj
+      >>> c = gj.tiny_config("gpt2", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=64)
+      >>> hf_tensor_shapes(c)["transformer.h.0.attn.c_attn.weight"]  # Conv1D: (in, out), q|k|v fused
+      (16, 48)
+    """
+    fam = family_module(config)
+    shapes = fam.param_shapes(config)
+    out = {}
+    for t in fam.hf_tensors(config):
+        parts = [tuple(shapes["layers"][k] if t.layer is not None else shapes[k]) for k in [k for k, _ in t.parts] or [t.key]]
+        out[t.name] = _stored_shape(t, [s[1:] for s in parts] if t.expert is not None else parts)
+    return out
+
+
 def _param_tensors(model: Model, dtype=None) -> Iterator[tuple[TensorInfo, Callable[[], np.ndarray]]]:
     c = model.config
     for t in family_module(c).hf_tensors(c):
@@ -246,10 +303,7 @@ def _param_tensors(model: Model, dtype=None) -> Iterator[tuple[TensorInfo, Calla
             a = a.T if t.transpose else a
             return a if dtype is None else a.astype(dtype)
 
-        shapes = [tuple(s.shape[(t.layer is not None) + (t.expert is not None):]) for s in srcs]
-        shape = list(shapes[0])
-        shape[t.fuse_axis] = sum(s[t.fuse_axis] for s in shapes)
-        shape = tuple(shape[::-1] if t.transpose else shape)
+        shape = _stored_shape(t, [tuple(s.shape[(t.layer is not None) + (t.expert is not None):]) for s in srcs])
         yield TensorInfo(t.name, np.dtype(dtype or srcs[0].dtype), shape), produce
 
 
@@ -303,7 +357,7 @@ def save_hf(model: Model, directory: str | os.PathLike, *, dtype=None, max_shard
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         _write_shards(tmp, list(_param_tensors(model, dtype)), max_shard_bytes, {"format": "pt"})
         for name, src in (extra_files or {}).items():
-            shutil.copyfile(src, tmp / name)
+            copy_input_file(src, tmp / name, None)
     return Path(directory)
 
 
@@ -313,35 +367,5 @@ def _leaves(params):
     return jax.tree.leaves(params)
 
 
-def rewrite_hf(ckpt: HFCheckpoint, directory: str | os.PathLike,
-               transform: Callable[[str, np.ndarray], np.ndarray], *, on_tensor: Callable[[str], None] | None = None,
-               config_update: dict | None = None, overwrite: bool = True) -> Path:
-    """Streams every tensor of ``ckpt`` through ``transform(name, array)`` into a new directory.
-
-    Shard layout, dtypes, the index and all non-weight files (tokenizer, generation config) are
-    kept; pickle weight files are not copied. Memory: about one tensor at a time. ``directory``
-    follows the rules of :func:`save_hf` and may not be, or contain, the source.
-    """
-    src = ckpt.directory
-    with atomic_path(directory, directory=True, overwrite=overwrite, inputs=[src]) as tmp:
-        for p in src.iterdir():
-            if p.is_file() and p.suffix != ".safetensors" and p.suffix not in PICKLE_SUFFIXES and not p.name.startswith("."):
-                shutil.copyfile(p, tmp / p.name)
-        if config_update:
-            cfg = dict(ckpt.hf_config, **config_update)
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        for sf in ckpt.shard_files:
-            items = []
-            canonical = ckpt.canonical_names(sf)
-            for name in sf.keys():
-                info = sf.info(name)
-
-                def produce(name=name, info=info):
-                    out = np.asarray(transform(canonical.get(name, name), sf[name]))
-                    if on_tensor:
-                        on_tensor(name)
-                    return out.astype(info.dtype, copy=False)
-
-                items.append((info, produce))
-            write_safetensors(tmp / Path(sf.path).name, items, sf.metadata or {"format": "pt"})
-    return Path(directory)
+# The streaming rewrite (``gaugejax apply``) lives in its own module; importable from here as before.
+from gaugejax.io.hf_rewrite import copy_extra_files, rewrite_hf  # noqa: E402,F401
