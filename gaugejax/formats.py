@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from gaugejax.atomic import atomic_file_as, atomic_path
 from gaugejax.errors import CheckpointError, TransportError
+from gaugejax.io.containment import copy_input_file, input_file
 
 TENSOR_FORMATS = {".npy": "npy", ".npz": "npz", ".safetensors": "safetensors", ".gguf": "gguf"}
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -299,16 +299,18 @@ def read_sae(path: str | os.PathLike) -> SAEFile:
     fmt = sae_format(p)
     if fmt == "saelens":
         w = p / SAELENS_WEIGHTS
-        if not w.is_file():
+        if not (w.exists() or w.is_symlink()):
             raise TransportError(f"{p} is not a SAELens directory (no {SAELENS_WEIGHTS})")
-        tf = _read_safetensors(w)
+        tf = _read_safetensors(input_file(w, p))
         return SAEFile(tf.tensors, "saelens", tf.metadata, str(p))
     tf = read_tensors(p)
     return SAEFile(tf.tensors, fmt, tf.metadata, stored=tf.stored)
 
 
 def write_sae(path: str | os.PathLike, sae: SAEFile, *, overwrite: bool = True, inputs=(), recognise=None) -> None:
-    """Writes an SAE atomically; a SAELens directory gets the source's other files copied.
+    """Writes an SAE atomically; a SAELens directory gets the source's other files copied (sub-folders
+    skipped) by the containment rule of :mod:`gaugejax.io.containment`: links out of the source
+    folder and special files are refused, modes never widened.
 
     ``overwrite``, ``inputs``, ``recognise``: the safe-write rules of :func:`gaugejax.atomic.atomic_path`.
     """
@@ -323,8 +325,8 @@ def write_sae(path: str | os.PathLike, sae: SAEFile, *, overwrite: bool = True, 
     with atomic_path(p, directory=True, overwrite=overwrite, inputs=inputs) as tmp:
         if sae.directory:
             for q in sorted(Path(sae.directory).iterdir()):
-                if q.name not in (SAELENS_WEIGHTS, MANIFEST) and q.is_file():
-                    shutil.copy2(q, tmp / q.name)
+                if q.name not in (SAELENS_WEIGHTS, MANIFEST) and not q.is_dir():
+                    copy_input_file(q, tmp / q.name, sae.directory)
         _write_safetensors(tmp / SAELENS_WEIGHTS, tensors, sae.metadata)
 
 

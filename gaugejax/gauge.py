@@ -278,6 +278,10 @@ def _read_gauge_arrays(path):
     missing = [k for k in ("perm", "signs") if k not in arrays]
     if missing:
         raise GaugeError(f"gauge file {path!r} lacks {', '.join(missing)}")
+    raw = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))  # np.load hands back raw bytes
+    if raw:
+        raise GaugeError(f"gauge file {path!r}: member {raw[0]} is not .npy array data; write gauges with "
+                         "SignedPermutation.save (or np.savez)")
     perm, signs = arrays.pop("perm"), arrays.pop("signs")
     return perm, signs, arrays
 

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaugejax.errors import GaugeError
+from gaugejax.errors import GaugeError, NonFiniteError
 from gaugejax.gauge import SignedPermutation
 from gaugejax.group import Group
 from gaugejax.models import Model, apply_gauge
@@ -136,6 +136,20 @@ def task_arithmetic(base: Model, models: Sequence[Model], lambdas: float | Seque
     return _combine(base, list(zip(lam, moved)), base_weight=1.0 - sum(lam))
 
 
+def _refuse_nonfinite(model: Model, message: str) -> None:
+    """Raises :class:`~gaugejax.errors.NonFiniteError` with ``message`` naming the first stored
+    tensor of ``model`` that holds a NaN or ±Inf (``message.format(tensor name)``)."""
+    from gaugejax.verify import nonfinite_weight
+
+    name = nonfinite_weight(model)
+    if name is not None:
+        raise NonFiniteError(message.format(name))
+
+
+def _dtype(model: Model) -> str:
+    return str(jax.tree.leaves(model.params)[0].dtype)
+
+
 @dataclass(frozen=True)
 class MergeReport:
     """What :func:`merge_checkpoints` wrote.
@@ -209,6 +223,9 @@ def merge_checkpoints(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     Raises:
       GaugeError: wrong numbers of checkpoints, gauges or lambdas; ``out`` is an input; incompatible
         models or gauges.
+      CheckpointError: a checkpoint's tensor disagrees in shape with its config.json (named).
+      NonFiniteError: a checkpoint's tensor holds NaN or ±Inf, or the merge overflows (named); nothing
+        is written.
     """
     from gaugejax.io import load_model, save_model
 
@@ -224,11 +241,15 @@ def merge_checkpoints(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
         raise GaugeError(f"{len(gauges)} gauge(s) for {n_other} checkpoint(s) after the first")
     grp = Group(group)
     gauges = [g if g is None or isinstance(g, SignedPermutation) else SignedPermutation.load(g) for g in gauges]
-    models = [load_model(p) for p in paths]
+    models = [load_model(p) for p in paths]  # shapes checked against the config's parameter table
+    for p, m in zip(paths, models):
+        _refuse_nonfinite(m, f"{p}: tensor {{}} holds NaN or infinite values; gaugejax does not merge broken "
+                          "weights: repair or re-download the checkpoint")
     if mode == "task_arithmetic":
         merged = task_arithmetic(models[0], models[1:], weights, gauges, group=grp)
     else:
         merged = merge(models[0], models[1], gauges[0], alpha=weights[0], group=grp)
+    _refuse_nonfinite(merged, f"the merge overflows {{}} in its dtype ({_dtype(merged)}); use smaller lambdas")
     save_model(merged, out, overwrite=overwrite)
     return MergeReport(Path(out), mode, weights, grp)
 

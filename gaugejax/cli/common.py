@@ -68,10 +68,24 @@ def add_token_args(p: argparse.ArgumentParser, default_tokens: int = 1024) -> No
 
 
 def load_token_file(path: str | os.PathLike) -> np.ndarray:
-    """1-D integer token ids from a ``.npy`` file (no pickles), or a one-line error."""
+    """1-D integer token ids from a ``.npy`` file (no pickles) holding ``(n,)`` or ``(batch, seq)``
+    ids, or a one-line error.
+
+    Example:
+      >>> import tempfile
+      >>> p = Path(tempfile.mkdtemp()) / "t.npy"
+      >>> np.save(p, np.zeros((2, 3, 4), np.int32))
+      >>> load_token_file(p)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      gaugejax.errors.GaugeJaxError: --tokens ... holds an array of shape (2, 3, 4); token ids are (n,) or (batch, seq): ...
+    """
+    from gaugejax.io.containment import regular_file
+
     path = Path(path)
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise GaugeJaxError(f"--tokens {path} does not exist")
+    regular_file(path, f"--tokens {path}")
     try:
         ids = np.load(path, allow_pickle=False)
     except Exception as e:  # ValueError (pickle), EOFError (empty file), OSError, zipfile errors, ...
@@ -81,6 +95,9 @@ def load_token_file(path: str | os.PathLike) -> np.ndarray:
         raise GaugeJaxError(f"--tokens {path} is an .npz archive; save one array with np.save")
     if not np.issubdtype(ids.dtype, np.integer):
         raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
+    if ids.ndim not in (1, 2):
+        raise GaugeJaxError(f"--tokens {path} holds an array of shape {ids.shape}; token ids are (n,) or (batch, seq): "
+                            "save them with that shape")
     if ids.size == 0:
         raise GaugeJaxError(f"--tokens {path} holds no token ids")
     return ids.reshape(-1)

@@ -69,7 +69,10 @@ def load_model(path: str | os.PathLike, dtype=None, *, mesh=None) -> Model:
     if kind == "hf":
         return load_hf(p, dtype)
     if kind == "gguf":
+        from gaugejax.io.containment import regular_file
         from gaugejax.io.gguf import load_gguf
+
+        regular_file(p)  # a FIFO would block the reader
 
         return load_gguf(p, dtype)
     if kind == "pickle":
@@ -100,11 +103,18 @@ def load_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray] | Non
         return None
     if p.is_dir():
         tj = p / "tokenizer.json"
-        if not tj.is_file():
+        if not (tj.exists() or tj.is_symlink()):
             return None
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_file(str(tj))
+        from gaugejax.io.containment import input_file
+
+        input_file(tj, p)
+        try:
+            tok = Tokenizer.from_file(str(tj))
+        except Exception as e:  # the tokenizers library raises a plain Exception for any malformed file
+            raise CheckpointError(f"{tj} is not a tokenizer the `tokenizers` library reads ({str(e)[:120]}); repair or "
+                                  "delete it, or pass --tokens") from None
         tok.no_padding()  # some tokenizer.json files pad/truncate every input to a fixed length
         tok.no_truncation()
         return lambda text: np.asarray(tok.encode(text).ids, np.int32)
