@@ -104,7 +104,9 @@ def load_hf_model(directory: str | Path, dtype: str = "float32"):
     import transformers
 
     arch = json.loads((Path(directory) / "config.json").read_text())["architectures"][0]
-    return getattr(transformers, arch).from_pretrained(directory, dtype=getattr(torch, dtype)).eval()
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"  # renamed in 4.56; the compat lane runs 4.4x
+    return getattr(transformers, arch).from_pretrained(directory, **{key: getattr(torch, dtype)}).eval()
 
 
 def run_hf(model, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
