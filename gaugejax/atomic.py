@@ -18,6 +18,11 @@ Rules every gaugejax writer follows (the command line's ``--overwrite`` contract
   (a replaced directory is moved aside first and removed only after the rename). On failure the
   temporary path and any parent directories created for the write are removed, and the target is
   left as it was. Outputs get ordinary, umask-respecting permissions.
+* SIGTERM and SIGHUP roll a write back as Ctrl-C does; what an uncatchable kill (SIGKILL) left is
+  removed by the next write of the same output, where it is provably gaugejax's own and its
+  process is gone (:mod:`gaugejax.leftovers`).
+* Running out of space (or quota) is one line naming the output, not the file being read:
+  :class:`WriteError`.
 
 Example:
   >>> with atomic_path("/tmp/out.npz") as tmp:  # doctest: +SKIP
@@ -27,22 +32,31 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 import uuid
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from gaugejax.errors import GaugeJaxError, TransportError
+from gaugejax.leftovers import OWNER, owner_tag, remove_stale, signals_blocked, signals_interrupt, write_owner
+from gaugejax.sniff import Recogniser, looks_like
 
 MANIFEST = ".gaugejax"
 """Name of the manifest a directory write leaves inside the directory (JSON: ``files`` written)."""
 
-Recogniser = Callable[[Path], bool]
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_ACTIVE: set[Path] = set()
+"""Temporary paths of the writes under way in this process: a write whose outputs are all among
+them (e.g. a library writer handed the temporary folder of a command's write) goes in place."""
+
+
+class WriteError(GaugeJaxError, OSError):
+    """Writing an output failed for lack of space or quota (``errno`` kept); nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -64,71 +78,7 @@ class Output:
     recognise: Recogniser | None = None
 
 
-# --------------------------------------------------------------------------- recognising outputs
-def _head(path: Path, n: int) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
-
-
-def _is_text(path: Path, limit: int = 1 << 20) -> bool:
-    try:
-        _head(path, limit).decode("utf-8")
-    except UnicodeDecodeError as e:  # a multi-byte character cut at the limit is still text
-        return e.start >= limit - 4
-    return True
-
-
-def _is_json(path: Path, limit: int = 64 << 20) -> bool:
-    if path.stat().st_size > limit:
-        return False
-    try:
-        json.loads(path.read_bytes())
-    except ValueError:
-        return False
-    return True
-
-
-def _is_safetensors(path: Path) -> bool:
-    raw = _head(path, 8)
-    if len(raw) != 8:
-        return False
-    n = int.from_bytes(raw, "little")
-    if n > min(path.stat().st_size - 8, 100 << 20):
-        return False
-    try:
-        return isinstance(json.loads(_head(path, 8 + n)[8:]), dict)
-    except ValueError:
-        return False
-
-
-_SNIFF: dict[str, Recogniser] = {
-    ".npz": lambda p: zipfile.is_zipfile(p),
-    ".npy": lambda p: _head(p, 6) == b"\x93NUMPY",
-    ".gguf": lambda p: _head(p, 4) == b"GGUF",
-    ".png": lambda p: _head(p, 8) == b"\x89PNG\r\n\x1a\n",
-    ".pdf": lambda p: _head(p, 5) == b"%PDF-",
-    ".svg": lambda p: _is_text(p) and b"<svg" in _head(p, 4096),
-    ".safetensors": _is_safetensors,
-    ".json": _is_json,
-    ".md": _is_text, ".txt": _is_text, ".csv": _is_text, ".tsv": _is_text,
-}
-
-
-def looks_like(path: str | os.PathLike) -> bool:
-    """True when an existing file already holds the format its extension names (cheap sniff).
-
-    Example:
-      >>> looks_like("results/REPORT.md")  # doctest: +SKIP
-      True
-    """
-    p = Path(path)
-    sniff = _SNIFF.get(p.suffix.lower())
-    try:
-        return bool(sniff and p.is_file() and sniff(p))
-    except OSError:
-        return False
-
-
+# --------------------------------------------------------------------------- manifests
 def read_manifest(directory: str | os.PathLike) -> set[str] | None:
     """The relative paths a previous gaugejax write put in ``directory``, or ``None`` if none did."""
     m = Path(directory) / MANIFEST
@@ -270,7 +220,36 @@ def _remove(p: Path) -> None:
 
 def _aside(target: Path) -> Path:
     """A fresh hidden name beside ``target`` to move its previous version to."""
-    return target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old"
+    return target.parent / f".{target.name}.{owner_tag()}.{uuid.uuid4().hex[:8]}.old"
+
+
+def _make_tmp(o: Output, parent: Path, mask: int) -> Path:
+    """The temporary path of output ``o`` beside it, named for this process; a folder gets its owner
+    record (:mod:`gaugejax.leftovers`)."""
+    prefix = f".{o.path.name}.{owner_tag()}."
+    if o.directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
+        os.chmod(tmp, 0o777 & ~mask)
+        write_owner(tmp)
+        return tmp
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + o.path.suffix, dir=parent)
+    os.close(fd)
+    os.chmod(name, 0o666 & ~mask)
+    return Path(name)
+
+
+def _named_for_output(e: OSError, outputs: Sequence[Output], tmps: Sequence[Path]) -> OSError:
+    """A lack of space while writing, as a :class:`WriteError` naming the output (the OSError names
+    the file read or the temporary path, or nothing); other errors unchanged."""
+    if e.errno not in _NO_SPACE or isinstance(e, WriteError):
+        return e
+    names = {os.fspath(n) for n in (e.filename, e.filename2) if n is not None}
+    hit = [o.path for o, t in zip(outputs, tmps) if any(n == os.fspath(t) or n.startswith(f"{t}{os.sep}") for n in names)]
+    where = " and ".join(str(p) for p in hit or [o.path for o in outputs])
+    err = WriteError(f"no space left writing {where} ({e.strerror or e}); free space on that disk or choose another "
+                     "output path; nothing was written")
+    err.errno = e.errno
+    return err
 
 
 @contextlib.contextmanager
@@ -292,6 +271,9 @@ def atomic_paths(outputs: Sequence[Output], *, inputs: Iterable[str | os.PathLik
     """
     outputs = [o if isinstance(o.path, Path) else Output(Path(o.path), o.directory, o.overwrite, o.recognise)
                for o in outputs]
+    if outputs and all(_resolved(o.path) in _ACTIVE for o in outputs):
+        yield [o.path for o in outputs]  # the temporary paths of a write under way: written in place
+        return
     inputs = [i for i in inputs if i is not None]
     seen: set[Path] = set()
     for o in outputs:
@@ -304,53 +286,66 @@ def atomic_paths(outputs: Sequence[Output], *, inputs: Iterable[str | os.PathLik
     created: list[Path] = []
     tmps: list[Path] = []
     done: list[tuple[Output, Path | None]] = []  # committed outputs and where their previous version went
-    try:
-        for o in outputs:
-            parent = Path(os.path.abspath(o.path)).parent
-            missing = _missing_parents(parent)
-            parent.mkdir(parents=True, exist_ok=True)
-            created += missing
-            if o.directory:
-                tmp = Path(tempfile.mkdtemp(prefix=f".{o.path.name}.", suffix=".tmp", dir=parent))
-                os.chmod(tmp, 0o777 & ~mask)
-            else:
-                fd, name = tempfile.mkstemp(prefix=f".{o.path.name}.", suffix=".tmp" + o.path.suffix, dir=parent)
-                os.close(fd)
-                tmp = Path(name)
-                os.chmod(tmp, 0o666 & ~mask)
-            tmps.append(tmp)
-        yield list(tmps)
-        for o, tmp in zip(outputs, tmps):
-            # re-checked: a long write may have raced with the user adding files
-            check_output(o.path, directory=o.directory, overwrite=o.overwrite, inputs=inputs, recognise=o.recognise)
-            if o.directory:
-                write_manifest(tmp)
-            old = None
-            if o.path.exists() and (o.directory or len(outputs) > 1):
-                old = _aside(o.path)
-                os.replace(o.path, old)
+    with signals_interrupt():
+        try:
+            for o in outputs:
+                remove_stale(o.path)
+                parent = Path(os.path.abspath(o.path)).parent
+                missing = _missing_parents(parent)
+                parent.mkdir(parents=True, exist_ok=True)
+                created += missing
+                tmps.append(_make_tmp(o, parent, mask))
+                _ACTIVE.add(_resolved(tmps[-1]))
             try:
-                os.replace(tmp, o.path)
-            except BaseException:
-                if old is not None:
-                    os.replace(old, o.path)
-                raise
-            done.append((o, old))
-    except BaseException:
-        for o, old in reversed(done):  # roll back what was already renamed into place
-            _remove(o.path)
-            if old is not None:
-                with contextlib.suppress(OSError):
-                    os.replace(old, o.path)
-        for tmp in tmps:
-            _remove(tmp)
-        for p in created:  # deepest first; only if still empty
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise
+                yield list(tmps)
+            except OSError as e:
+                raise _named_for_output(e, outputs, tmps) from None
+            _commit(outputs, tmps, inputs, done)
+        except BaseException:
+            with signals_blocked():
+                _roll_back(done, tmps, created)
+            raise
+        finally:
+            _ACTIVE.difference_update(_resolved(t) for t in tmps)
     for _, old in done:
         if old is not None:
             _remove(old)
+
+
+def _commit(outputs: Sequence[Output], tmps: Sequence[Path], inputs: list, done: list) -> None:
+    """Renames every temporary path onto its output, in order, recording each in ``done``."""
+    for o, tmp in zip(outputs, tmps):
+        # re-checked: a long write may have raced with the user adding files
+        check_output(o.path, directory=o.directory, overwrite=o.overwrite, inputs=inputs, recognise=o.recognise)
+        if o.directory:
+            (tmp / OWNER).unlink()
+            write_manifest(tmp)
+        old = None
+        if o.path.exists() and (o.directory or len(outputs) > 1):
+            old = _aside(o.path)
+            os.replace(o.path, old)
+        try:
+            os.replace(tmp, o.path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, o.path)
+            raise
+        done.append((o, old))
+
+
+def _roll_back(done: list, tmps: Sequence[Path], created: Sequence[Path]) -> None:
+    """Undoes a failed write: committed outputs back to their previous versions, temporary paths and
+    the parent folders made for the write removed."""
+    for o, old in reversed(done):  # roll back what was already renamed into place
+        _remove(o.path)
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.replace(old, o.path)
+    for tmp in tmps:
+        _remove(tmp)
+    for p in created:  # deepest first; only if still empty
+        with contextlib.suppress(OSError):
+            p.rmdir()
 
 
 @contextlib.contextmanager

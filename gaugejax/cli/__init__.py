@@ -3,7 +3,8 @@
 Each sub-command lives in its own module of this package and exposes
 ``register(subparsers) -> argparse.ArgumentParser`` whose parser sets ``func=run`` where
 ``run(args) -> int`` is the exit code. Library errors (:class:`gaugejax.errors.GaugeJaxError`) are
-printed as one line ``error: ...`` with exit code 2; nothing is written on failure.
+printed as one line ``error: ...`` with exit code 2; nothing is written on failure. Ctrl-C (exit
+130), SIGTERM (143) and SIGHUP (129) roll back any write under way and print one line too.
 """
 
 from __future__ import annotations
@@ -75,11 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name, None) == "":
             print(f"error: --{name.replace('_', '-')} is empty; name a file or folder", file=sys.stderr)
             return 2
+    from gaugejax.leftovers import Interrupted, signals_interrupt
+
     try:
-        return int(args.func(args) or 0)
+        with signals_interrupt():  # SIGTERM / SIGHUP roll back a write as Ctrl-C does
+            return int(args.func(args) or 0)
     except GaugeJaxError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"error: stopped by {e.name}; nothing was written", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
