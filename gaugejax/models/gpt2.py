@@ -43,11 +43,14 @@ KEYS = Keys(
     computed={"vocab_size", "n_embd", "n_layer", "n_head", "n_inner", "layer_norm_epsilon", "activation_function",
               "n_positions", "tie_word_embeddings", "scale_attn_weights", "scale_attn_by_inverse_layer_idx"},
     inert={"n_ctx", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_type", "summary_use_proj",
-           "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "reorder_and_upcast_attn"},
+           "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "reorder_and_upcast_attn",
+           "n_special", "predict_special_tokens"},
 )
 """The GPT-2 ``config.json`` keys (everything else is refused). ``reorder_and_upcast_attn`` only
 changes the order and precision of a float16 product: the same function at float32. ``n_ctx`` is
-not read by transformers; ``summary_*`` configure the double-heads model's extra head."""
+not read by transformers; ``summary_*`` configure the double-heads model's extra head.
+``n_special`` / ``predict_special_tokens`` (OpenAI GPT leftovers in gpt2-medium/large/xl's published
+files) are read nowhere in transformers' ``models/gpt2`` (neither configuration nor modeling)."""
 _ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
             "num_hidden_layers": "n_layer"}
 

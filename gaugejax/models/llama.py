@@ -48,17 +48,26 @@ _COMMON = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_head
            "intermediate_size", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings",
            "hidden_act", "max_position_embeddings", "head_dim", "partial_rotary_factor"}
 KEYS: dict[str, Keys] = {
-    "llama": Keys(computed=_COMMON | {"attention_bias", "mlp_bias"}, inert={"pretraining_tp"}),
+    "llama": Keys(computed=_COMMON | {"attention_bias", "mlp_bias"},
+                  inert={"pretraining_tp", "is_llama_config", "transformers.js_config"},
+                  fixed={"rope_interleaved": (False,)}),
     "mistral": Keys(computed=_COMMON | {"sliding_window"}),
     "qwen2": Keys(computed=_COMMON | {"use_sliding_window", "sliding_window", "max_window_layers",
-                                      "layer_types"}),
+                                      "layer_types"}, fixed={"use_mrope": (False,)}),
 }
 """Per ``model_type``: the ``config.json`` keys computed, inert or fixed (everything else is refused).
 
 ``pretraining_tp`` only split matmuls in old transformers (the same function); Qwen2's q/k/v
 always have biases (its config has no ``attention_bias``). ``partial_rotary_factor`` (top level or
 in ``rope_parameters``) is ignored by these models' plain RoPE (the whole head rotates) and makes
-every scaled RoPE type fail in transformers unless it still covers the whole head."""
+every scaled RoPE type fail in transformers unless it still covers the whole head.
+
+Keys of other tools that transformers' ``models/llama`` / ``models/qwen2`` code never reads
+(SmolLM2's and Qwen2.5's published files): ``is_llama_config`` (a nanotron export marker) and
+``transformers.js_config`` (browser runtime settings) are inert; ``rope_interleaved`` (nanotron's
+RoPE layout) and Qwen2.5's ``use_mrope`` (Qwen2-VL's multimodal RoPE) are accepted only at
+``false``, the layout transformers computes; ``true`` would mean a checkpoint made for another
+RoPE than the one transformers applies, so it stays refused."""
 _ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
