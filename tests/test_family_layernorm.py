@@ -226,10 +226,35 @@ def test_stablelm_per_head_norms_are_stacked(ckpts, tmp_path):
         np.testing.assert_array_equal(ours[name], arr, err_msg=name)
 
 
+def _transformers_split_qkv(attn, fused):
+    """Queries, keys and values ``(B, T, heads, H)`` as transformers' ``FalconAttention`` splits a fused
+    projection: its ``_split_heads`` (4.x), or its forward (5.x splits inline) with the projection
+    replaced by the identity, the rotation by cos = 1, sin = 0, and an attention that records its inputs."""
+    import torch
+    import transformers
+
+    fused = torch.as_tensor(fused)
+    if hasattr(attn, "_split_heads"):
+        return [t.numpy() for t in attn._split_heads(fused)]
+    seen = {}
+
+    def record(module, q, k, v, mask, **kwargs):
+        seen.update(q=q, k=k, v=v)
+        return q.transpose(1, 2), None
+
+    transformers.AttentionInterface.register("gaugejax_record_qkv", record)
+    attn.config._attn_implementation = "gaugejax_record_qkv"
+    attn.query_key_value = torch.nn.Identity()
+    b, t, _ = fused.shape
+    cos_sin = (torch.ones(b, t, attn.head_dim), torch.zeros(b, t, attn.head_dim))
+    with torch.no_grad():
+        attn(fused, None, position_embeddings=cos_sin)
+    return [seen[x].transpose(1, 2).numpy() for x in "qkv"]
+
+
 @pytest.mark.parametrize("kind", ["falcon", "falcon_new", "falcon_sequential"])
 def test_falcon_fused_qkv_layouts_match_transformers(ckpts, kind):
-    """``split_qkv`` reads each fused ``query_key_value`` layout as transformers' ``_split_heads`` does."""
-    import torch
+    """``split_qkv`` reads each fused ``query_key_value`` layout as transformers' attention does."""
     import transformers
 
     from gaugejax.models import falcon
@@ -238,10 +263,10 @@ def test_falcon_fused_qkv_layouts_match_transformers(ckpts, kind):
     c = model.config
     attn = transformers.models.falcon.modeling_falcon.FalconAttention(transformers.FalconConfig(**KINDS[kind][2]), 0)
     fused = np.random.default_rng(0).normal(size=(2, 5, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim)).astype(np.float32)
-    ref = [t.numpy() for t in attn._split_heads(torch.as_tensor(fused))]
+    ref = _transformers_split_qkv(attn, fused)
     ours = [np.asarray(a) for a in falcon.split_qkv(c, fused)]
     np.testing.assert_array_equal(ours[0], ref[0])
-    for o, r in zip(ours[1:], ref[1:]):  # transformers broadcasts grouped keys/values to every query head
+    for o, r in zip(ours[1:], ref[1:]):  # transformers 4.x broadcasts grouped keys/values to every query head
         np.testing.assert_array_equal(np.repeat(o, r.shape[2] // o.shape[2], axis=2), r)
 
 

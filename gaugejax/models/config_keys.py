@@ -4,8 +4,9 @@ Each family declares, per Hugging Face ``model_type``, a :class:`Keys` table:
 
 * ``computed``: keys its ``config_from_hf`` reads (and whose values it validates with the typed
   getters here, so a bad value is refused at load, never at the first forward pass);
-* ``inert``: keys known not to change an evaluation forward pass (dropout, initialisation, token
-  ids, bookkeeping), on top of :data:`COMMON_INERT`;
+* ``inert``: keys known not to change an evaluation forward pass (dropout, initialisation), on top
+  of the keys inert for every family by rule (:func:`inert_by_rule`: transformers' base config
+  attributes, token ids, private keys, ``auto_map``, a null ``quantization_config``);
 * ``fixed``: keys that do change the computation but that gaugejax only computes at the listed
   values (transformers' defaults); any other value is refused.
 
@@ -29,32 +30,65 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from gaugejax.errors import CheckpointError
-
-COMMON_INERT = frozenset({
-    # bookkeeping
-    "model_type", "architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype",
-    "_commit_hash", "name_or_path", "tokenizer_class", "prefix", "task_specific_params", "finetuning_task",
-    "id2label", "label2id", "num_labels", "problem_type", "gradient_checkpointing",
-    # token ids (padding_idx only zeroes a row at initialisation and masks its gradient)
-    "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id",
-    # training, caching and kernel choices (numerically the same function in evaluation)
-    "initializer_range", "use_cache", "attention_dropout", "chunk_size_feed_forward", "torchscript",
-    "use_bfloat16", "tf_legacy_loss", "_attn_implementation", "_attn_implementation_autoset",
-    "attn_implementation", "return_dict", "output_hidden_states", "output_attentions", "tie_encoder_decoder",
-    # generation defaults stored in old config.json files
-    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty",
-    "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
-    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
-    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
-    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
-})
-"""Keys no supported family's forward pass reads."""
+from gaugejax.models.hf_base_keys import BASE_KEYS
 
 COMMON_FIXED: Mapping[str, tuple] = {
     "is_decoder": (False,), "add_cross_attention": (False,), "is_encoder_decoder": (False,),
     "cross_attention_hidden_size": (None,), "pruned_heads": ({},),
 }
 """Compute-changing keys of every config, computed only at transformers' defaults."""
+
+FORWARD_BASE_KEYS: Mapping[str, str] = {
+    "tie_word_embeddings": "decides whether the output head is the token embedding (read by Cohere's forward "
+                           "and by every model's weight tying)",
+    "rope_parameters": "the RoPE base and scaling (read by every rotary family)",
+    "rope_scaling": "the old name of rope_parameters",
+    "rope_theta": "the RoPE base",
+    "per_layer_config": "per-layer overrides of sizes and flags (heterogeneous models, transformers 5.14+)",
+    "attribute_map": "renames config keys, so it changes what every other key means",
+}
+"""Attributes of transformers' config base class that can change the forward pass: never inert by
+rule. A family computes them, lists them as fixed, or they are refused (with :data:`COMMON_FIXED`)."""
+
+TRAINING_ONLY = frozenset({"initializer_range", "attention_dropout"})
+"""Keys of every supported family's own config that only initialisation (the weights' scale) or
+training (a dropout probability: each family applies ``dropout=0.0 if not self.training``) read."""
+
+
+def inert_by_rule(key: str, value: Any) -> bool:
+    """Whether a key is bookkeeping by rule, for every family (unless the family computes it).
+
+    Inert: every attribute of transformers' config base class (:data:`~gaugejax.models.hf_base_keys.BASE_KEYS`,
+    read from each release since 4.45) except :data:`FORWARD_BASE_KEYS` and :data:`COMMON_FIXED`;
+    every ``*_token_id`` / ``*_token_ids`` (a ``padding_idx`` only zeroes a row at initialisation);
+    every private key (leading ``_``, e.g. ``_model_name_or_path`` from a GGUF's ``general.name``);
+    ``auto_map`` (remote-code class names); ``quantization_config`` when null; :data:`TRAINING_ONLY`.
+    The base attributes were checked against the modeling code of every supported family in
+    transformers 5.25: those read by a forward pass are ``output_attentions`` / ``output_hidden_states``
+    / ``return_dict`` (outputs only), ``chunk_size_feed_forward`` (BERT's feed-forward run on chunks
+    of positions: the same numbers), ``use_cache``, ``num_labels`` / ``problem_type`` (classification
+    heads only) and ``_attn_implementation`` (the attention kernel), none of which changes the logits.
+
+    Example:
+      >>> [inert_by_rule(k, v) for k, v in [("unk_token_id", 0), ("_model_name_or_path", "x"),
+      ...  ("quantization_config", None), ("output_hidden_states", True), ("rope_theta", 1e4), ("mlp_bias", True)]]
+      [True, True, True, True, False, False]
+    """
+    if key.startswith("_") or key.endswith(("_token_id", "_token_ids")) or key == "auto_map" or key in TRAINING_ONLY:
+        return True
+    if key == "quantization_config":
+        return value is None
+    return key in BASE_KEYS and key not in FORWARD_BASE_KEYS and key not in COMMON_FIXED
+
+
+def check_not_quantized(cfg: dict) -> None:
+    """Refuses a non-null ``quantization_config`` in one line naming its ``quant_method``."""
+    q = cfg.get("quantization_config")
+    if q is None:
+        return
+    method = q.get("quant_method", "unknown") if isinstance(q, dict) else _show(q)
+    raise CheckpointError(f"{cfg.get('model_type')} checkpoint is quantized (quantization_config quant_method "
+                          f"{method!r}); gaugejax reads dense weights: dequantize it first (and drop the key)")
 
 
 def _show(v: Any) -> str:
@@ -73,7 +107,7 @@ class Keys:
 
     Attributes:
       computed: keys ``config_from_hf`` reads and validates.
-      inert: keys that do not affect the forward pass (besides :data:`COMMON_INERT`).
+      inert: keys that do not affect the forward pass (besides those :func:`inert_by_rule`).
       fixed: key → the values gaugejax computes (besides :data:`COMMON_FIXED`).
     """
 
@@ -83,15 +117,18 @@ class Keys:
 
     def check(self, cfg: dict) -> None:
         """Raises :class:`CheckpointError` on the first key that is unknown or has an unsupported value."""
+        check_not_quantized(cfg)
         fixed = {**COMMON_FIXED, **self.fixed}
         for key, value in cfg.items():
-            if key in self.computed or key in self.inert or key in COMMON_INERT:
+            if key in self.computed or key in self.inert:
                 continue
             if key in fixed:
                 if not any(_same(value, ok) for ok in fixed[key]):
                     allowed = " or ".join(f"{key}={_show(v)}" for v in fixed[key])
                     raise CheckpointError(f"{cfg.get('model_type')} config key {key!r}={_show(value)} is not supported "
                                           f"(gaugejax computes only {allowed})")
+                continue
+            if inert_by_rule(key, value):
                 continue
             raise CheckpointError(f"{cfg.get('model_type')} config key {key!r}={_show(value)} is not understood by "
                                   "gaugejax, which refuses what it cannot compute; remove the key if it is inert")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import jax
 
+from gaugejax.errors import CheckpointError
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
 from gaugejax.models import table as T
@@ -54,18 +55,57 @@ class FalconConfig(S.LayerNormConfig):
     bias: bool = False
     rope_theta: float = 10000.0
 
+    def __post_init__(self):
+        if error := layout_error(self.layout, self.n_heads, self.n_kv_heads, self.parallel, self.two_norms):
+            raise CheckpointError(f"FalconConfig: {error}")
+
+
+LAYOUTS = ("multi_query", "grouped", "per_head")
+"""The fused ``query_key_value`` layouts (see the module docstring)."""
+
+
+def layout_error(layout: str, n_heads: int, n_kv_heads: int, parallel: bool, two_norms: bool) -> str | None:
+    """Why a layout cannot hold these heads and blocks, as transformers builds them (``None`` if it can).
+
+    Multi-query has one key/value head and per-head one per query head (transformers' modeling uses
+    ``num_kv_heads`` only in the new decoder architecture, or to group per-head keys, where any
+    other value fails); only the grouped layout (new architecture) has ``n_kv_heads`` groups, always
+    in parallel blocks, and only it has two LayerNorms.
+
+    Example:
+      >>> layout_error("multi_query", 4, 2, True, False)
+      "layout 'multi_query' has exactly 1 key/value head (got n_kv_heads=2); layout 'grouped' (the new decoder architecture) has 2"
+      >>> layout_error("grouped", 4, 2, True, True) is None
+      True
+    """
+    if layout not in LAYOUTS:
+        return f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})"
+    want = {"multi_query": 1, "per_head": n_heads}.get(layout)
+    if want is not None and n_kv_heads != want:
+        return (f"layout {layout!r} has exactly {want} key/value head{'s' if want > 1 else ''} (got n_kv_heads="
+                f"{n_kv_heads}); layout 'grouped' (the new decoder architecture) has {n_kv_heads}")
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        return f"{n_heads} query heads are not a multiple of {n_kv_heads} key/value heads"
+    if layout != "grouped" and two_norms:
+        return "two LayerNorms (ln_attn, ln_mlp) exist only in the grouped layout (the new decoder architecture)"
+    if layout == "grouped" and not parallel:
+        return "the grouped layout (the new decoder architecture) runs attention and MLP in parallel"
+    return None
+
 
 KEYS = Keys(
     computed={"vocab_size", "hidden_size", "n_embed", "num_hidden_layers", "num_attention_heads", "num_kv_heads",
               "num_ln_in_parallel_attn", "layer_norm_epsilon", "new_decoder_architecture", "multi_query",
               "parallel_attn", "bias", "max_position_embeddings", "rope_parameters", "rope_scaling", "rope_theta",
               "ffn_hidden_size", "activation", "tie_word_embeddings"},
-    inert={"hidden_dropout"},
+    inert={"hidden_dropout", "num_key_value_heads"},
     fixed={"alibi": (False,), "apply_residual_connection_post_layernorm": (False,)},
 )
 """The ``config.json`` keys computed, inert or fixed (everything else is refused).
 
-``n_embed`` is the old name of ``hidden_size``."""
+``n_embed`` is the old name of ``hidden_size``. ``num_key_value_heads`` is what transformers 5
+derives from ``num_kv_heads`` and the layout and writes on save; its Falcon modeling never reads it
+(inert), but a value that contradicts the key/value heads the attention has is refused."""
 
 
 def config_from_hf(cfg: dict) -> FalconConfig:
@@ -82,14 +122,7 @@ def config_from_hf(cfg: dict) -> FalconConfig:
         refuse(cfg, "parallel_attn", "the new decoder architecture runs attention and MLP in parallel")
     if not new and n_ln not in (None, 1):
         refuse(cfg, "num_ln_in_parallel_attn", "two parallel LayerNorms exist only in the new decoder architecture")
-    if new:
-        layout, nkv = "grouped", get_int(cfg, "num_kv_heads", None, none_ok=True) or nh
-    elif get_bool(cfg, "multi_query", True):
-        layout, nkv = "multi_query", 1
-    else:
-        layout, nkv = "per_head", nh
-    if nh % nkv:
-        refuse(cfg, "num_kv_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    layout, nkv = _kv_layout(cfg, nh, new)
     theta, _, partial = rope_from_hf(cfg, kinds=("default",))
     if partial != 1.0:
         refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for Falcon")
@@ -113,6 +146,27 @@ def config_from_hf(cfg: dict) -> FalconConfig:
     )
 
 
+def _kv_layout(cfg: dict, nh: int, new: bool) -> tuple[str, int]:
+    """The layout and key/value heads, as transformers' Falcon attention reads them:
+    ``num_kv_heads if (new_decoder_architecture or not multi_query) else 1`` (``num_kv_heads``
+    defaults to the query heads), checked against ``num_key_value_heads`` when the file has it."""
+    multi_query = get_bool(cfg, "multi_query", True)
+    nkv = get_int(cfg, "num_kv_heads", None, none_ok=True) or nh
+    layout = "grouped" if new else "multi_query" if multi_query else "per_head"
+    if layout == "multi_query":
+        nkv = 1
+    elif layout == "per_head" and nkv != nh:
+        refuse(cfg, "num_kv_heads", f"the per-head layout (multi_query=false) has one key/value head per query head "
+                                    f"({nh}); transformers cannot run other values: remove the key")
+    if nh % nkv:
+        refuse(cfg, "num_kv_heads", f"{nh} query heads are not a multiple of {nkv} key/value heads")
+    written = get_int(cfg, "num_key_value_heads", None, none_ok=True)
+    if written is not None and written != nkv:
+        refuse(cfg, "num_key_value_heads", f"it contradicts num_kv_heads/multi_query/new_decoder_architecture, which "
+                                           f"give {nkv} key/value heads; remove it (transformers derives it)")
+    return layout, nkv
+
+
 def config_to_hf(c: FalconConfig) -> dict:
     """The Hugging Face ``config.json`` dict of a config."""
     cfg = json.loads(c.hf_extra)
@@ -122,6 +176,7 @@ def config_to_hf(c: FalconConfig) -> dict:
     cfg.update(
         model_type="falcon", architectures=["FalconForCausalLM"], vocab_size=c.vocab_size, hidden_size=c.d_model,
         num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_kv_heads=c.n_kv_heads if new else c.n_heads,
+        num_key_value_heads=c.n_kv_heads,
         layer_norm_epsilon=c.norm_eps, new_decoder_architecture=new, multi_query=c.layout == "multi_query",
         parallel_attn=c.parallel, num_ln_in_parallel_attn=(2 if c.two_norms else 1) if new else None, bias=c.bias,
         max_position_embeddings=c.max_positions, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},

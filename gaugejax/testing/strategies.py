@@ -164,10 +164,25 @@ def _supports(cfg: Any, **change: Any) -> bool:
         return False
 
 
+def _layouts_holding(cfg: Any, change: dict[str, Any]) -> list[str]:
+    """The layouts a config (Falcon) accepts with ``change``, its own layout first (so examples shrink to it)."""
+    from gaugejax.errors import GaugeJaxError
+    from gaugejax.models.falcon import LAYOUTS
+
+    ok = []
+    for layout in dict.fromkeys([cfg.layout, *LAYOUTS]):
+        try:
+            cfg.replace(**change, layout=layout)
+        except GaugeJaxError:
+            continue
+        ok.append(layout)
+    return ok
+
+
 @st.composite
 def tiny_configs(draw, kinds: Sequence[str] | None = None) -> Any:
-    """A tiny config of a family: 1 or 2 layers and, where the family has them, GQA head counts,
-    tied embeddings and parallel residuals.
+    """A tiny config of a family: 1 or 2 layers and, where the family has them, GQA head counts (with
+    a Falcon layout that holds them), tied embeddings and parallel residuals.
 
     Args:
       kinds: family names or HF model types; default :func:`families` (every supported one).
@@ -179,6 +194,8 @@ def tiny_configs(draw, kinds: Sequence[str] | None = None) -> Any:
     fields = {f.name for f in dataclasses.fields(cfg)}
     if "n_kv_heads" in fields:
         change["n_kv_heads"] = draw(st.sampled_from([k for k in (1, 2, 4) if cfg.n_heads % k == 0]))
+    if "layout" in fields:  # Falcon: only some fused query_key_value layouts hold the drawn key/value heads
+        change["layout"] = draw(st.sampled_from(_layouts_holding(cfg, change)))
     if "parallel_residual" in fields:
         change["parallel_residual"] = draw(st.booleans())
     if "tie_embeddings" in fields and _supports(cfg, tie_embeddings=not cfg.tie_embeddings):
