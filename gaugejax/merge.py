@@ -190,8 +190,8 @@ def _weights(mode: str, n_other: int, alpha: float, lambdas: float | Sequence[fl
     lam = [1.0 / n_other] if lambdas is None else [float(x) for x in np.atleast_1d(lambdas)]
     if len(lam) not in (1, n_other):
         raise GaugeError(f"{len(lam)} lambdas for {n_other} fine-tunes (give one, or one per fine-tune)")
-    if not all(np.isfinite(lam)):
-        raise GaugeError("lambdas must be finite numbers")
+    if not all(abs(x) <= float(np.finfo(np.float32).max) for x in lam):  # NaN fails too; merges run in float32
+        raise GaugeError("lambdas must be finite float32 numbers (|λ| ≤ 3.4e38)")
     return tuple(lam * n_other if len(lam) == 1 else lam)
 
 

@@ -505,3 +505,156 @@ def test_real_entry_points(world):
         assert p.returncode == 2, (p.args, out, err)
         assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], err
     assert tree(world) == before
+
+
+# =========================================================================== issue 25 items 3, 5, 6, 7
+# Broken or crafted files that gave a traceback, or were written through, now get one line and
+# leave nothing behind; checked by test_bad_input itself on a workspace of their own ({w} below).
+HOSTILE_CASES = [
+    # item 3: a config.json that is not UTF-8 or nested very deep; a malformed tokenizer.json
+    ("info {w}/ck_cfg_latin1", "not UTF-8"),
+    ("apply {w}/ck_cfg_latin1 --gauge {w}/g.npz -o {w}/new", "not UTF-8"),
+    ("info {w}/ck_cfg_deep", "nested too deeply"),
+    ("apply {w}/ck_cfg_deep --gauge {w}/g.npz -o {w}/new", "nested too deeply"),
+    ("verify {w}/ck_badtok {w}/ck_badtok --gauge {w}/g.npz --n-tokens 16", "tokenizer.json is not a tokenizer"),
+    ("align {w}/ck_badtok {w}/ck_badtok -o {w}/new.npz --max-tokens 64", "tokenizer.json is not a tokenizer"),
+    # items 3 and 5: one layer's up_proj cut short (apply wrote it; verify crashed in np.stack)
+    ("apply {w}/ck_short_up --gauge {w}/g.npz -o {w}/new", "model.layers.1.mlp.up_proj.weight has shape (31, 16)"),
+    ("verify {w}/ck_short_up {w}/ck_short_up --gauge {w}/g.npz --n-tokens 16", "up_proj.weight has shape"),
+    ("merge {w}/two {w}/ck_short_up -o {w}/new", "up_proj.weight has shape"),
+    # item 5: NaN / Inf weights and an impossible vocab_size are refused before anything is kept
+    ("apply {w}/ck_nan --gauge {w}/g.npz -o {w}/new1/new2/new", "q_proj.weight holds NaN"),
+    ("apply {w}/ck_inf --gauge {w}/g.npz -o {w}/new", "down_proj.weight holds NaN or infinite"),
+    ("merge {w}/two {w}/ck_nan -o {w}/new", "q_proj.weight holds NaN"),
+    ("merge {w}/two {w}/ck_inf --task-arithmetic -o {w}/new", "down_proj.weight holds NaN or infinite"),
+    ("merge {w}/two_f16 {w}/two2_f16 --task-arithmetic --lambdas 1e6 -o {w}/new", "overflows"),
+    ("merge {w}/two {w}/two2 --task-arithmetic --lambdas 1e39 -o {w}/new", "finite float32"),
+    ("apply {w}/ck_vocab --gauge {w}/g.npz -o {w}/new", "config.json"),
+    ("merge {w}/two {w}/ck_vocab -o {w}/new", "config.json"),
+    # item 6: token arrays of rank 0 or 3
+    ("verify {w}/two {w}/two --gauge {w}/g.npz --tokens {w}/tok_rank0.npy", "(n,) or (batch, seq)"),
+    ("verify {w}/two {w}/two --gauge {w}/g.npz --tokens {w}/tok_rank3.npy", "(n,) or (batch, seq)"),
+    ("align {w}/two {w}/two -o {w}/new.npz --tokens {w}/tok_rank3.npy", "(n,) or (batch, seq)"),
+    # item 7: a gauge archive whose members are not .npy data
+    ("apply {w}/two --gauge {w}/raw_members.npz -o {w}/new", "is not .npy array data"),
+    ("compose {w}/raw_members.npz -o {w}/new.npz", "is not .npy array data"),
+]
+
+
+def _retensor(w: Path, name: str, tensor: str, change) -> None:
+    """A copy of the two-layer checkpoint ``w/two`` whose ``tensor`` is replaced by ``change(array)``."""
+    from gaugejax.io.safetensors_stream import SafetensorsFile, TensorInfo, write_safetensors
+
+    d = w / name
+    shutil.copytree(w / "two", d)
+    (d / ".gaugejax").unlink()
+    sf = SafetensorsFile(w / "two" / "model.safetensors")
+    arrays = {k: (change(np.array(sf[k])) if k == tensor else np.array(sf[k])) for k in sf.keys()}
+    (d / "model.safetensors").unlink()
+    write_safetensors(d / "model.safetensors", [(TensorInfo(k, a.dtype, a.shape), (lambda a=a: a))
+                                                for k, a in arrays.items()])
+
+
+def _poke(value):
+    def change(a):
+        a = a.copy()
+        a.flat[0] = value
+        return a
+    return change
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory):
+    """Workspace of HOSTILE_CASES: a two-layer checkpoint (``two``, ``two2``) and its broken variants."""
+    w = tmp_path_factory.mktemp("hostile")
+    cfg = gj.tiny_config("llama", d_model=16, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=8, d_ff=32, vocab_size=64)
+    gj.save_model(gj.random_model(cfg, 0), w / "two")
+    gj.save_model(gj.random_model(cfg, 1), w / "two2")
+    for name in ("two", "two2"):
+        gj.save_model(gj.load_model(w / name), w / f"{name}_f16", dtype=np.float16)
+    gj.SignedPermutation.random(1, 16).save(w / "g.npz")
+    up = "model.layers.1.mlp.up_proj.weight"
+    _retensor(w, "ck_short_up", up, lambda a: a[:-1])
+    _retensor(w, "ck_nan", "model.layers.0.self_attn.q_proj.weight", _poke(np.nan))
+    _retensor(w, "ck_inf", "model.layers.1.mlp.down_proj.weight", _poke(np.inf))
+    _retensor(w, "ck_badtok", up, lambda a: a)
+    (w / "ck_badtok" / "tokenizer.json").write_text('{"model": 3}')
+    _retensor(w, "ck_cfg_latin1", up, lambda a: a)
+    (w / "ck_cfg_latin1" / "config.json").write_bytes((w / "two" / "config.json").read_bytes()[:-1].rstrip()
+                                                      + b', "name": "caf\xe9"}')
+    _retensor(w, "ck_cfg_deep", up, lambda a: a)
+    (w / "ck_cfg_deep" / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    _retensor(w, "ck_vocab", up, lambda a: a)
+    _edit_config(vocab_size=10**12)(w / "ck_vocab")
+    np.save(w / "tok_rank0.npy", np.int64(3))
+    np.save(w / "tok_rank3.npy", (np.arange(64) % 64).reshape(2, 4, 8))
+    import zipfile
+
+    with zipfile.ZipFile(w / "raw_members.npz", "w") as z:
+        z.writestr("perm", b"0123456789abcdef")
+        z.writestr("signs", b"++++++++++++++++")
+    return w
+
+
+@pytest.mark.parametrize("case", HOSTILE_CASES, ids=[_case_id(c) for c in HOSTILE_CASES])
+def test_hostile_input(case, hostile, capsys, monkeypatch):
+    test_bad_input(case, hostile, capsys, monkeypatch)
+
+
+def test_inf_in_verify_is_one_line_without_numpy_warnings(hostile, capsys):
+    """Inf weights: verify fails naming the layer, and no RuntimeWarning (here: an exception) escapes."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, out, err = run_cli(_argv("verify {w}/ck_inf {w}/ck_inf --gauge {w}/g.npz --n-tokens 16", hostile), capsys)
+    assert code == 1 and "NOT verified: non-finite values" in out
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("error: NaN or infinite values at h[2]"), err
+
+
+def test_gguf_tokenizer_metadata_out_of_range_is_one_line(tmp_path):
+    """A GGUF whose bos_token_id lies outside the vocabulary (with add_bos), or whose merge has no space."""
+    gguf = pytest.importorskip("gguf")
+    from gaugejax.errors import GaugeJaxError
+    from gaugejax.io import load_tokenizer
+
+    def write(path, merges, bos):
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_string("tokenizer.ggml.model", "gpt2")
+        w.add_array("tokenizer.ggml.tokens", ["a", "b", "ab"])
+        w.add_array("tokenizer.ggml.merges", merges)
+        w.add_bos_token_id(bos)
+        w.add_add_bos_token(True)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    write(tmp_path / "ok.gguf", ["a b"], 0)
+    assert load_tokenizer(tmp_path / "ok.gguf")("abab").tolist() == [0, 2, 2]
+    for name, merges, bos in (("bos.gguf", ["a b"], 99), ("merge.gguf", ["ab"], 0)):
+        write(tmp_path / name, merges, bos)
+        with pytest.raises(GaugeJaxError) as e:
+            load_tokenizer(tmp_path / name)("abab")
+        assert "\n" not in str(e.value), name
+
+
+def test_disk_full_during_overwrite_names_the_output(tmp_path, hostile):
+    """A real full disk (a 5 MiB tmpfs in a private mount namespace): the one line names the output
+    being replaced, not the source file whose copy failed; the previous output stays intact."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-r", "-m", "true"]).returncode != 0:
+        pytest.skip("needs unshare -r -m (user and mount namespaces) for a private tmpfs")
+    src = tmp_path / "src"
+    shutil.copytree(hostile / "two", src)
+    (src / ".gaugejax").unlink()
+    (src / "tokenizer_config.json").write_text(json.dumps({"pad": "x" * 3_000_000}))  # fits once, not twice
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    apply = f"{shlex.quote(sys.executable)} -m gaugejax apply {src} --gauge {hostile}/g.npz -o {disk}/out"
+    script = (f"mount -t tmpfs -o size=5m tmpfs {disk} && {apply} >/dev/null && {apply} --overwrite; echo rc=$?; "
+              f"ls -A {disk}; cmp {src}/tokenizer_config.json {disk}/out/tokenizer_config.json && echo intact")
+    p = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert p.stdout.split() == ["rc=2", "out", "intact"], (p.stdout, p.stderr)
+    assert p.stderr.strip() == (f"error: no space left writing {disk}/out (No space left on device); free space on "
+                                "that disk or choose another output path; nothing was written")
