@@ -55,6 +55,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gaugejax.errors import InputError
+
 __all__ = ["Assignment", "solve", "METHODS", "fastest_exact_solver", "row_argmax_certificate"]
 
 METHODS = ("auto", "scipy", "lapjv", "optax", "device")
@@ -122,12 +124,15 @@ def row_argmax_certificate(score: np.ndarray) -> np.ndarray | None:
     return None
 
 
+_NON_FINITE = "score has NaN or infinite entries; replace them with finite values (e.g. np.nan_to_num)"
+
+
 def _validate(score: Any) -> np.ndarray:
     s = np.asarray(score)
     if s.ndim != 2:
-        raise ValueError(f"score must be a 2-D matrix, got shape {s.shape}")
+        raise InputError(f"score has shape {s.shape}; pass a 2-D (n, m) matrix")
     if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
-        raise ValueError(f"score must be real, got dtype {s.dtype}")
+        raise InputError(f"score has dtype {s.dtype}; pass a real (integer or floating) matrix")
     if not np.issubdtype(s.dtype, np.floating):
         s = s.astype(np.float64)
     return s
@@ -137,7 +142,7 @@ def _check_finite(s: np.ndarray) -> None:
     # One streaming pass without a temporary: the float64 sum is finite iff every entry is (NaN and
     # ±inf propagate); only a float64 overflow needs the elementwise check.
     if not np.isfinite(s.sum(dtype=np.float64)) and not np.isfinite(s).all():
-        raise ValueError("score has NaN or infinite entries")
+        raise InputError(_NON_FINITE)
 
 
 def _scipy(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +217,7 @@ def _auto(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     a = np.argmax(s, axis=1)
     rowmax = s[np.arange(n), a]
     if not np.isfinite(rowmax).all():  # argmax returns the first NaN of a row, and +inf is a max
-        raise ValueError("score has NaN or infinite entries")
+        raise InputError(_NON_FINITE)
     counts = np.bincount(a, minlength=m)
     clean = counts[a] == 1
     if clean.all():
@@ -280,7 +285,7 @@ def solve(score: Any, *, maximize: bool = True, method: str = "auto") -> Assignm
       :class:`Assignment` with ``min(n, m)`` pairs, rows increasing.
 
     Raises:
-      ValueError: bad shape, non-finite entries or unknown method; ImportError for ``"lapjv"``
+      InputError: bad shape, non-finite entries or unknown method (a ``ValueError``); ImportError for ``"lapjv"``
         without the ``lap`` package.
 
     Example:
@@ -289,7 +294,7 @@ def solve(score: Any, *, maximize: bool = True, method: str = "auto") -> Assignm
       ([1, 0, 2], 5.0)
     """
     if method not in METHODS:
-        raise ValueError(f"unknown assignment method {method!r}; use one of {', '.join(METHODS)}")
+        raise InputError(f"unknown assignment method {method!r}; use one of {', '.join(METHODS)}")
     s = _validate(score)
     if not maximize:
         s = np.negative(s)

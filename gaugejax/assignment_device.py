@@ -58,6 +58,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaugejax.errors import InputError
+
 # Row-reduction rounds: at most _ARR_ROUNDS, stopping (after two) when a round frees fewer than 1/_ARR_STOP of the
 # free rows. Measured at d = 1024 on the signed objective of decorrelated data: 385 free rows after the priced start,
 # then 385, 227, 135, 85, 73, 60, 52 (the first round only moves owners); each round is one pass over the matrix.
@@ -305,7 +307,7 @@ def solve(score: jax.Array) -> DeviceAssignment:
     """
     s = jnp.asarray(score)
     if s.ndim != 2:
-        raise ValueError(f"score must be a 2-D matrix, got shape {s.shape}")
+        raise InputError(f"score has shape {s.shape}; pass a 2-D (n, m) matrix")
     if not jnp.issubdtype(s.dtype, jnp.floating):
         s = s.astype(jnp.float32)
     n, m = s.shape

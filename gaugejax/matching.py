@@ -44,7 +44,7 @@ import numpy as np
 
 from gaugejax import assignment, stats
 from gaugejax.certificate import certify, correlation_interval, error_halfwidth, sign_confidence
-from gaugejax.errors import GaugeError
+from gaugejax.errors import GaugeError, InputError
 from gaugejax.gauge import SignedPermutation
 from gaugejax.group import Group
 from gaugejax.match_result import AmbiguousMatchWarning, MatchResult, warn_uncertain
@@ -72,13 +72,13 @@ def _solve(score: np.ndarray, solver: str) -> tuple[np.ndarray, str]:
 
 def _resolve_group(method: str, group: Group | str | None, norm: str | None) -> Group:
     if method not in METHODS:
-        raise ValueError(f"unknown matching method {method!r}; use one of {', '.join(METHODS)}")
+        raise InputError(f"unknown matching method {method!r}; use one of {', '.join(METHODS)}")
     if norm not in (None, "rmsnorm", "layernorm"):
-        raise ValueError(f"norm must be 'rmsnorm', 'layernorm' or None, got {norm!r}")
+        raise InputError(f"norm must be 'rmsnorm', 'layernorm' or None, got {norm!r}; pass one of those")
     group = None if group is None else Group(group)
     if method != "sign_marginalized":
         if group not in (None, Group.S_D):
-            raise ValueError(f"method {method!r} returns permutations (S_d); group={group!r} needs "
+            raise InputError(f"method {method!r} returns permutations (S_d); group={group!r} needs "
                              "method='sign_marginalized'")
         return Group.S_D
     model_group = Group.B_D if norm is None else Group.of(norm)
@@ -88,8 +88,16 @@ def _resolve_group(method: str, group: Group | str | None, norm: str | None) -> 
         raise GaugeError(f"a LayerNorm model only admits {model_group} (one global sign); refusing a {group} "
                          f"match. Use group={model_group.value!r} (the default for norm={norm!r})")
     if group is Group.S_D:
-        raise ValueError("for a permutation-only match use method='permutation'")
+        raise InputError("group='S_d' is a permutation-only match; use method='permutation' instead")
     return group
+
+
+def _layer_indices(layers: Sequence[int], n_layers: int) -> list[int]:
+    """``layers`` as a list of ints, each in ``[-n_layers, n_layers)``; an :class:`InputError` otherwise."""
+    idx = [int(i) for i in layers]
+    if not idx or any(not -n_layers <= i < n_layers for i in idx):
+        raise InputError(f"layers {idx} out of range for {n_layers} layers; pick indices in 0..{n_layers - 1}")
+    return idx
 
 
 def match_correlation(
@@ -142,7 +150,7 @@ def match_correlation(
     if c.ndim == 2:
         c = c[None]
     if c.ndim != 3:
-        raise ValueError(f"corr must be (d, d) or (layers, d, d), got shape {c.shape}")
+        raise InputError(f"corr has shape {c.shape}; pass a (d, d) or (layers, d, d) correlation matrix")
     n_layers, d_a, d_b = c.shape
     if d_a != d_b:
         raise GaugeError(f"cannot match residual streams of different widths ({d_a} vs {d_b})")
@@ -230,11 +238,8 @@ def match_stats(
     corr = np.asarray(c.corr)
     if layers is not None:
         if corr.ndim != 3:
-            raise ValueError("layers= needs statistics with a leading layer axis")
-        idx = [int(i) for i in layers]
-        if any(not -corr.shape[0] <= i < corr.shape[0] for i in idx):
-            raise ValueError(f"layers {idx} out of range for {corr.shape[0]} layers")
-        corr = corr[idx]
+            raise InputError("layers= needs statistics with a leading layer axis; drop layers= for (d, d) statistics")
+        corr = corr[_layer_indices(layers, corr.shape[0])]
     labels = layer_labels if layer_labels is not None else layers
     kwargs.setdefault("n_tokens", int(np.asarray(c.n)))
     kwargs.setdefault("warn", True)
@@ -267,13 +272,13 @@ def match(X: Any, Y: Any, method: str = "sign_marginalized", *, layers: Sequence
     x = np.asarray(X)
     y = np.asarray(Y)
     if x.ndim not in (2, 3) or y.ndim != x.ndim:
-        raise ValueError(f"X and Y must both be (n, d) or (layers, n, d), got {x.shape} and {y.shape}")
+        raise InputError(f"X and Y have shapes {x.shape} and {y.shape}; pass both as (n, d) or both as (layers, n, d)")
     if x.shape[:-1] != y.shape[:-1]:
-        raise ValueError(f"X and Y must share layers and tokens, got {x.shape} and {y.shape}")
+        raise InputError(f"X and Y have shapes {x.shape} and {y.shape}; pass activations of the same layers and tokens")
     if x.shape[-1] != y.shape[-1]:
         raise GaugeError(f"cannot match residual streams of different widths ({x.shape[-1]} vs {y.shape[-1]})")
     if x.ndim == 3 and layers is not None:
-        x = x[list(layers)]
-        y = y[list(layers)]
+        idx = _layer_indices(layers, x.shape[0])
+        x, y = x[idx], y[idx]
     st = stats.update(stats.init(x.shape[-1], n_layers=None if x.ndim == 2 else x.shape[0]), x, y)
     return match_stats(st, method, layer_labels=layers, **kwargs)

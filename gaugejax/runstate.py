@@ -102,11 +102,15 @@ def load_state(path: str | os.PathLike, key: str) -> RunState | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["format"]) != _FORMAT:
-                raise KeyError("format")
+                raise _not_a_state_file(path)
             if str(z["key"]) != key:
                 raise GaugeJaxError(f"{path} is the state of a different run (other tokens, layers, batching or "
                                     "models); delete it or pass another --state file")
             fields = {k: jnp.asarray(z[f"stats_{k}"]) for k in stats.CorrStats._fields}
             return RunState(stats.CorrStats(**fields), int(z["n_tokens"]), int(z["next_check"]), bool(z["finished"]))
     except (KeyError, ValueError, OSError, EOFError):
-        raise GaugeJaxError(f"{path} is not a gaugejax align state file; delete it or pass another --state file") from None
+        raise _not_a_state_file(path) from None
+
+
+def _not_a_state_file(path: Path) -> GaugeJaxError:
+    return GaugeJaxError(f"{path} is not a gaugejax align state file; delete it or pass another --state file")

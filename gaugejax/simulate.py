@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaugejax import assignment_device
+from gaugejax.errors import InputError
 from gaugejax.wishart import wishart_correlation
 
 __all__ = ["Structure", "STRUCTURES", "METHODS", "parse_structure", "random_gauge", "generate",
@@ -82,15 +83,15 @@ class Structure:
 
     def __post_init__(self):
         if self.kind not in STRUCTURES:
-            raise ValueError(f"unknown structure {self.kind!r}; use one of {', '.join(STRUCTURES)}")
+            raise InputError(f"unknown structure {self.kind!r}; use one of {', '.join(STRUCTURES)}")
         s = float(self.strength)
         ok = {"none": True, "ar1": -1 < s < 1, "block": 0 <= s < 1, "factors": 0 <= s < 1,
               "outliers": s > 0, "student_t": s > 2}[self.kind]
         if not ok:
-            raise ValueError(f"strength {s} out of range for {self.kind!r} (ar1: -1 < φ < 1; block, factors: "
-                             "0 <= share < 1; outliers: std > 0; student_t: dof > 2)")
+            raise InputError(f"strength {s} out of range for {self.kind!r}; pick ar1: -1 < φ < 1; block, factors: "
+                             "0 <= share < 1; outliers: std > 0; student_t: dof > 2")
         if min(self.block, self.rank, self.outliers) < 1:
-            raise ValueError("block, rank and outliers must be >= 1")
+            raise InputError(f"block, rank and outliers must be >= 1, got {self.block}, {self.rank}, {self.outliers}")
 
     def label(self) -> str:
         """Short text, e.g. ``"ar1:0.5"``."""
@@ -117,7 +118,7 @@ def parse_structure(spec: Structure | str | Mapping[str, Any] | None) -> Structu
         strength = float(parts[1]) if len(parts) > 1 else 0.0
         extra = int(parts[2]) if len(parts) > 2 else None
     except ValueError:
-        raise ValueError(f"cannot parse structure {spec!r}; expected KIND[:STRENGTH[:INT]], e.g. ar1:0.5") from None
+        raise InputError(f"cannot parse structure {spec!r}; write KIND[:STRENGTH[:INT]], e.g. ar1:0.5") from None
     key = {"block": "block", "factors": "rank", "outliers": "outliers"}.get(kind)
     return Structure(kind, strength, **({key: extra} if key and extra is not None else {}))
 
@@ -312,16 +313,17 @@ def ceiling(key: jax.Array, *, d: int, n: int, rho: float, positive_fraction: fl
     """
     methods = tuple(methods)
     if not methods or any(mt not in METHODS for mt in methods):
-        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
+        raise InputError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
     if d < 1 or n < 4 or trials < 1:
-        raise ValueError(f"need d >= 1, n >= 4, trials >= 1 (got d={d}, n={n}, trials={trials})")
+        raise InputError(f"need d >= 1, n >= 4, trials >= 1 (got d={d}, n={n}, trials={trials})")
     if not 0.0 <= rho <= 1.0 or not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"need 0 <= rho <= 1 and 0 <= positive_fraction <= 1 (got {rho}, {positive_fraction})")
+        raise InputError(f"need 0 <= rho <= 1 and 0 <= positive_fraction <= 1 (got {rho}, {positive_fraction})")
     st = parse_structure(correlation)
     if sampler not in ("auto", "tokens", "wishart"):
-        raise ValueError(f"sampler must be 'auto', 'tokens' or 'wishart', got {sampler!r}")
+        raise InputError(f"sampler must be 'auto', 'tokens' or 'wishart', got {sampler!r}")
     if sampler == "wishart" and (st.kind != "none" or n <= d):
-        raise ValueError("sampler='wishart' needs decorrelated Gaussian coordinates (correlation=None) and n > d")
+        raise InputError("sampler='wishart' needs decorrelated Gaussian coordinates (correlation=None) and n > d; "
+                         "use sampler='tokens'")
     if sampler == "auto":
         sampler = "wishart" if st.kind == "none" and n > 2 * d else "tokens"
     m = int(round((1.0 - positive_fraction) * d))

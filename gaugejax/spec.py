@@ -24,7 +24,7 @@ from typing import Any
 
 import jax
 
-from gaugejax.errors import GaugeError
+from gaugejax.errors import GaugeError, InputTypeError
 from gaugejax.gauge import SignedPermutation
 
 
@@ -69,7 +69,7 @@ class Axes:
     def __init__(self, *actions: AxisAction | None):
         for a in actions:
             if a is not None and not isinstance(a, AxisAction):
-                raise TypeError(f"Axes takes AxisAction or None, got {a!r}")
+                raise InputTypeError(f"Axes takes AxisAction or None, got {a!r}; use RESIDUAL, RESIDUAL_PERM or None")
         self.actions = tuple(actions)
 
     def __repr__(self) -> str:

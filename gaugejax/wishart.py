@@ -21,6 +21,8 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from gaugejax.errors import InputError
+
 __all__ = ["wishart_correlation"]
 
 
@@ -87,7 +89,7 @@ def wishart_correlation(key: jax.Array, *, d: int, n: int, rho: float, perm, sig
     triangular-times-dense product (:func:`_triu_t_matmul`).
     """
     if n <= d:
-        raise ValueError(f"the wishart sampler needs n > d (got n={n}, d={d}); use sampler='tokens'")
+        raise InputError(f"the wishart sampler needs n > d (got n={n}, d={d}); use sampler='tokens'")
     kc, kn, kl, kr = jax.random.split(key, 4)
     c = jnp.sqrt(jnp.maximum(1.0 - rho * rho, 0.0))
     dof = (n - 1 - jnp.arange(d)).astype(jnp.float32)

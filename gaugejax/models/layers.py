@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gaugejax.errors import CheckpointError, InputError
+
 
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float, offset: float = 0.0) -> jax.Array:
     """RMSNorm ``(offset + gain) ⊙ x / sqrt(mean(x²) + eps)`` over the last axis.
@@ -73,7 +75,7 @@ def activation(name: str):
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unsupported activation {name!r}") from None
+        raise CheckpointError(f"unsupported activation {name!r}; use one of {', '.join(sorted(ACTIVATIONS))}") from None
 
 
 def rope_inv_freq(rotary_dim: int, theta: float, scaling: dict | None) -> jnp.ndarray:
@@ -146,7 +148,7 @@ def longrope_inv_freq(positions: jax.Array, rotary_dim: int, theta: float, s: di
     factor, att = s.get("factor"), s.get("attention_factor")
     if factor is None:
         if max_positions is None:
-            raise ValueError("longrope RoPE without factor needs max_positions (max_position_embeddings)")
+            raise InputError("longrope RoPE without factor needs max_positions; pass max_position_embeddings")
         factor = max_positions / orig
     if att is None:
         att = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
@@ -178,7 +180,7 @@ def rope_cos_sin(positions: jax.Array, rotary_dim: int, theta: float, scaling: d
         return jnp.cos(emb) * att, jnp.sin(emb) * att
     if kind == "dynamic":
         if max_positions is None:
-            raise ValueError("dynamic RoPE needs max_positions (the config's max_position_embeddings)")
+            raise InputError("dynamic RoPE needs max_positions; pass the config's max_position_embeddings")
         old = max_positions
         seq = jnp.maximum(jnp.max(positions) + 1, old)
         factor = scaling["factor"]

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from gaugejax.errors import InputError
 from gaugejax.models.base import ModelConfig
 
 Hook = tuple[int, Callable[[jax.Array], jax.Array]]
@@ -63,7 +64,7 @@ def hidden_states(mod: types.ModuleType, c: ModelConfig, params: Any, tokens: ja
     n = jax.tree.leaves(params["layers"])[0].shape[0]  # the stacked blocks (normally c.n_layers)
     at, fn = hook if hook is not None else (n + 1, None)
     if not 0 <= at <= n + 1:
-        raise ValueError(f"hook layer {at} outside [0, {n}]")
+        raise InputError(f"hook layer {at} outside [0, {n}]; pick a residual index in 0..{n} (0 = embeddings)")
     ctx = mod.context(c, tokens.shape[1])
     x = mod.embed(c, params, tokens)
     if at == 0:

@@ -203,7 +203,7 @@ def hf_axes(table: Iterable[Param]) -> dict[str, Axes]:
     for p in table:
         a = Axes(*p.axes.actions[1:]) if p.per_expert else p.axes
         a = a.reversed() if p.transpose else a
-        if out.setdefault(p.hf, a) != a:
+        if out.setdefault(p.hf, a) != a:  # a bug in a family's own table (see check_table), not bad input
             raise ValueError(f"fused tensor {p.hf!r} mixes gauge roles")
     return out
 
@@ -262,7 +262,12 @@ def init_params(table: Iterable[Param], n_layers: int, key: jax.Array, dtype=jnp
 
 
 def check_table(table: Iterable[Param]) -> None:
-    """Raises ``ValueError`` on a malformed table (duplicate names, bad roles, bad fusions)."""
+    """Raises ``ValueError`` on a malformed table (duplicate names, bad roles, bad fusions).
+
+    Tables are gaugejax's own code (each family module's), never user input: a malformed one is a
+    programming error, so these stay plain ``ValueError`` assertions (no ``GaugeJaxError``, whose
+    one-line CLI message would hide the bug); tests/test_models.py checks every family's table.
+    """
     table, seen = list(table), set()
     for p in table:
         if p.name in seen or p.name == "layers":
