@@ -89,26 +89,28 @@ def read_tensors(path: str | os.PathLike) -> TensorFile:
     if not p.is_file():
         raise TransportError(f"{p} is not a file")
     if fmt in ("npy", "npz"):
-        try:
-            loaded = np.load(p, allow_pickle=False)
-            if isinstance(loaded, np.ndarray):
-                if fmt != "npy":
-                    raise ValueError("a single .npy array, not an .npz archive")
-                arrays = {"array": loaded}
-            else:
-                if fmt != "npz":
-                    raise ValueError("an .npz archive, not a single .npy array")
-                with loaded as z:
-                    arrays = {k: z[k] for k in z.files}
-        except Exception as e:  # ValueError (pickles), EOFError (empty file), zipfile / OS errors
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise TransportError(f"{p}: not a plain .{fmt} {'array' if fmt == 'npy' else 'archive'} ({reason})") from None
+        arrays = _read_numpy_file(p, fmt)
         if not arrays:
             raise TransportError(f"{p}: the archive holds no arrays")
         return _npy_file(arrays, fmt, p)
     if fmt == "safetensors":
         return _read_safetensors(p)
     return _read_gguf_control_vector(p)
+
+
+def _read_numpy_file(p: Path, fmt: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npy`` (named ``"array"``) or ``.npz`` file, read within the bytes the file
+    holds (:mod:`gaugejax.io.npy_bounded`: no pickles, declared sizes checked first)."""
+    from gaugejax.io.npy_bounded import is_zip, read_npy, read_npz
+
+    zipped = is_zip(p)
+    kind = "array" if fmt == "npy" else "archive"
+    if zipped != (fmt == "npz"):
+        other = "an .npz archive, not a single .npy array" if zipped else "a single .npy array, not an .npz archive"
+        raise TransportError(f"{p}: not a plain .{fmt} {kind} ({other})")
+    if fmt == "npy":
+        return {"array": read_npy(p, error=TransportError, label=str(p))}
+    return read_npz(p, error=TransportError, label=str(p))
 
 
 def _npy_file(arrays: dict[str, np.ndarray], fmt: str, where: Path) -> TensorFile:
@@ -182,32 +184,32 @@ def _gguf():
 
 
 def _read_gguf_control_vector(p: Path) -> TensorFile:
-    gguf = _gguf()
+    """A GGUF control vector, read by the bounded parser (:mod:`gaugejax.io.gguf_parse`)."""
+    from gaugejax.io.gguf_parse import STRING, read_header
+
+    _gguf()
     try:
-        reader = gguf.GGUFReader(str(p))
-    except Exception as e:
-        raise TransportError(f"{p}: not a readable GGUF file ({str(e).splitlines()[0]})") from None
-    arch_field = reader.fields.get("general.architecture")
-    arch = arch_field.contents() if arch_field is not None else None
+        header = read_header(p)
+    except CheckpointError as e:
+        raise TransportError(str(e)) from None
+    arch_field = header.fields.get("general.architecture")
+    arch = header.value("general.architecture") if arch_field is not None and arch_field.type == STRING else None
     if arch != GGUF_ARCH:
         raise TransportError(f"{p}: GGUF architecture is {arch!r}, not a control vector ({GGUF_ARCH!r}); "
                              "transport full models with --kind checkpoint")
     metadata: dict[str, Any] = {}
-    for name, f in reader.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture":
+    for name, f in header.fields.items():
+        if name in ("general.architecture", "general.alignment"):  # the writer sets both itself
             continue
-        vtype = gguf.GGUFValueType(f.types[0])
-        if vtype == gguf.GGUFValueType.ARRAY:
-            sub = gguf.GGUFValueType(f.types[1]) if len(f.types) > 1 else None
-            metadata[name] = (f.contents(), vtype.name, sub.name if sub else None)
-        else:
-            metadata[name] = (f.contents(), vtype.name, None)
+        if f.subtype is not None and f.count == 0:
+            raise TransportError(f"{p}: metadata {name!r} is an empty array, which GGUF writers cannot write back")
+        value = header.value(name)
+        metadata[name] = (value.tolist() if isinstance(value, np.ndarray) else value, *f.type_names)
     tensors: dict[str, np.ndarray] = {}
-    for t in reader.tensors:
-        if t.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
-                                 gguf.GGMLQuantizationType.F64):
-            raise TransportError(f"{p}: tensor {t.name!r} is {t.tensor_type.name}; control vectors are float")
-        tensors[t.name] = np.array(t.data)
+    for name in header.tensors:
+        if header.type_name(name) not in ("F32", "F16", "F64"):
+            raise TransportError(f"{p}: tensor {name!r} is {header.type_name(name)}; control vectors are float")
+        tensors[name] = np.array(header.tensor_data(name))
     if not tensors:
         raise TransportError(f"{p}: control vector holds no direction.* tensors")
     return TensorFile(tensors, "gguf", metadata)

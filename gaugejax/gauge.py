@@ -259,29 +259,30 @@ class SignedPermutation:
 
 def load_gauge_metadata(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The metadata arrays stored in a gauge file (everything but ``perm`` and ``signs``)."""
-    return _read_gauge_arrays(path)[2]
+    return _read_gauge_arrays(path, metadata=True)[2]
 
 
-def _read_gauge_arrays(path):
+def _read_gauge_arrays(path, metadata: bool = False):
+    """``(perm, signs, metadata arrays)``; only ``perm`` and ``signs`` are read unless ``metadata``.
+    Each member's declared size is checked before it is read (:mod:`gaugejax.io.npy_bounded`)."""
+    from gaugejax.io.npy_bounded import npz_members, read_npz
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise GaugeError(f"gauge file {path!r} does not exist")
     if not zipfile.is_zipfile(path):
         raise GaugeError(f"cannot read gauge file {path!r}: not an .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        raise GaugeError(f"{path!r} is not a plain .npz gauge file ({e})") from None
-    except Exception as e:  # zipfile.BadZipFile, OSError, ...
-        raise GaugeError(f"cannot read gauge file {path!r}: {e}") from None
-    missing = [k for k in ("perm", "signs") if k not in arrays]
+    label = f"gauge file {path!r}"
+    members = npz_members(path, error=GaugeError, label=label)
+    names = {m[:-4] if m.endswith(".npy") else m for m in members}
+    missing = [k for k in ("perm", "signs") if k not in names]
     if missing:
         raise GaugeError(f"gauge file {path!r} lacks {', '.join(missing)}")
-    raw = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))  # np.load hands back raw bytes
+    raw = sorted(m for m in members if not m.endswith(".npy"))  # np.savez writes every array as NAME.npy
     if raw:
         raise GaugeError(f"gauge file {path!r}: member {raw[0]} is not .npy array data; write gauges with "
                          "SignedPermutation.save (or np.savez)")
+    arrays = read_npz(path, None if metadata else ("perm", "signs"), error=GaugeError, label=label)
     perm, signs = arrays.pop("perm"), arrays.pop("signs")
     return perm, signs, arrays
 

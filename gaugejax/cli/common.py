@@ -86,13 +86,11 @@ def load_token_file(path: str | os.PathLike) -> np.ndarray:
     if not (path.exists() or path.is_symlink()):
         raise GaugeJaxError(f"--tokens {path} does not exist")
     regular_file(path, f"--tokens {path}")
-    try:
-        ids = np.load(path, allow_pickle=False)
-    except Exception as e:  # ValueError (pickle), EOFError (empty file), OSError, zipfile errors, ...
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise GaugeJaxError(f"--tokens {path} is not a plain .npy array ({reason})") from None
-    if not isinstance(ids, np.ndarray):
+    from gaugejax.io.npy_bounded import is_zip, read_npy
+
+    if is_zip(path):
         raise GaugeJaxError(f"--tokens {path} is an .npz archive; save one array with np.save")
+    ids = read_npy(path, error=GaugeJaxError, label=f"--tokens {path}")  # no pickles; sizes checked first
     if not np.issubdtype(ids.dtype, np.integer):
         raise GaugeJaxError(f"--tokens {path} must hold integer ids, got {ids.dtype}")
     if ids.ndim not in (1, 2):

@@ -32,6 +32,7 @@ import numpy as np
 
 from gaugejax.errors import CheckpointError
 from gaugejax.io.gguf_arch import ARCHITECTURES, hf_config, reverse_permute
+from gaugejax.io.gguf_parse import GGUFHeader, TensorEntry, read_header
 from gaugejax.models.base import Model
 from gaugejax.models.table import HFTensor
 
@@ -48,31 +49,25 @@ def _gguf():
     return gguf
 
 
-def _reader(path: str | os.PathLike):
+def _header(path: str | os.PathLike) -> GGUFHeader:
+    """The checked header of a GGUF file (:func:`gaugejax.io.gguf_parse.read_header`)."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p} does not exist or is not a file")
-    gguf = _gguf()
-    try:
-        return gguf.GGUFReader(os.fspath(p), "r")
-    except Exception as e:  # bad magic, truncated file, unknown version: the reader raises several types
-        raise CheckpointError(f"{p} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+    _gguf()
+    return read_header(p)
 
 
-def _value(field) -> Any:
-    """A metadata field's Python value (``str``, number, or list of them)."""
-    gguf = _gguf()
-    types = list(field.types)
-    if not types:
-        return None
-    as_str = lambda x: bytes(x).decode("utf-8", errors="replace")  # noqa: E731
-    if types[0] == gguf.GGUFValueType.ARRAY:
-        if types[-1] == gguf.GGUFValueType.STRING:
-            return [as_str(field.parts[i]) for i in field.data]
-        return [v for i in field.data for v in field.parts[i].tolist()]
-    if types[0] == gguf.GGUFValueType.STRING:
-        return as_str(field.parts[-1])
-    return field.parts[-1].tolist()[0]
+def _plain(value: Any) -> Any:
+    """A metadata value as plain Python (numeric arrays become lists: what tokenizer code expects)."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+def tokenizer_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``tokenizer.*`` metadata of a GGUF file as plain Python values (the vocabulary arrays
+    cost a small multiple of the bytes they take in the file; nothing else is decoded)."""
+    header = _header(path)
+    return {k: _plain(header.value(k)) for k in header.fields if k.startswith("tokenizer.")}
 
 
 def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
@@ -95,12 +90,12 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
         with the metadata.
     """
     p = Path(path)
-    reader = _reader(p)
+    header = _header(p)
     gguf = _gguf()
-    # the vocabulary arrays are large and not needed here
-    meta = {k: _value(f) for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.") or k.endswith("_id")}
-    tensors = {t.name: t for t in reader.tensors}
-    arch, cfg = hf_config(meta, {k: v.shape for k, v in tensors.items()}, p)
+    # decoded when read; the vocabulary arrays are large and not needed here
+    meta = header.values(k for k in header.fields if not k.startswith("tokenizer.ggml.") or k.endswith("_id"))
+    tensors = header.tensors
+    arch, cfg = hf_config(meta, {k: t.dims for k, t in tensors.items()}, p)
     from gaugejax.io.hf import params_from_tensors
     from gaugejax.models import config_from_hf
 
@@ -115,15 +110,16 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
     if extra:
         raise CheckpointError(f"{p}: unexpected tensors {', '.join(extra[:3])} "
                               "(an architecture variant gaugejax does not support?)")
+    _check_shapes(config, names, tensors, p)
 
     def get(t: HFTensor) -> np.ndarray:
         name = names[t.name]
-        rt = tensors[name]
-        shape = tuple(int(n) for n in reversed(rt.shape))  # numpy order: (out, in)
+        shape = tensors[name].shape  # numpy order: (out, in)
         try:
-            w = np.asarray(gguf.quants.dequantize(rt.data, rt.tensor_type), dtype=np.float32)
-        except NotImplementedError as e:
-            raise CheckpointError(f"{p}: tensor {name!r}: {e}") from None
+            qtype = gguf.GGMLQuantizationType(tensors[name].type)
+            w = np.asarray(gguf.quants.dequantize(header.tensor_data(name), qtype), dtype=np.float32)
+        except (NotImplementedError, ValueError) as e:
+            raise CheckpointError(f"{p}: tensor {name!r}: {str(e).splitlines()[0]}") from None
         if w.size != int(np.prod(shape)):
             raise CheckpointError(f"{p}: tensor {name!r} holds {w.size} values, its shape says {shape}")
         w = w.reshape(shape)
@@ -137,6 +133,17 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
 
     params = params_from_tensors(config, get, np.float32 if dtype is None else dtype)
     return Model(config, params)
+
+
+def _check_shapes(config, names: dict[str, str], tensors: dict[str, TensorEntry], path: Path) -> None:
+    """Refuses a stored tensor whose shape is not the one the metadata implies (before any data is read)."""
+    from gaugejax.io.hf import hf_tensor_shapes
+
+    for hf_name, want in hf_tensor_shapes(config).items():
+        got = tensors[names[hf_name]].shape
+        if got != tuple(want):
+            raise CheckpointError(f"{path}: tensor {names[hf_name]!r} has shape {got} but the metadata implies "
+                                  f"{tuple(want)}; the file is damaged or from another converter")
 
 
 def _tensor_names(config, arch_name: str, path: Path) -> dict[str, str]:
@@ -169,32 +176,27 @@ def gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
       chat template; arrays appear as ``"<array of N>"``).
     """
     p = Path(path)
-    reader = _reader(p)
-    gguf = _gguf()
+    header = _header(p)
     meta: dict[str, Any] = {}
-    for k, f in reader.fields.items():
+    for k, f in header.fields.items():
         if k == "tokenizer.chat_template":
             continue
-        if f.types and f.types[0] == gguf.GGUFValueType.ARRAY:
-            meta[k] = f"<array of {len(f.data)}>"
-        else:
-            meta[k] = _value(f)
+        meta[k] = f"<array of {f.count}>" if f.subtype is not None else header.value(k)
     arch = meta.get("general.architecture")
-    tensors = reader.tensors
-    names = {t.name for t in tensors}
-    vocab = next((int(t.shape[-1]) for t in tensors if t.name == "token_embd.weight"), None)
+    tensors = header.tensors
+    embd = tensors.get("token_embd.weight")
     return {
         "format": "gguf",
         "architecture": arch,
         "name": meta.get("general.name"),
-        "supported": arch in SUPPORTED_ARCHITECTURES,
-        "tied_embeddings": "output.weight" not in names,
+        "supported": isinstance(arch, str) and arch in SUPPORTED_ARCHITECTURES,
+        "tied_embeddings": "output.weight" not in tensors,
         "n_tensors": len(tensors),
-        "n_params": int(sum(int(t.n_elements) for t in tensors)),
-        "tensor_types": dict(Counter(t.tensor_type.name for t in tensors)),
-        "file_bytes": p.stat().st_size,
+        "n_params": sum(t.n_elements for t in tensors.values()),
+        "tensor_types": dict(Counter(header.type_name(n) for n in tensors)),
+        "file_bytes": header.size,
         "tokenizer": meta.get("tokenizer.ggml.model"),
-        "vocab_size": vocab,
+        "vocab_size": int(embd.dims[-1]) if embd is not None and embd.dims else None,
         "metadata": meta,
     }
 
@@ -278,9 +280,7 @@ def _build_tokenizer(meta: dict[str, Any], path: Path):
 def _file_tokenizer(path: str | os.PathLike):
     """The ``tokenizers.Tokenizer`` built from the ``tokenizer.*`` metadata of a GGUF file."""
     p = Path(path)
-    reader = _reader(p)
-    meta = {k: _value(f) for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-    return _build_tokenizer(meta, p)
+    return _build_tokenizer(tokenizer_metadata(p), p)
 
 
 def gguf_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray]:

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gaugejax.errors import CheckpointError
+from gaugejax.io.bounds import check_config_sizes, largest_dimension
 
 __all__ = ["Arch", "ARCHITECTURES", "hf_config", "reverse_permute"]
 
@@ -112,85 +113,135 @@ def hf_config(meta: Mapping[str, Any], tensors: Mapping[str, tuple], path: Path)
       path: the file, for messages.
 
     Raises:
-      CheckpointError: an architecture not in :data:`ARCHITECTURES`, missing or unknown metadata,
+      CheckpointError: an architecture not in :data:`ARCHITECTURES`, missing, mistyped or unknown
+        metadata, sizes the stored tensors cannot hold (checked before anything is built),
         per-layer head counts, per-frequency RoPE factors, unsupported RoPE scaling.
     """
     name = meta.get("general.architecture")
     arch = ARCHITECTURES.get(name) if isinstance(name, str) else None
     if arch is None:
-        raise CheckpointError(f"{path}: GGUF architecture {name!r} is not supported (supported: {supported()})")
+        shown = name if isinstance(name, (str, int, float, type(None))) else f"<{type(name).__name__}>"
+        raise CheckpointError(f"{path}: GGUF architecture {shown!r} is not supported (supported: {supported()})")
     known = _COMMON | arch.keys
     for k in meta:
         if k.startswith(f"{name}.") and k[len(name) + 1:] not in known:
             raise CheckpointError(f"{path}: GGUF metadata key {k!r} is not supported by gaugejax's {name} reader")
-
-    def get(key: str, default: Any = None, required: bool = False) -> Any:
-        v = meta.get(f"{name}.{key}", default)
-        if v is None and required:
-            raise CheckpointError(f"{path}: GGUF metadata lacks {name}.{key}")
-        return v
-
+    check_config_sizes(meta, n_tensors=len(tensors), max_dim=largest_dimension(tensors.values()), where=str(path),
+                       prefix=f"{name}.")
+    get = _Getter(meta, f"{name}.", path)
     for t in ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"):
         if t in tensors:
             raise CheckpointError(f"{path}: per-frequency RoPE factors ({t}) are not supported")
-    d, n_layers = int(get("embedding_length", required=True)), int(get("block_count", required=True))
-    n_heads = int(get("attention.head_count", required=True))
-    n_kv = get("attention.head_count_kv", n_heads)
-    if isinstance(n_kv, list):
-        if len(set(n_kv)) != 1:
-            raise CheckpointError(f"{path}: per-layer key/value head counts {sorted(set(n_kv))} are not supported")
-        n_kv = n_kv[0]
-    head_dim = int(get("attention.key_length", d // n_heads))
-    if int(get("attention.value_length", head_dim)) != head_dim:
+    d, n_layers = get.integer("embedding_length"), get.integer("block_count")
+    n_heads = get.integer("attention.head_count")
+    head_dim = get.integer("attention.key_length", d // n_heads)
+    if get.integer("attention.value_length", head_dim) != head_dim:
         raise CheckpointError(f"{path}: value heads of another width than key heads are not supported")
     embd = tensors.get("token_embd.weight")
-    if embd is None:
-        raise CheckpointError(f"{path}: missing tensor 'token_embd.weight'")
+    if embd is None or len(embd) != 2:
+        raise CheckpointError(f"{path}: missing tensor 'token_embd.weight'" if embd is None else
+                              f"{path}: tensor 'token_embd.weight' has {len(embd)} dimensions, not 2")
     vocab = int(embd[-1])  # GGUF shape lists the innermost dimension first: [d, vocab]
-    declared = get("vocab_size")
-    if declared is not None and int(declared) != vocab:
+    declared = get.integer("vocab_size", vocab)
+    if declared != vocab:
         raise CheckpointError(f"{path}: {name}.vocab_size={declared} but token_embd has {vocab} rows")
     cfg: dict[str, Any] = {
         "model_type": arch.model_type, "vocab_size": vocab, "hidden_size": d, "num_hidden_layers": n_layers,
-        "intermediate_size": int(get("feed_forward_length", required=True)), "num_attention_heads": n_heads,
-        "num_key_value_heads": int(n_kv), "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-        "max_position_embeddings": int(get("context_length", 2048)), "rope_theta": float(get("rope.freq_base", 1e4)),
+        "intermediate_size": get.integer("feed_forward_length"), "num_attention_heads": n_heads,
+        "num_key_value_heads": get.kv_heads(n_heads), "rms_norm_eps": get.number("attention.layer_norm_rms_epsilon", 1e-5),
+        "max_position_embeddings": get.integer("context_length", 2048), "rope_theta": get.number("rope.freq_base", 1e4),
         "tie_word_embeddings": "output.weight" not in tensors, arch.activation[0]: arch.activation[1],
     }
     if head_dim != d // n_heads or arch.model_type in ("gemma", "gemma2", "gemma3_text", "qwen3"):
         cfg["head_dim"] = head_dim
-    rot = get("rope.dimension_count")
-    if rot is not None and int(rot) != head_dim:
+    rot = get.integer("rope.dimension_count", head_dim)
+    if rot != head_dim:
         if name != "phi3":
             raise CheckpointError(f"{path}: partial rotary embeddings (rope.dimension_count={rot}, "
                                   f"head_dim={head_dim}) are not supported for {name}")
-        cfg["partial_rotary_factor"] = int(rot) / head_dim
-    scaling = get("rope.scaling.type", "none")
+        cfg["partial_rotary_factor"] = rot / head_dim
+    scaling = get.text("rope.scaling.type", "none")
     if scaling == "linear":
-        cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor", required=True))}
-    elif scaling not in ("none", None):
+        cfg["rope_scaling"] = {"rope_type": "linear", "factor": get.number("rope.scaling.factor")}
+    elif scaling != "none":
         raise CheckpointError(f"{path}: rope scaling {scaling!r} is not supported (supported: linear)")
-    cfg.update(_specific(name, meta, get, head_dim, d // n_heads, n_layers))
+    cfg.update(_specific(name, get, head_dim, d // n_heads, n_layers))
     for key in ("bos_token_id", "eos_token_id"):
-        if f"tokenizer.ggml.{key}" in meta:
-            cfg[key] = meta[f"tokenizer.ggml.{key}"]
-    if meta.get("general.name"):
-        cfg["_name_or_path"] = str(meta["general.name"])
+        tid = meta.get(f"tokenizer.ggml.{key}")
+        if isinstance(tid, int) and not isinstance(tid, bool):
+            cfg[key] = tid
+    if isinstance(meta.get("general.name"), str) and meta["general.name"]:
+        cfg["_name_or_path"] = meta["general.name"]
     return arch, cfg
 
 
-def _specific(name: str, meta: Mapping[str, Any], get, head_dim: int, d_head: int, n_layers: int) -> dict:
+_MISSING = object()
+
+
+class _Getter:
+    """Typed reads of ``{arch}.*`` metadata: a missing or mistyped value is one line naming the key."""
+
+    def __init__(self, meta: Mapping[str, Any], prefix: str, path: Path):
+        self.meta, self.prefix, self.path = meta, prefix, path
+
+    def _raw(self, key: str, default: Any) -> Any:
+        v = self.meta.get(self.prefix + key, default)
+        if v is _MISSING:
+            raise CheckpointError(f"{self.path}: GGUF metadata lacks {self.prefix}{key}")
+        return v
+
+    def _bad(self, key: str, v: Any, want: str) -> CheckpointError:
+        shown = repr(v) if isinstance(v, (int, float, str)) else f"a {type(v).__name__}"
+        return CheckpointError(f"{self.path}: GGUF metadata {self.prefix}{key} is {shown[:60]}, not {want}")
+
+    def integer(self, key: str, default: Any = _MISSING) -> int:
+        """A positive integer."""
+        v = self._raw(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise self._bad(key, v, "a positive integer")
+        return v
+
+    def number(self, key: str, default: Any = _MISSING) -> float:
+        """A finite number."""
+        v = self._raw(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise self._bad(key, v, "a finite number")
+        return float(v)
+
+    def text(self, key: str, default: Any = _MISSING) -> str:
+        """A string."""
+        v = self._raw(key, default)
+        if not isinstance(v, str):
+            raise self._bad(key, v, "a string")
+        return v
+
+    def kv_heads(self, n_heads: int) -> int:
+        """``attention.head_count_kv``: one number, or a per-layer array of one repeated number."""
+        v = self._raw("attention.head_count_kv", n_heads)
+        if isinstance(v, np.ndarray):
+            counts = sorted(set(v.tolist()))
+            if len(counts) > 1:
+                raise CheckpointError(f"{self.path}: per-layer key/value head counts {counts[:8]} are not supported")
+            if not counts:
+                raise self._bad("attention.head_count_kv", v, "a positive integer")
+            v = counts[0]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise self._bad("attention.head_count_kv", v, "a positive integer")
+        return v
+
+
+def _specific(name: str, get: _Getter, head_dim: int, d_head: int, n_layers: int) -> dict:
     """The config keys one architecture needs beyond the common ones (llama.cpp's own defaults)."""
     if name == "qwen2":
         return {"use_sliding_window": False}
     if name == "phi3":
         return {"sliding_window": None}  # llama.cpp disables Phi-3's sliding window; transformers ignores it
     if name in ("gemma2", "gemma3"):
-        out = {"sliding_window": int(get("attention.sliding_window", 4096)),
+        out = {"sliding_window": get.integer("attention.sliding_window", 4096),
                "query_pre_attn_scalar": d_head if n_layers == _LAYERS_27B[name] else head_dim}
         if name == "gemma2":
-            out.update(attn_logit_softcapping=float(get("attn_logit_softcapping", 50.0)),
-                       final_logit_softcapping=float(get("final_logit_softcapping", 30.0)))
+            out.update(attn_logit_softcapping=get.number("attn_logit_softcapping", 50.0),
+                       final_logit_softcapping=get.number("final_logit_softcapping", 30.0))
         else:
             out.update(sliding_window_pattern=6, rope_local_base_freq=10000.0, attn_logit_softcapping=None,
                        final_logit_softcapping=None)

@@ -17,9 +17,10 @@ import numpy as np
 
 from gaugejax.atomic import atomic_path
 from gaugejax.errors import CheckpointError
+from gaugejax.io.bounds import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, checked_config, read_capped
 from gaugejax.io.containment import copy_input_file, input_file
 from gaugejax.io.safetensors_stream import SafetensorsFile, TensorInfo, write_safetensors
-from gaugejax.models import config_from_hf, family_module
+from gaugejax.models import family_module
 from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.table import HFTensor
 from gaugejax.spec import Axes
@@ -64,7 +65,6 @@ class HFCheckpoint:
         for f in ("config.json", *weights):
             input_file(self.directory / f, self.directory)
         self.hf_config = read_config(cfg_path)
-        self.config: ModelConfig = config_from_hf(self.hf_config)
         index = self.directory / _INDEX
         if index.exists() or index.is_symlink():
             weight_map = read_weight_map(input_file(index, self.directory))
@@ -75,6 +75,9 @@ class HFCheckpoint:
             for f in weights:
                 sf = SafetensorsFile(self.directory / f)
                 self.files.update({k: sf for k in sf.keys()})
+        # sizes in config.json are checked against the stored tensors before anything is built from them
+        shapes = [sf.info(k).shape for sf in self.shard_files for k in sf.keys()]
+        self.config: ModelConfig = checked_config(self.hf_config, shapes, str(cfg_path))
         self._normalise_names()
 
     def _normalise_names(self) -> None:
@@ -131,8 +134,9 @@ def read_weight_map(index: Path) -> dict[str, str]:
       CheckpointError: unreadable or non-JSON index, no ``weight_map`` object, or shards that are not
         ``*.safetensors`` files beside the index.
     """
+    raw = read_capped(index, MAX_INDEX_BYTES, "repair or delete it")
     try:
-        doc = json.loads(index.read_bytes().decode("utf-8"))
+        doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise CheckpointError(f"{index} is not valid JSON; repair or delete it (it maps tensors to shard files)") from None
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
@@ -159,7 +163,7 @@ def read_config(path: Path) -> dict:
       ...
       gaugejax.errors.CheckpointError: ... is not UTF-8 (byte 19); re-save it as UTF-8 JSON
     """
-    raw = path.read_bytes()
+    raw = read_capped(path, MAX_CONFIG_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

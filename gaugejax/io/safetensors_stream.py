@@ -5,6 +5,10 @@ a JSON header ``{name: {dtype, shape, data_offsets}}`` and the raw little-endian
 memory-maps each tensor on demand; writing takes shapes and dtypes first, writes the header, then
 one tensor at a time, so peak memory is one tensor. Every array is made C-contiguous before its
 bytes are written (a Fortran-ordered view would otherwise be saved scrambled).
+
+The header is read only when its declared length is at most :data:`MAX_HEADER_BYTES` (the
+``safetensors`` library's own cap) and fits in the file; every tensor's byte extent is checked
+against the data section before anything is mapped.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ DTYPES: dict[str, np.dtype] = {
     "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 CODES = {v: k for k, v in DTYPES.items()}
+MAX_HEADER_BYTES = 100_000_000
+"""Longest JSON header read (the ``safetensors`` library refuses longer ones too)."""
+MAX_DIMS = 32
+"""Tensors of more dimensions are refused (numpy's limit is 64; real checkpoints use at most 5)."""
 
 
 class TensorInfo(NamedTuple):
@@ -60,6 +68,9 @@ class SafetensorsFile:
                 size = os.path.getsize(self.path)
                 if n > size - 8:
                     raise CheckpointError(f"{self.path} is not a safetensors file (bad header length)")
+                if n > MAX_HEADER_BYTES:
+                    raise CheckpointError(f"{self.path}: the safetensors header claims {n} bytes, over the "
+                                          f"{MAX_HEADER_BYTES}-byte limit (corrupt or crafted file)")
                 header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise CheckpointError(f"{self.path} is not a safetensors file (header is not JSON)") from None
@@ -102,12 +113,13 @@ def _check_header(path: str, header, data_size: int) -> dict:
         if e.get("dtype") not in DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {e.get('dtype')!r}")
         shape, offsets = e.get("shape"), e.get("data_offsets")
-        if not (isinstance(shape, list) and all(_is_count(x) for x in shape)):
-            raise CheckpointError(f"{bad}: tensor {name!r} has no valid shape (a list of non-negative integers)")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_is_count(x) for x in shape)):
+            raise CheckpointError(f"{bad}: tensor {name!r} has no valid shape (a list of at most {MAX_DIMS} "
+                                  "non-negative integers)")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(x) for x in offsets)):
             raise CheckpointError(f"{bad}: tensor {name!r} lacks data_offsets [begin, end]")
         begin, end = offsets
-        nbytes = DTYPES[e["dtype"]].itemsize * int(np.prod(shape, dtype=object))
+        nbytes = DTYPES[e["dtype"]].itemsize * _elements(shape, data_size)
         if not begin <= end <= data_size or end - begin != nbytes:
             raise CheckpointError(f"{path}: tensor {name!r} has inconsistent offsets (truncated file?)")
         spans.append((begin, end, name))
@@ -116,6 +128,19 @@ def _check_header(path: str, header, data_size: int) -> dict:
         if b1 < e0:
             raise CheckpointError(f"{bad}: tensors {n0!r} and {n1!r} overlap")
     return entries
+
+
+def _elements(shape: list[int], cap: int) -> int:
+    """Number of elements of ``shape``, or ``cap + 1`` once the product passes ``cap`` (a product
+    of many huge dimensions is never computed in full)."""
+    if 0 in shape:
+        return 0
+    n = 1
+    for x in shape:
+        n *= x
+        if n > cap:
+            return cap + 1
+    return n
 
 
 def _is_count(x) -> bool:
