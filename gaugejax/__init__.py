@@ -14,7 +14,8 @@ Example:
   True
 """
 
-from gaugejax.errors import CheckpointError, GaugeError, GaugeJaxError, NonFiniteError, TransportError
+from gaugejax.errors import (CheckpointError, GaugeError, GaugeJaxError, InputError, InputTypeError, NonFiniteError,
+                             TransportError)
 from gaugejax.gauge import SignedPermutation, load_gauge_metadata
 from gaugejax.group import Group
 from gaugejax.models import (

@@ -658,3 +658,35 @@ def test_disk_full_during_overwrite_names_the_output(tmp_path, hostile):
     assert p.stdout.split() == ["rc=2", "out", "intact"], (p.stdout, p.stderr)
     assert p.stderr.strip() == (f"error: no space left writing {disk}/out (No space left on device); free space on "
                                 "that disk or choose another output path; nothing was written")
+
+
+# =========================================================================== issue 18 item 7
+# Bad input that ended in a traceback before: seeds beyond jax.random.key's signed 64 bits (an
+# OverflowError deep in jax) and rows too long for the device (XLA's out-of-memory RuntimeError).
+TRACEBACK_CASES = [
+    ("apply {w}/models/rms --random-gauge 99999999999999999999 -o {w}/new", "--random-gauge must lie in [0, 2**63)"),
+    ("verify {w}/models/rms {w}/models/rms --gauge {w}/g.npz --n-tokens 16 --seed 9223372036854775808",
+     "--seed must lie in [0, 2**63)"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --seed 9223372036854775808", "--seed must lie in"),
+    ("audit {w}/models/rms -k 1 --seed 9223372036854775808", "--seed must lie in"),
+    ("simulate --out {w}/new --quick --seed 9223372036854775808", "--seed must lie in"),
+    ("align {w}/models/rms {w}/models/rms -o {w}/new.npz --seq-len 1000000 --max-tokens 1000000",
+     "out of memory on the JAX device"),
+]
+
+
+@pytest.mark.parametrize("case", TRACEBACK_CASES, ids=[_case_id(c) for c in TRACEBACK_CASES])
+def test_former_traceback_is_one_line(case, world, capsys, monkeypatch):
+    test_bad_input(case, world, capsys, monkeypatch)
+
+
+def test_only_out_of_memory_runtime_errors_become_one_line():
+    """A real XLA allocation failure is recognised; any other RuntimeError (a bug) keeps its traceback."""
+    import jax.numpy as jnp
+
+    from gaugejax.cli import _out_of_memory
+
+    with pytest.raises(RuntimeError) as e:
+        jnp.zeros((10**7, 10**7)).block_until_ready()  # 400 TB: refused by every backend
+    assert _out_of_memory(e.value)
+    assert not _out_of_memory(RuntimeError("dictionary changed size during iteration"))

@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name, None) == "":
             print(f"error: --{name.replace('_', '-')} is empty; name a file or folder", file=sys.stderr)
             return 2
+    for name in ("seed", "random_gauge"):  # jax.random.key takes a signed 64-bit seed (an OverflowError above)
+        value = getattr(args, name, None)
+        if value is not None and not 0 <= value < 1 << 63:
+            print(f"error: --{name.replace('_', '-')} must lie in [0, 2**63), got {value}; pick a smaller seed",
+                  file=sys.stderr)
+            return 2
     from gaugejax.leftovers import Interrupted, signals_interrupt
 
     try:
@@ -94,7 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory; use smaller inputs (fewer tokens, smaller batches); nothing was written",
               file=sys.stderr)
         return 2
+    except RuntimeError as e:  # XLA's out of memory (jax.errors.JaxRuntimeError) on inputs too large for the device
+        if not _out_of_memory(e):
+            raise
+        print("error: out of memory on the JAX device; use shorter rows (--seq-len), fewer --batch-rows or "
+              "--stream; nothing was written", file=sys.stderr)
+        return 2
     except OSError as e:  # read-only file system, disk full, permissions, ...: one line, nothing half-written
         where = f": {e.filename}" if e.filename else ""
         print(f"error: {e.strerror or str(e).splitlines()[0]}{where}", file=sys.stderr)
         return 2
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    """Whether ``e`` is XLA's out-of-memory error (``RESOURCE_EXHAUSTED`` on GPU, "Out of memory" on CPU)."""
+    text = str(e).lower()
+    return "resource_exhausted" in text or "out of memory" in text
