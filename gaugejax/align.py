@@ -244,7 +244,7 @@ def align(
 
     if tok.min() < 0 or tok.max() >= ca.vocab_size:
         raise GaugeError(f"token ids must lie in [0, {ca.vocab_size}), got [{tok.min()}, {tok.max()}]")
-    run = _placed(model_a, model_b, mesh)
+    run, on_mesh = _placed(model_a, model_b, mesh)
     resume, checkpoint = None, None
     if state_file is not None:
         key = fingerprint(tok, layers, method, batch_rows, min_tokens, max_tokens, confidence, ca, cb,
@@ -259,22 +259,27 @@ def align(
             L, b, s, d = ha.shape
             yield ha.reshape(L, b * s, d), hb.reshape(L, b * s, d)
 
-    return align_activations(batches(), method=method, min_tokens=min_tokens, max_tokens=max_tokens,
-                             confidence=confidence, layers=layers, progress=progress, total_tokens=int(tok.size),
-                             names=names, warn=warn, resume=resume, checkpoint=checkpoint,
-                             checkpoint_tokens=checkpoint_tokens, **match_kwargs)
+    with on_mesh:
+        return align_activations(batches(), method=method, min_tokens=min_tokens, max_tokens=max_tokens,
+                                 confidence=confidence, layers=layers, progress=progress, total_tokens=int(tok.size),
+                                 names=names, warn=warn, resume=resume, checkpoint=checkpoint,
+                                 checkpoint_tokens=checkpoint_tokens, **match_kwargs)
 
 
 def _placed(model_a: Any, model_b: Any, mesh: Any):
-    """``run(rows, idx, compute_dtype) -> (ha, hb)``: both models' pre-norm streams at ``idx``,
-    on ``mesh`` when given (parameters split over ``model``, rows over ``data``)."""
+    """``(run, context)``: ``run(rows, idx, compute_dtype) -> (ha, hb)``, both models' pre-norm
+    streams at ``idx``, on ``mesh`` when given (parameters split over ``model``, rows over ``data``);
+    run it and use its outputs inside ``with context:`` (sets aside a mesh the caller made current
+    with ``jax.set_mesh``: JAX would refuse to trace the mesh's arrays under it)."""
+    import contextlib
+
     from gaugejax.models import residual_stream
 
     if mesh is None:
         def run(t, idx, dt):
             return (residual_stream(model_a, t, final_norm=False, compute_dtype=dt)[idx],
                     residual_stream(model_b, t, final_norm=False, compute_dtype=dt)[idx])
-        return run
+        return run, contextlib.nullcontext()
     from gaugejax import sharding
     from gaugejax.models import _dtype_key, _stream_and_final
 
@@ -285,12 +290,11 @@ def _placed(model_a: Any, model_b: Any, mesh: Any):
     def run_sharded(t, idx, dt):
         t = sharding.shard_rows(np.asarray(t, np.int32), mesh)  # ids were checked by as_token_rows / align
         out = []
-        with sharding.use_mesh(mesh):  # overrides a caller's jax.set_mesh of an Explicit mesh
-            for m in (ma, mb):
-                stream, _ = _stream_and_final(m.config, m.params, t, None, _dtype_key(dt))
-                out.append(gather(stream[idx]))
+        for m in (ma, mb):
+            stream, _ = _stream_and_final(m.config, m.params, t, None, _dtype_key(dt))
+            out.append(gather(stream[idx]))
         return tuple(out)
-    return run_sharded
+    return run_sharded, sharding.without_current_mesh()
 
 
 def _align_streamed(model_a, model_b, tokens, *, layers, batch_rows, max_tokens, **kwargs) -> MatchResult:

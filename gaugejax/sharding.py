@@ -19,13 +19,15 @@ a mix. :func:`make_mesh` normalizes any of them once, at the entry of every func
 (:func:`auto_mesh`). The parameters are thus split exactly as the user's mesh asks, and jit propagates
 those shardings through the model code (GSPMD); with ``Explicit`` axes every gather and matmul of
 every family would instead have to state its output sharding. The arrays gaugejax returns live on
-that ``Auto`` mesh: to run your own jitted code on them inside a ``jax.set_mesh`` block of an
-``Explicit`` mesh, nest ``with use_mesh(mesh):`` (gaugejax's own entry points do).
+that ``Auto`` mesh. A mesh the caller made current (``jax.set_mesh``) is set aside while gaugejax's
+entry points run (:func:`without_current_mesh`); to call e.g. :func:`gaugejax.forward` inside such a
+block, nest ``with without_current_mesh():``.
 
 JAX versions: ``jax.sharding.AxisType`` appeared in JAX 0.5.3 (0.5.0–0.5.2 had an experimental
-``AxisTypes``); before it every mesh is ``Auto`` and the mesh is used as given. ``jax.make_mesh``
-needs JAX 0.4.32; :func:`use_mesh` uses ``jax.set_mesh`` (0.7.1), else ``jax.sharding.use_mesh``
-(0.5.0–0.7.0), else nothing.
+``AxisTypes``); before it every mesh is ``Auto`` and a mesh is used as given. A ``"data=N,model=M"``
+mesh is built with ``jax.make_mesh`` (JAX 0.4.32), else ``mesh_utils.create_device_mesh``.
+:func:`without_current_mesh` needs ``jax.set_mesh`` (0.7.1; before it, it does nothing). This
+module imports and places meshes on JAX 0.4.30.
 
 Example:
   >>> parse_mesh("data=2,model=4")
@@ -39,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +52,7 @@ from gaugejax.errors import GaugeJaxError
 from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.family import family_module
 
-__all__ = ["parse_mesh", "make_mesh", "check_axes", "auto_mesh", "use_mesh", "param_shardings", "shard_model",
+__all__ = ["parse_mesh", "make_mesh", "check_axes", "auto_mesh", "without_current_mesh", "param_shardings", "shard_model",
            "shard_rows", "replicated", "load_sharded", "AXES"]
 
 AXES = ("data", "model")
@@ -97,14 +99,20 @@ def make_mesh(spec: str | Mapping[str, int] | Mesh) -> Mesh:
     if isinstance(spec, Mapping):
         spec = ",".join(f"{k}={v}" for k, v in spec.items())
     if not isinstance(spec, str):
-        raise GaugeJaxError(f"mesh must be a jax.sharding.Mesh or 'data=N,model=M'; got a {type(spec).__name__}")
+        raise GaugeJaxError("mesh must be a jax.sharding.Mesh or 'data=N,model=M'; "
+                            f"got a value of type {type(spec).__name__}")
     sizes = parse_mesh(spec)
     n = jax.device_count()
     if sizes["data"] * sizes["model"] != n:
         raise GaugeJaxError(f"--mesh data={sizes['data']},model={sizes['model']} needs "
                             f"{sizes['data'] * sizes['model']} devices, but {n} are visible")
+    shape = (sizes["data"], sizes["model"])
+    if not hasattr(jax, "make_mesh"):  # JAX < 0.4.32
+        from jax.experimental import mesh_utils
+
+        return Mesh(mesh_utils.create_device_mesh(shape), AXES)
     auto = {} if AxisType is None else {"axis_types": (AxisType.Auto,) * len(AXES)}
-    return jax.make_mesh((sizes["data"], sizes["model"]), AXES, **auto)
+    return jax.make_mesh(shape, AXES, **auto)
 
 
 def check_axes(mesh: Mesh) -> Mesh:
@@ -114,10 +122,10 @@ def check_axes(mesh: Mesh) -> Mesh:
       GaugeJaxError: another axis name (one line naming the axes it needs).
 
     Example:
-      >>> check_axes(Mesh(jax.devices()[:1], ("batch",)))
+      >>> check_axes(Mesh(jax.devices()[:1], ("batch",)))  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ...
-      gaugejax.errors.GaugeJaxError: mesh axes ('batch',) are not usable: gaugejax needs axes named 'data' (token rows) and/or 'model' (parameters), e.g. jax.make_mesh((2, 4), ('data', 'model'))
+      gaugejax.errors.GaugeJaxError: mesh axes ('batch',) are not usable: gaugejax needs axes named 'data' ...
     """
     names = tuple(mesh.axis_names)
     if not names or any(n not in AXES for n in names):
@@ -139,20 +147,27 @@ def auto_mesh(mesh: Mesh) -> Mesh:
     return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
-def use_mesh(mesh: Mesh) -> contextlib.AbstractContextManager:
-    """``with use_mesh(mesh):`` makes :func:`auto_mesh` ``(mesh)`` JAX's current mesh for the block.
+@contextlib.contextmanager
+def without_current_mesh() -> Iterator[None]:
+    """``with without_current_mesh():`` sets aside a mesh the caller made current with ``jax.set_mesh``.
 
-    gaugejax's arrays live on that ``Auto`` mesh, and JAX refuses to trace them under a different
-    (e.g. ``Explicit``) current mesh; this overrides one set by ``jax.set_mesh``.
+    gaugejax's arrays carry their own shardings on the ``Auto`` mesh of :func:`make_mesh` (or live
+    on one device), and JAX refuses to trace them under a different current mesh, e.g. the caller's
+    ``Explicit`` one; inside this block there is none, as in a plain script. The caller's mesh is
+    restored on exit. Before ``jax.set_mesh`` (JAX 0.7.1) this does nothing.
 
     Example:
-      >>> with use_mesh(Mesh(jax.devices()[:1], ("data",))):
-      ...     int(jax.jit(lambda x: x + 1)(1))
-      2
+      >>> with jax.set_mesh(Mesh(jax.devices()[:1], ("data",))):
+      ...     with without_current_mesh():
+      ...         print(jax.sharding.get_abstract_mesh().empty)
+      True
     """
-    m = auto_mesh(mesh)
-    setter = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
-    return setter(m) if setter is not None else contextlib.nullcontext(m)
+    setter = getattr(jax, "set_mesh", None)
+    if setter is None:
+        yield
+        return
+    with setter(None):  # jax.set_mesh switches when constructed: construct it here, on entry
+        yield
 
 
 def _spec(axis: int | None, shape: tuple[int, ...], mesh: Mesh) -> P:

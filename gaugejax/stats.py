@@ -297,8 +297,8 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
     (build the inputs with :func:`shard_tokens`).
 
     Args:
-      mesh: a device mesh of any axis types (e.g. ``jax.make_mesh((jax.device_count(),), ("data",))``;
-        run with every axis ``Auto``, :func:`gaugejax.sharding.auto_mesh`).
+      mesh: a device mesh of any axis types (e.g. ``jax.make_mesh((jax.device_count(),), ("data",))``,
+        ``Explicit`` since JAX 0.9); the state stays on it.
       axis_name: the mesh axis the tokens are split over (default: the mesh's first axis).
 
     Returns:
@@ -313,7 +313,7 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
       >>> int(s.count)
       8
     """
-    mesh, axis_name = _token_axis(mesh, axis_name)
+    axis_name = _token_axis(mesh, axis_name)
     k = mesh.shape[axis_name]
 
     @partial(jax.jit, donate_argnums=0)
@@ -328,23 +328,34 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
         )(x, y)
         return merge(state, local)
 
-    def update_on_mesh(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
-        from gaugejax.sharding import use_mesh
+    def update_on_mesh(state: CorrStats, x: Any, y: Any) -> CorrStats:
+        from gaugejax.sharding import without_current_mesh
 
-        with use_mesh(mesh):  # overrides a caller's jax.set_mesh of an Explicit mesh
+        x, y = (_split_tokens(a, mesh, axis_name, k) for a in (x, y))  # Explicit axes reshard nothing themselves
+        with without_current_mesh():  # another current mesh (jax.set_mesh) would clash with ``mesh``
             return sharded_update(state, x, y)
 
     return update_on_mesh
 
 
-def _token_axis(mesh: Mesh, axis_name: str | None) -> tuple[Mesh, str]:
-    """``(mesh with every axis Auto, the token axis: axis_name or the mesh's first)``."""
-    from gaugejax.sharding import auto_mesh
-
+def _token_axis(mesh: Mesh, axis_name: str | None) -> str:
+    """The mesh axis the tokens are split over: ``axis_name``, or the mesh's first."""
     axis_name = axis_name or mesh.axis_names[0]
     if axis_name not in mesh.axis_names:
         raise StatsError(f"the mesh has no axis {axis_name!r}; pass axis_name= one of {tuple(mesh.axis_names)}")
-    return auto_mesh(mesh), axis_name
+    return axis_name
+
+
+def _split_tokens(x: Any, mesh: Mesh, axis_name: str, k: int) -> Any:
+    """``x`` split along its token axis over ``axis_name`` as the sharded update takes it (numpy: this
+    process's rows, :func:`shard_tokens`); as given when it does not split evenly (the update says so)."""
+    shape = np.shape(x)
+    if len(shape) < 2 or shape[-2] % k:
+        return x
+    if not isinstance(x, jax.Array):
+        return shard_tokens(x, mesh, axis_name)
+    target = NamedSharding(mesh, _token_spec(len(shape), axis_name))
+    return x if x.sharding == target else jax.device_put(x, target)
 
 
 def shard_tokens(x: Any, mesh: Mesh, axis_name: str | None = None) -> jax.Array:
@@ -353,7 +364,7 @@ def shard_tokens(x: Any, mesh: Mesh, axis_name: str | None = None) -> jax.Array:
     In a single process ``x`` is the whole batch; with several processes each passes its own slice
     of tokens (equal sizes), in process order.
     """
-    mesh, axis_name = _token_axis(mesh, axis_name)
+    axis_name = _token_axis(mesh, axis_name)
     x = np.asarray(x)
     sharding = NamedSharding(mesh, _token_spec(x.ndim, axis_name))
     return jax.make_array_from_process_local_data(sharding, x)

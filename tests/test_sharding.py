@@ -5,6 +5,7 @@ XLA_FLAGS must be set before jax is imported, so every sharded run happens in a 
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,6 +76,36 @@ def test_parse_mesh():
     for bad in ("data=0", "pipe=2", "data=2,data=2", "model=x", ""):
         with pytest.raises(GaugeJaxError, match="--mesh"):
             parse_mesh(bad)
+
+
+def test_make_mesh_refuses_other_axes_and_non_meshes_in_one_line():
+    import jax
+    from jax.sharding import Mesh
+
+    from gaugejax.sharding import make_mesh
+
+    one = Mesh(jax.devices()[:1], ("data",))
+    for bad, says in (({"pipe": 1}, "--mesh must look like"), (8, "got a value of type int"),
+                      (one.abstract_mesh, "got a value of type AbstractMesh"),
+                      (Mesh(jax.devices()[:1], ("batch",)), "needs axes named 'data' (token rows) and/or 'model'")):
+        with pytest.raises(GaugeJaxError, match=re.escape(says)) as e:
+            make_mesh(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_without_current_mesh_sets_the_callers_mesh_aside_only_inside_its_block():
+    import jax
+    from jax.sharding import AxisType, Mesh, get_abstract_mesh
+
+    from gaugejax.sharding import without_current_mesh
+
+    explicit = Mesh(jax.devices()[:1], ("data",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(explicit):
+        block = without_current_mesh()  # made, not yet entered: the caller's mesh stays current
+        assert get_abstract_mesh().axis_types == (AxisType.Explicit,)
+        with block:
+            assert get_abstract_mesh().empty
+        assert get_abstract_mesh().axis_types == (AxisType.Explicit,)
 
 
 @pytest.mark.slow
