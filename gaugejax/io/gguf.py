@@ -247,6 +247,10 @@ def _build_tokenizer(meta: dict[str, Any], path: Path):
     alphabet = set(spelling.values())
     vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))): i
              for i, t in enumerate(tokens)}
+    bad = next((m for m in merges if not isinstance(m, str) or " " not in m), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tokenizer.ggml.merges holds {str(bad)[:40]!r}, not two tokens separated by a "
+                              "space; the file is damaged: re-convert it, or pass --tokens")
     bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], dropout=None, unk_token=None,
                      continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
     tok = Tokenizer(bpe)
@@ -269,6 +273,9 @@ def _build_tokenizer(meta: dict[str, Any], path: Path):
     for flag, key, where in (("add_bos_token", "bos_token_id", "before"), ("add_eos_token", "eos_token_id", "after")):
         tid = meta.get(f"tokenizer.ggml.{key}")
         if meta.get(f"tokenizer.ggml.{flag}") and tid is not None:
+            if not 0 <= int(tid) < len(tokens):
+                raise CheckpointError(f"{path}: tokenizer.ggml.{key}={tid} lies outside the {len(tokens)}-token "
+                                      "vocabulary; the file is damaged: re-convert it, or pass --tokens")
             t = tokens[int(tid)]
             single = f"{t}:0 {single}" if where == "before" else f"{single} {t}:0"
             special.append((t, int(tid)))
