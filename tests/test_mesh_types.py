@@ -170,6 +170,7 @@ def _ok(record):
     return record
 
 
+@pytest.mark.slow
 def test_the_default_mesh_is_explicit_on_this_jax(runs):
     # Guards the premise: jax.make_mesh without axis_types gives Explicit axes (JAX >= 0.9).
     import jax

@@ -138,7 +138,8 @@ WORKER = COMMON + textwrap.dedent("""
     devs = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     # model axis across the two processes: each holds 2 of the 4 model shards of every split parameter
     grid = np.array([[devs[0], devs[1], devs[4], devs[5]], [devs[2], devs[3], devs[6], devs[7]]])
-    mesh = Mesh(grid, sharding.AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+    # Explicit axes, as jax.make_mesh gives by default: gaugejax runs them as Auto (sharding.make_mesh)
+    mesh = Mesh(grid, sharding.AXES, axis_types=(AxisType.Explicit, AxisType.Explicit))
     log = []
     ma = sharding.load_sharded(root + f"/p{pid}/a", mesh, reader=recorder(log))
     mb = sharding.load_sharded(root + f"/p{pid}/b", mesh)
