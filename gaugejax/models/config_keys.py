@@ -86,9 +86,9 @@ def check_not_quantized(cfg: dict) -> None:
     q = cfg.get("quantization_config")
     if q is None:
         return
-    method = q.get("quant_method", "unknown") if isinstance(q, dict) else _show(q)
+    method = q.get("quant_method", "unknown") if isinstance(q, dict) else q
     raise CheckpointError(f"{cfg.get('model_type')} checkpoint is quantized (quantization_config quant_method "
-                          f"{method!r}); gaugejax reads dense weights: dequantize it first (and drop the key)")
+                          f"{_show(method)}); gaugejax reads dense weights: dequantize it first (and drop the key)")
 
 
 def _show(v: Any) -> str:
@@ -141,7 +141,19 @@ class Keys:
 # ------------------------------------------------------------------------------- typed getters
 
 def refuse(cfg: dict, key: str, why: str) -> None:
-    """Raises :class:`CheckpointError`: ``key`` has a value gaugejax does not compute, and why."""
+    """Raises :class:`CheckpointError`: ``key`` has a value gaugejax does not compute, and why.
+
+    A refused ``rope_parameters`` that the file lacks (or holds as null) is named ``rope_scaling``
+    when the RoPE parameters came from there (:func:`rope_source`).
+
+    Example:
+      >>> refuse({"model_type": "phi3", "rope_scaling": {"type": "su"}}, "rope_parameters", "why")
+      Traceback (most recent call last):
+      ...
+      gaugejax.errors.CheckpointError: phi3 config key 'rope_scaling'={"type": "su"} is not supported: why
+    """
+    if key == "rope_parameters" and cfg.get(key) is None:
+        key = rope_source(cfg)
     raise CheckpointError(f"{cfg.get('model_type')} config key {key!r}={_show(cfg.get(key))} is not supported: {why}")
 
 
@@ -219,6 +231,17 @@ _ROPE_OPTIONAL = frozenset({"attention_factor", "beta_fast", "beta_slow", "mscal
 """Keys that may be ``null`` (transformers then derives them; longrope's ``factor`` too)."""
 
 
+def rope_source(cfg: dict) -> str:
+    """The key the RoPE parameters are read from: ``rope_scaling`` when set (older files; it replaces
+    ``rope_parameters``, as in transformers 5), else ``rope_parameters``.
+
+    Example:
+      >>> rope_source({"rope_scaling": None, "rope_parameters": {"rope_type": "default"}})
+      'rope_parameters'
+    """
+    return "rope_scaling" if cfg.get("rope_scaling") else "rope_parameters"
+
+
 def rope_from_hf(cfg: dict, *, theta_key: str = "rope_theta", partial_key: str | None = None,
                  default_partial: float = 1.0, kinds: Iterable[str] = BASIC_ROPE) -> tuple[float, dict | None, float]:
     """RoPE base, scaling and partial rotary factor, as transformers 5 resolves them.
@@ -233,48 +256,49 @@ def rope_from_hf(cfg: dict, *, theta_key: str = "rope_theta", partial_key: str |
     Raises:
       CheckpointError: a RoPE type or a RoPE key gaugejax does not compute, or a bad value.
     """
-    params = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    mt, src = cfg.get("model_type"), rope_source(cfg)
+    params = cfg.get(src) or {}
     if not isinstance(params, dict):
-        refuse(cfg, "rope_parameters", "expected a JSON object")
+        refuse(cfg, src, "expected a JSON object")
     if any(isinstance(v, dict) for v in params.values()):
-        refuse(cfg, "rope_parameters", "per-layer-type RoPE parameters are not computed")
+        refuse(cfg, src, "per-layer-type RoPE parameters are not computed")
     params = dict(params)
     kind = params.pop("rope_type", params.pop("type", "default"))
     params.pop("type", None)
     if kind not in kinds:
-        raise CheckpointError(f"{cfg.get('model_type')} RoPE type {kind!r} is not supported "
-                              f"(supported: {', '.join(kinds)})")
-    theta = get_float({"model_type": cfg.get("model_type"), "rope_theta": params.pop("rope_theta", cfg.get(theta_key, 10000.0))},
+        raise CheckpointError(f"{mt} RoPE type {kind!r} ({src}) is not supported (supported: {', '.join(kinds)})")
+    theta = get_float({"model_type": mt, "rope_theta": params.pop("rope_theta", cfg.get(theta_key, 10000.0))},
                       "rope_theta")
     partial_default = cfg.get(partial_key, default_partial) if partial_key else default_partial
     partial = params.pop("partial_rotary_factor", partial_default)
-    partial = get_float({"model_type": cfg.get("model_type"), "partial_rotary_factor": partial}, "partial_rotary_factor")
+    partial = get_float({"model_type": mt, "partial_rotary_factor": partial}, "partial_rotary_factor")
     unknown = sorted(set(params) - ROPE_KEYS[kind])
     if unknown:
-        raise CheckpointError(f"{cfg.get('model_type')} RoPE key {unknown[0]!r} is not computed for rope_type {kind!r}")
+        raise CheckpointError(f"{mt} RoPE key {unknown[0]!r} in {src} is not computed for rope_type {kind!r}")
     for k in ROPE_KEYS[kind]:
         if k not in params:
             if k in ROPE_REQUIRED[kind]:
-                raise CheckpointError(f"{cfg.get('model_type')} RoPE type {kind!r} lacks {k!r}")
+                raise CheckpointError(f"{mt} RoPE type {kind!r} ({src}) lacks {k!r}")
             continue
-        _check_rope_value(cfg, kind, k, params[k])
+        _check_rope_value(cfg, kind, f"{src}.{k}", params[k])
     if kind in ("llama3", "yarn", "longrope") and "original_max_position_embeddings" not in params:
         params["original_max_position_embeddings"] = cfg.get("max_position_embeddings")
     return theta, (None if kind == "default" else {"rope_type": kind, **params}), partial
 
 
-def _check_rope_value(cfg: dict, kind: str, key: str, value: Any) -> None:
-    """Refuses a ``rope_parameters`` value of the wrong type (lists of factors, ``truncate``, numbers)."""
-    where = {"model_type": cfg.get("model_type"), key: value}
+def _check_rope_value(cfg: dict, kind: str, name: str, value: Any) -> None:
+    """Refuses a RoPE value of the wrong type (lists of factors, ``truncate``, numbers); ``name`` is
+    ``SOURCE.KEY`` (e.g. ``rope_scaling.factor``)."""
+    where, key = {"model_type": cfg.get("model_type"), name: value}, name.split(".")[-1]
     if key in ("short_factor", "long_factor"):
         if (not isinstance(value, list) or not value
                 or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in value)):
-            refuse(where, key, "expected a non-empty list of finite numbers")
+            refuse(where, name, "expected a non-empty list of finite numbers")
     elif key == "truncate":
-        get_bool(where, key, True)
+        get_bool(where, name, True)
     elif value is None and (key in _ROPE_OPTIONAL or (kind == "longrope" and key == "factor")):
         return
     else:
-        get_float(where, key, positive=key not in _ROPE_OPTIONAL)
+        get_float(where, name, positive=key not in _ROPE_OPTIONAL)
         if key.startswith("beta_") and value < 0:
-            refuse(where, key, "YaRN's rotation counts must be >= 0 (0 or null: transformers' default)")
+            refuse(where, name, "YaRN's rotation counts must be >= 0 (0 or null: transformers' default)")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from gaugejax.errors import CheckpointError
 from gaugejax.models import dense as D
 from gaugejax.models import layers as L
-from gaugejax.models.config_keys import Keys, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import Keys, get_choice, get_float, get_int, refuse, rope_from_hf, rope_source
 from gaugejax.models.table import GAIN, READ, WRITE, Param
 
 
@@ -56,17 +56,19 @@ KEYS = Keys(
 
 
 def _longrope(cfg: dict, rope: dict, rotary_dim: int, max_positions: int) -> dict:
-    """The ``longrope`` parameters with transformers' defaults filled in, checked."""
+    """The ``longrope`` parameters with transformers' defaults filled in, checked (refusals name the
+    key they were read from, ``rope_scaling`` or ``rope_parameters``)."""
+    src = rope_source(cfg)
     known = {"rope_type", "type", "rope_theta", "partial_rotary_factor", "short_factor", "long_factor", "factor",
              "attention_factor", "original_max_position_embeddings"}
     unknown = sorted(set(rope) - known)
     if unknown:
-        raise CheckpointError(f"phi3 RoPE key {unknown[0]!r} is not computed for rope_type 'longrope'")
+        raise CheckpointError(f"phi3 RoPE key {unknown[0]!r} in {src} is not computed for rope_type 'longrope'")
     short, long = rope.get("short_factor"), rope.get("long_factor")
     for name, f in (("short_factor", short), ("long_factor", long)):
         if not isinstance(f, list) or len(f) != rotary_dim // 2 or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in f):
-            refuse(cfg, "rope_parameters", f"longrope {name} must list {rotary_dim // 2} positive numbers")
+            refuse(cfg, src, f"longrope {name} must list {rotary_dim // 2} positive numbers")
     original = get_int({**cfg, **rope}, "original_max_position_embeddings", max_positions)
     factor = rope.get("factor") or max_positions / original
     attn = rope.get("attention_factor")
@@ -83,7 +85,9 @@ def config_from_hf(cfg: dict) -> Phi3Config:
     fields = D.gqa_fields(cfg, {"rms_norm_eps": 1e-5, "tie_word_embeddings": False, "max_position_embeddings": 4096},
                           even_head=False)  # an odd head may rotate an even part (refused below otherwise)
     head_dim, max_positions = fields["head_dim"], fields["max_positions"]
-    rope = dict(cfg.get("rope_scaling") or cfg.get("rope_parameters") or {})
+    rope = cfg.get(rope_source(cfg)) or {}
+    if not isinstance(rope, dict):
+        refuse(cfg, rope_source(cfg), "expected a JSON object")
     if rope.get("rope_type", rope.get("type")) in ("longrope", "su"):
         theta = get_float({**cfg, **rope}, "rope_theta", 10000.0)
         partial = get_float({**cfg, **rope}, "partial_rotary_factor", 1.0)
