@@ -15,15 +15,27 @@ gains, sandwich norms, soft-caps, a sliding window) — goes through:
 * **align**: ``gj.align`` recovers a hidden gauge from activations;
 * **transport**: a steering vector moved by ``gj.transport_vector`` steers the gauged model exactly
   as the original steers the original, and an optax AdamW state moved by
-  ``gj.transport_opt_state`` continues the gauged run step for step.
+  ``gj.transport_opt_state`` continues the gauged run step for step;
+* **mesh** (Llama only, 4 forced host devices in a subprocess, since XLA_FLAGS must be set before
+  jax starts): ``load_model(mesh="data=2,model=2")`` and, where JAX has it, a ``jax.make_mesh`` mesh
+  with JAX's default axis types give the unsharded logits, and ``gj.align`` over the mesh recovers
+  the gauge.
 
 Tolerances: parity and apply use ``family_helpers.RTOL`` (1e-4 of the reference's scale: both
 sides compute in float32 in different summation orders, a few ulps per layer, while a real bug
 shows at 1e-3 or more). Transport compares two float32 runs of our own code that sum the same
-products in a permuted order: 1e-5 of the logits' / parameters' scale (measured ≲ 1e-6).
+products in a permuted order: 1e-5 of the logits' / parameters' scale (measured ≲ 1e-6); the
+mesh check compares sharded and unsharded float32 runs of our code (partial sums over shards): the
+same 1e-5.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -36,6 +48,8 @@ import optax  # noqa: E402
 
 import gaugejax as gj  # noqa: E402
 from gaugejax import train  # noqa: E402
+from gaugejax.audit import Claim, audit, plot_audit  # noqa: E402
+from gaugejax.cli import main  # noqa: E402
 from gaugejax.io import load_model  # noqa: E402
 import family_helpers as F  # noqa: E402
 from helpers_hf import hf_reference, rel_err  # noqa: E402
@@ -129,3 +143,77 @@ def test_transported_adamw_state_continues_the_run(ckpts, case):
     gap = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
               for a, b in zip(jax.tree.leaves(gj.apply_spec(params, spec, g)), jax.tree.leaves(moved[0])))
     assert gap <= TRANSPORT_RTOL * scale, gap
+
+
+MESH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import jax
+    import gaugejax as gj
+
+    directory, toks = sys.argv[1], np.asarray(json.loads(sys.argv[2]))
+    assert jax.device_count() == 4, jax.devices()
+    plain = gj.load_model(directory)
+    ref = np.asarray(gj.forward(plain, toks))
+    meshes = {"spec": "data=2,model=2"}
+    if hasattr(jax, "make_mesh"):  # JAX >= 0.4.32; default axis types (Explicit since JAX 0.9)
+        meshes["make_mesh"] = jax.make_mesh((2, 2), ("data", "model"))
+    out = {}
+    for name, mesh in meshes.items():
+        logits = np.asarray(gj.forward(gj.load_model(directory, mesh=mesh), toks))
+        out[name] = float(np.abs(logits - ref).max() / np.abs(ref).max())
+    g = gj.SignedPermutation.random(3, plain.config.d_model)
+    rows = np.random.default_rng(11).integers(0, plain.config.vocab_size, (48, 12))
+    r = gj.align(plain, gj.apply_gauge(plain, g), rows, mesh="data=2,model=2", warn=False)
+    out["align"] = r.gauge == g
+    print(json.dumps(out))
+""")
+
+
+def test_mesh_load_forward_and_align(ckpts, tmp_path):
+    d, toks, _, _ = ckpts["llama"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(d), json.dumps(toks.tolist())], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out.pop("align") is True
+    assert "spec" in out and all(err < TRANSPORT_RTOL for err in out.values()), out
+
+
+def test_cli_apply_align_info(ckpts, tmp_path, capsys):
+    """``gaugejax apply`` hides a random gauge, ``gaugejax align`` finds it, ``gaugejax info`` prints its table."""
+    src, gauged, gfile, found = (str(ckpts["gemma2"][0]), str(tmp_path / "gauged"), str(tmp_path / "g.npz"),
+                                 str(tmp_path / "found.npz"))
+    assert main(["apply", src, "--random-gauge", "7", "--save-gauge", gfile, "-o", gauged]) == 0
+    assert main(["align", src, gauged, "-o", found, "--min-tokens", "256", "--max-tokens", "1024",
+                 "--seq-len", "12"]) == 0
+    assert gj.SignedPermutation.load(found) == gj.SignedPermutation.load(gfile)
+    capsys.readouterr()
+    assert main(["info", src]) == 0
+    assert "B_d" in capsys.readouterr().out
+
+
+def test_audit_chart_and_flax_spec(ckpts, tmp_path):
+    model = load_model(ckpts["llama"][0])
+    r = audit(model, Claim("first coordinate", lambda m, t: ([0], None), signed=False), ckpts["llama"][1], k=3)
+    plot_audit(r, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    import flax.linen as nn
+
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    params = nn.Dense(3).init(jax.random.key(0), x)
+    g = gj.SignedPermutation.random(2, 6)
+    moved = gj.apply_spec(params, {"params": {"kernel": gj.Axes(gj.RESIDUAL, None), "bias": gj.Axes(None)}}, g)
+    # float32 products summed in a permuted order: a few ulps
+    np.testing.assert_allclose(nn.Dense(3).apply(moved, g.apply(x)), nn.Dense(3).apply(params, x), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_host_assignment_solvers_agree():
+    """``lap``'s Jonker-Volgenant and scipy's solver find the same (unique, random) optimum."""
+    score = np.random.default_rng(0).normal(size=(40, 40))
+    a, b = gj.assignment.solve(score, method="lapjv"), gj.assignment.solve(score, method="scipy")
+    assert (a.solver, b.solver) == ("lapjv", "scipy")
+    np.testing.assert_array_equal(a.cols, b.cols)
