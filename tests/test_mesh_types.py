@@ -69,7 +69,9 @@ SCRIPT = textwrap.dedent("""
 
     def load_model(mesh):
         ms = gj.load_model(root + "/a", mesh=mesh)
-        return {"rel": rel(gj.forward(ms, t)), **layout(mesh, ms)}
+        with jax.set_mesh(mesh), sharding.without_current_mesh():  # the documented way inside a caller's mesh
+            in_context = rel(gj.forward(ms, t))
+        return {"rel": rel(gj.forward(ms, t)), "rel_in_context": in_context, **layout(mesh, ms)}
 
     def shard_model(mesh):
         ms = sharding.shard_model(m, mesh)
@@ -187,6 +189,8 @@ def test_forward_on_a_loaded_or_placed_model_equals_unsharded(runs, kind, entry)
     r = _ok(runs[kind][entry])
     # Same float32 ops with the contractions split over up to 4 devices: agreement to float32 rounding.
     assert r["rel"] <= 1e-5
+    if entry == "load_model":
+        assert r["rel_in_context"] <= 1e-5
     # Placed on the user's devices under the user's axis names, split as the mesh asks: every
     # parameter with a model axis that divides is cut into MODEL_SIZE equal pieces (norm gains are
     # replicated).
