@@ -30,7 +30,7 @@ def _stats_fn(xs, ys, d, backend):
     def f():
         stats.set_gemm_backend(backend)
         try:
-            s = stats.init(d)
+            s = stats.init(d, backend=backend)
             for xb, yb in zip(xs, ys):
                 s = stats.update(s, xb, yb)
             return jax.block_until_ready(s)
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     repeat = args.repeat or (2 if args.quick else 5)
     table = run(args.n, ds, [4096, args.n], repeat=repeat)
     mt = match_vs_naive(8192, 2048, repeat=repeat)
-    body = ("Streaming statistics (`gaugejax.stats.update`, donated state, float32) over n tokens vs the best plain "
+    body = ("Streaming statistics (`gaugejax.stats.update`, pure, float32) over n tokens vs the best plain "
             "GEMM of the same shape (numpy/OpenBLAS `Xᵀ Y` or jitted JAX `Xᵀ Y`, one call over all n tokens). "
             f"Host engine: {hoststats.workers()} worker threads, chunks of {hoststats.CHUNK_ROWS} tokens. "
             "2·n·d² flops. Best of "

@@ -27,6 +27,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from gaugejax.errors import StatsError
+
 __all__ = ["gemm_acc", "threads_free", "blas_threads", "single_threaded"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -161,9 +163,11 @@ def gemm_acc(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 1.0) -> 
       c: ``(m, n)`` float32 with contiguous rows, written in place.
     """
     if a.shape[0] != b.shape[0] or c.shape != (a.shape[1], b.shape[1]):
-        raise ValueError(f"gemm_acc: shapes {a.shape}ᵀ·{b.shape} do not give {c.shape}")
+        raise StatsError(f"gemm_acc: shapes {a.shape}ᵀ·{b.shape} do not give {c.shape}: "
+                         "pass a (k, m), b (k, n) and c (m, n)")
     if not (c.flags.writeable and _usable(c)):
-        raise ValueError("gemm_acc: c must be a writeable float32 matrix with contiguous rows")
+        raise StatsError("gemm_acc: c must be a writeable float32 matrix with contiguous rows: "
+                         "pass np.zeros((m, n), np.float32)")
     if a.shape[0] == 0 or c.size == 0:
         if beta == 0.0:
             c.fill(0.0)

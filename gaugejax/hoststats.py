@@ -21,9 +21,11 @@ This is the CPU engine behind :func:`gaugejax.stats.update`. It reaches the spee
   parallel too. The first worker on a layer accumulates straight into the state's co-moment; a
   worker that starts inside a layer another one began keeps a private accumulator, added in at the
   end together with the rank-two correction (split by rows between the workers).
-
-The state's co-moment is written in place when it is a writeable float32 numpy array (the state is
-donated); a JAX state is copied to the host once, on its first update.
+* **Pure by default.** The GEMMs write a fresh co-moment (``beta = 0`` on a layer's first chunk)
+  and the old state's co-moment is added in that final row-block pass, where the block is in cache
+  anyway: the input state is never written, at the cost of one read of its co-moment. With
+  ``inplace=True`` (:func:`gaugejax.stats.update_inplace`, for a caller that owns the state) the
+  GEMMs accumulate straight into the state's co-moment when it is a writeable float32 numpy array.
 
 Example:
   >>> x = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -40,11 +42,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from gaugejax import hostblas
+from gaugejax.errors import StatsError
 
-__all__ = ["accumulate", "aligned", "pilot_shift", "workers", "set_workers", "CHUNK_ROWS", "PILOT_ROWS"]
+__all__ = ["accumulate", "aligned", "pilot_shift", "workers", "set_workers", "CHUNK_ROWS", "PILOT_ROWS", "GEMM_BACKENDS",
+           "gemm_backend", "set_gemm_backend", "on_host"]
+
+GEMM_BACKENDS = ("auto", "numpy", "jax")
+_gemm_choice = os.environ.get("GAUGEJAX_GEMM", "auto")
 
 CHUNK_ROWS = 256
 """Tokens per chunk: a (256, d) float32 buffer per stream stays in L2 up to d = 2048, and a
@@ -61,6 +69,46 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int] = (0, 0)  # (pid, threads): a forked child or a larger share needs a new pool
 _scratch: dict[tuple, np.ndarray] = {}
+
+
+def set_gemm_backend(name: str) -> None:
+    """Pins the GEMM of :func:`gaugejax.stats.update`: ``"numpy"`` (this host engine), ``"jax"`` or
+    ``"auto"`` (numpy on a CPU backend, JAX on accelerators); ``GAUGEJAX_GEMM`` sets the default."""
+    global _gemm_choice
+    if name not in GEMM_BACKENDS:
+        raise StatsError(f"unknown GEMM backend {name!r}; use one of {', '.join(GEMM_BACKENDS)}")
+    _gemm_choice = name
+
+
+def gemm_backend() -> str:
+    """The GEMM backend :func:`gaugejax.stats.update` uses for host-resident inputs: ``"numpy"`` or ``"jax"``.
+
+    Example:
+      >>> gemm_backend() in ("numpy", "jax")
+      True
+    """
+    if _gemm_choice in ("numpy", "jax"):
+        return _gemm_choice
+    return "numpy" if jax.default_backend() == "cpu" else "jax"
+
+
+def on_host(a: Any) -> bool:
+    """A numpy array, or a JAX array held whole by one CPU device (zero-copy view): input this engine
+    takes.
+
+    Example:
+      >>> on_host(np.zeros(2)), on_host(jax.jit(lambda: 1.0)()) == (jax.default_backend() == "cpu")
+      (True, True)
+    """
+    if isinstance(a, np.ndarray):
+        return True
+    if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array):
+        return not isinstance(a, jax.core.Tracer)
+    try:
+        devs = a.devices()
+    except Exception:  # noqa: BLE001 - deleted or otherwise unusable arrays: let JAX raise
+        return False
+    return len(devs) == 1 and next(iter(devs)).platform == "cpu" and a.is_fully_addressable
 
 
 def workers() -> int:
@@ -86,7 +134,7 @@ def set_workers(n: int | None) -> None:
     """Pins the number of worker threads (``None``: one per usable core); for tests and tuning."""
     global _workers_override
     if n is not None and int(n) < 1:
-        raise ValueError(f"need at least one worker, got {n}")
+        raise StatsError(f"need at least one worker thread, got {n}: pass n >= 1, or None for one per core")
     _workers_override = None if n is None else int(n)
 
 
@@ -167,18 +215,27 @@ def _host_matrix(a: Any, shape: tuple) -> np.ndarray | None:
     return None
 
 
-def accumulate(state: Any, x: Any, y: Any) -> tuple:
+def accumulate(state: Any, x: Any, y: Any, *, inplace: bool = False) -> tuple:
     """Adds the batch ``(x, y)`` to ``state``; the six :class:`~gaugejax.stats.CorrStats` fields.
 
     Args:
       state: ``(count, mean_x, mean_y, m2_x, m2_y, cxy)`` (numpy or JAX arrays), or ``None`` for an
-        empty state. Its ``cxy`` is written in place when it is a writeable float32 C-contiguous
-        numpy array.
+        empty state. Never written unless ``inplace``.
       x: ``(n, d_x)`` or ``(L, n, d_x)``; y: same leading axes, ``d_y`` columns; any real dtype
         (computed in float32).
+      inplace: accumulate into ``state``'s ``cxy`` when it is a writeable float32 C-contiguous numpy
+        array, and return that array (the caller gives the state up); otherwise the result has
+        arrays of its own.
 
     Returns:
       numpy ``(count, mean_x, mean_y, m2_x, m2_y, cxy)``: int32 count, float32 moments.
+
+    Example:
+      >>> x = np.ones((2, 3), np.float32)
+      >>> s1 = accumulate(None, x, x)
+      >>> s2 = accumulate(s1, x, 2 * x)
+      >>> int(s1[0]), int(s2[0]), s2[5] is s1[5], accumulate(s2, x, x, inplace=True)[5] is s2[5]
+      (2, 4, False, True)
     """
     x = np.asarray(x)
     y = np.asarray(y)
@@ -190,15 +247,16 @@ def accumulate(state: Any, x: Any, y: Any) -> tuple:
     cshape = lead + (dx, dy)
     na = 0 if state is None else int(np.asarray(state[0]))
     if state is not None and tuple(np.shape(state[5])) != cshape:
-        raise ValueError(f"state co-moment has shape {tuple(np.shape(state[5]))}, the batch needs {cshape}")
+        raise StatsError(f"the state's co-moment has shape {tuple(np.shape(state[5]))} but this batch needs "
+                              f"{cshape}: pass batches of the widths and layer count the state was made for")
     if n == 0 or n_layers == 0:
         if state is None or n_layers == 0:
             z = np.zeros
             return (np.asarray(na + n, np.int32), z(lead + (dx,), np.float32), z(lead + (dy,), np.float32),
                     z(lead + (dx,), np.float32), z(lead + (dy,), np.float32), z(cshape, np.float32))
-        return tuple(state)
+        return tuple(state) if inplace else tuple(np.array(f) if isinstance(f, np.ndarray) else f for f in state)
     with _lock:
-        return _accumulate(state, na, x3, y3, lead, cshape)
+        return _accumulate(state, na, x3, y3, lead, cshape, inplace)
 
 
 class _Batch(NamedTuple):
@@ -255,14 +313,13 @@ def _combine(acc: np.ndarray, privates: list, a: np.ndarray, b: np.ndarray, shar
         hostblas.gemm_acc(a[l][:, r0:r1], b[l], acc[l, r0:r1])
 
 
-def _accumulate(state, na, x3, y3, lead, cshape) -> tuple:
+def _accumulate(state, na, x3, y3, lead, cshape, inplace) -> tuple:
     n_layers, n, dx = x3.shape
-    out = None if state is None else _host_matrix(state[5], cshape)
-    fresh = na == 0
+    out = _host_matrix(state[5], cshape) if inplace and state is not None else None
+    fresh = na == 0 or out is None  # the GEMMs overwrite (beta = 0) rather than accumulate
+    prior = [] if na == 0 or out is not None else list(enumerate(np.asarray(state[5]).reshape(n_layers, dx, -1)))
     if out is None:
         out = aligned(cshape)
-        if not fresh:
-            np.copyto(out, np.asarray(state[5]), casting="same_kind")
     acc = out.reshape(n_layers, dx, y3.shape[-1])
     kx, ky = pilot_shift(x3), pilot_shift(y3)
     batch = _Batch(x3, y3, kx, ky, acc, fresh, _plan(n_layers, n, workers()))
@@ -270,7 +327,7 @@ def _accumulate(state, na, x3, y3, lead, cshape) -> tuple:
     with hostblas.single_threaded() if w > 1 else contextlib.nullcontext():
         results = _run([(lambda k=k: _chunk_pass(batch, k)) for k in range(w)])
         sx, sy, qx, qy = (sum(r[0][k] for r in results) for k in range(4))
-        privates = [r[1] for r in results if r[1][0] is not None]
+        privates = [r[1] for r in results if r[1][0] is not None] + prior  # the old co-moment is one more
         means, m2s, a, b = _moments(state, na, n, (kx, ky), (sx, sy), (qx, qy), lead)
         blocks = [(l, r0, min(r0 + 64, dx)) for l in range(n_layers) for r0 in range(0, dx, 64)]
         _run([(lambda s=s: _combine(acc, privates, a, b, s)) for s in (blocks[k::w] for k in range(w)) if s])

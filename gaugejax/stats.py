@@ -3,7 +3,8 @@
 The matcher needs ``C[i, j] = corr(X[:, i], Y[:, j])`` over many tokens. It is accumulated here as
 merge-able partial sums (count, means, centered second moments, centered cross-moment), optax
 style: pure functions ``init`` / ``update`` / ``merge`` / ``finalize`` over a :class:`CorrStats`
-``NamedTuple``.
+``NamedTuple``. ``update`` never writes into its input, so every state stays valid (branch, resume
+or compare them freely); :func:`update_inplace` is the variant for a loop that owns its state.
 
 Numerics: every batch is centered on its own mean and batches are combined with Chan et al.'s
 parallel formula, so the float32 sums never subtract two large nearly equal numbers (the textbook
@@ -16,11 +17,11 @@ cross-moment; one residual gauge is shared by all layers, so the matcher can sum
 GEMM backend: on a CPU host :func:`update` runs in numpy (:mod:`gaugejax.hoststats`): each batch is
 shifted by a pilot estimate of its mean in cache-sized chunks, the GEMM accumulates in place through
 numpy's OpenBLAS on one worker thread per core, and a rank-two correction makes the moments exactly
-centered, so an update costs about one plain ``Xᵀ Y`` (measured in ``benchmarks/bench_stats.py``).
+centered, so an update costs about one plain ``Xᵀ Y`` (measured in ``benchmarks/bench_stats.py``;
+the pure update writes a fresh co-moment and adds the old one in its last pass: one more read).
 On accelerators, under ``jit`` and for sharded inputs it stays in JAX. Both give the same statistics
-and share :func:`merge`, so streaming, merging and sharding are unchanged; a host update returns a
-state of numpy arrays (its co-moment is updated in place from then on), which merges with JAX
-states as any other. :func:`set_gemm_backend` or ``GAUGEJAX_GEMM=jax|numpy|auto`` pins the backend.
+and share :func:`merge`; a host update returns a state of numpy arrays, which merges with JAX states
+as any other. :func:`set_gemm_backend` or ``GAUGEJAX_GEMM=jax|numpy|auto`` pins the backend.
 
 Data parallel: :func:`make_sharded_update` shards the token axis over a device mesh (one or many
 processes, ``jax.distributed``); each device computes its shard's centered moments and they are
@@ -44,24 +45,20 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, NamedTuple
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gaugejax import hoststats
+from gaugejax.hoststats import GEMM_BACKENDS, gemm_backend, set_gemm_backend
 from gaugejax.errors import StatsError
 
 __all__ = [
-    "CorrStats", "Correlation", "init", "batch_stats", "merge", "update", "allreduce",
+    "CorrStats", "Correlation", "init", "batch_stats", "merge", "update", "update_inplace", "allreduce",
     "make_sharded_update", "shard_tokens", "finalize", "CONSTANT_RTOL", "GEMM_BACKENDS", "gemm_backend",
-    "set_gemm_backend", "host_batch_stats",
+    "set_gemm_backend", "host_batch_stats", "StatsError",
 ]
-
-GEMM_BACKENDS = ("auto", "numpy", "jax")
-_gemm_choice = os.environ.get("GAUGEJAX_GEMM", "auto")
 
 CONSTANT_RTOL = 1e-5
 """A channel is *constant* when its standard deviation is at most ``CONSTANT_RTOL · |mean|``
@@ -110,25 +107,32 @@ class Correlation(NamedTuple):
     n: Any
 
 
-def init(d_x: int, d_y: int | None = None, *, n_layers: int | None = None) -> CorrStats:
+def init(d_x: int, d_y: int | None = None, *, n_layers: int | None = None, backend: str = "auto") -> CorrStats:
     """Empty statistics.
 
-    With the numpy GEMM backend (:func:`gemm_backend`, the CPU default) the fields are numpy zeros,
-    which cost nothing until the first host update fills them in place; otherwise JAX arrays. Both
-    work with every function here (``jit`` takes numpy arrays as inputs).
+    Both kinds of arrays work with every function here (``jit`` takes numpy arrays as inputs); the
+    choice only saves work: numpy zeros cost nothing until a host update, JAX zeros live on the
+    default device already.
 
     Args:
       d_x: width of X.
       d_y: width of Y (default ``d_x``).
       n_layers: size of a leading layer axis; ``None`` for none.
+      backend: ``"numpy"`` (numpy arrays), ``"jax"`` (JAX arrays) or ``"auto"``: numpy when JAX's
+        default backend is the CPU (where :func:`update` runs on the host), JAX otherwise. Not
+        affected by :func:`set_gemm_backend`.
 
     Example:
       >>> init(4, n_layers=3).cxy.shape
       (3, 4, 4)
+      >>> type(init(2, backend="numpy").cxy).__name__, isinstance(init(2, backend="jax").cxy, jax.Array)
+      ('ndarray', True)
     """
+    if backend not in GEMM_BACKENDS:
+        raise StatsError(f"unknown statistics backend {backend!r}; pass backend= one of {', '.join(GEMM_BACKENDS)}")
     d_y = d_x if d_y is None else d_y
     lead = () if n_layers is None else (int(n_layers),)
-    if gemm_backend() == "numpy":
+    if backend == "numpy" or (backend == "auto" and jax.default_backend() == "cpu"):
         z = lambda *s: np.zeros(lead + s, np.float32)  # noqa: E731
         cxy = hoststats.aligned(lead + (d_x, d_y), zero=True)
         return CorrStats(np.zeros((), np.int32), z(d_x), z(d_y), z(d_x), z(d_y), cxy)
@@ -138,9 +142,9 @@ def init(d_x: int, d_y: int | None = None, *, n_layers: int | None = None) -> Co
 
 def _check(x, y):
     if x.ndim not in (2, 3) or y.ndim != x.ndim:
-        raise ValueError(f"expected X, Y of shape (n, d) or (layers, n, d) with equal rank, got {x.shape}, {y.shape}")
+        raise StatsError(f"X and Y have shapes {x.shape} and {y.shape}: pass both as (n, d) or both as (layers, n, d)")
     if x.shape[:-1] != y.shape[:-1]:
-        raise ValueError(f"X and Y must share the layer and token axes, got {x.shape} and {y.shape}")
+        raise StatsError(f"X and Y have shapes {x.shape} and {y.shape}: pass the same layers and tokens for both")
 
 
 def batch_stats(x: jax.Array, y: jax.Array) -> CorrStats:
@@ -186,40 +190,6 @@ def merge(a: CorrStats, b: CorrStats) -> CorrStats:
     )
 
 
-def set_gemm_backend(name: str) -> None:
-    """Pins the GEMM of :func:`update`: ``"numpy"`` (host BLAS), ``"jax"`` or ``"auto"`` (numpy on a
-    CPU backend, JAX on accelerators)."""
-    global _gemm_choice
-    if name not in GEMM_BACKENDS:
-        raise ValueError(f"unknown GEMM backend {name!r}; use one of {', '.join(GEMM_BACKENDS)}")
-    _gemm_choice = name
-
-
-def gemm_backend() -> str:
-    """The GEMM backend :func:`update` uses for host-resident inputs: ``"numpy"`` or ``"jax"``.
-
-    Example:
-      >>> gemm_backend() in ("numpy", "jax")
-      True
-    """
-    if _gemm_choice in ("numpy", "jax"):
-        return _gemm_choice
-    return "numpy" if jax.default_backend() == "cpu" else "jax"
-
-
-def _on_host(a: Any) -> bool:
-    """A numpy array, or a JAX array held whole by one CPU device (zero-copy view)."""
-    if isinstance(a, np.ndarray):
-        return True
-    if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array):
-        return not isinstance(a, jax.core.Tracer)
-    try:
-        devs = a.devices()
-    except Exception:  # noqa: BLE001 - deleted or otherwise unusable arrays: let JAX raise
-        return False
-    return len(devs) == 1 and next(iter(devs)).platform == "cpu" and a.is_fully_addressable
-
-
 def host_batch_stats(x: Any, y: Any) -> CorrStats:
     """:func:`batch_stats` computed with numpy on the host (:func:`gaugejax.hoststats.accumulate`).
 
@@ -237,29 +207,65 @@ def host_batch_stats(x: Any, y: Any) -> CorrStats:
     return CorrStats(*hoststats.accumulate(None, x, y))
 
 
-@partial(jax.jit, donate_argnums=0)
-def _update_jax(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
+def _merge_batch(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
     return merge(state, batch_stats(x, y))
 
 
-def update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
-    """Adds a batch: ``merge(state, batch_stats(x, y))`` (``state`` is donated).
+_update_jax = jax.jit(_merge_batch)
+_update_jax_donated = jax.jit(_merge_batch, donate_argnums=0)
 
-    Host-resident inputs on a CPU backend are accumulated with numpy and the host BLAS
-    (:func:`gemm_backend`, :mod:`gaugejax.hoststats`): the result is a state of numpy arrays whose
-    co-moment later host updates write in place. Otherwise the whole update is one jitted JAX call.
 
-    Args:
-      state: statistics so far (its buffers are reused; do not use it afterwards).
-      x: ``(..., n, d_x)``; y: ``(..., n, d_y)`` on the same tokens. Any sharding works (XLA
-        partitions the GEMM); :func:`make_sharded_update` makes the data-parallel reduction explicit.
-    """
-    if gemm_backend() == "numpy" and _on_host(x) and _on_host(y):
+def _update(state: CorrStats, x: Any, y: Any, inplace: bool) -> CorrStats:
+    if gemm_backend() == "numpy" and hoststats.on_host(x) and hoststats.on_host(y):
         x = np.asarray(x)
         y = np.asarray(y)
         _check(x, y)
-        return CorrStats(*hoststats.accumulate(state, x, y))
+        return CorrStats(*hoststats.accumulate(state, x, y, inplace=inplace))
+    if inplace and all(isinstance(f, jax.Array) for f in state):
+        return _update_jax_donated(state, x, y)
     return _update_jax(state, x, y)
+
+
+def update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
+    """Adds a batch: ``merge(state, batch_stats(x, y))``, a pure function (``state`` stays valid).
+
+    Host-resident inputs on a CPU backend are accumulated with numpy and the host BLAS
+    (:func:`gemm_backend`, :mod:`gaugejax.hoststats`) into a fresh state of numpy arrays. Otherwise
+    the whole update is one jitted JAX call. A loop that owns its state and never looks back at old
+    ones can use :func:`update_inplace` instead.
+
+    Args:
+      state: statistics so far (read, never written).
+      x: ``(..., n, d_x)``; y: ``(..., n, d_y)`` on the same tokens. Any sharding works (XLA
+        partitions the GEMM); :func:`make_sharded_update` makes the data-parallel reduction explicit.
+
+    Example:
+      >>> x = np.ones((4, 2), np.float32) * np.arange(4)[:, None]
+      >>> s1 = update(init(2), x, x)
+      >>> s2, s2b = update(s1, x, x), update(s1, 2 * x, 2 * x)  # two branches from s1
+      >>> int(s1.count), float(s1.cxy[0, 0]), float(s2.cxy[0, 0]), float(s2b.cxy[0, 0])
+      (4, 5.0, 10.0, 29.5)
+    """
+    return _update(state, x, y, inplace=False)
+
+
+def update_inplace(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
+    """:func:`update` that consumes ``state``: the host engine accumulates into its co-moment when
+    that is a writeable float32 numpy array, the JAX path donates its buffers.
+
+    For a loop that owns its state (``s = update_inplace(s, x, y)``): it saves a read of the co-moment
+    per host update and a co-moment of device memory under JAX. ``state`` (and any state sharing its
+    arrays) may be overwritten or deleted: do not use it afterwards.
+
+    Example:
+      >>> x = np.ones((4, 2), np.float32) * np.arange(4)[:, None]
+      >>> s = init(2)
+      >>> for _ in range(3):
+      ...     s = update_inplace(s, x, x)
+      >>> int(s.count), float(s.cxy[0, 0])
+      (12, 15.0)
+    """
+    return _update(state, x, y, inplace=True)
 
 
 def allreduce(s: CorrStats, axis_name: str) -> CorrStats:
@@ -320,7 +326,7 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
     def sharded_update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
         _check(x, y)
         if x.shape[-2] % k:
-            raise ValueError(f"{x.shape[-2]} tokens do not split evenly over {k} devices")
+            raise StatsError(f"{x.shape[-2]} tokens do not split evenly over {k} devices: pass a multiple of {k} tokens")
         spec = _token_spec(x.ndim, axis_name)
         local = jax.shard_map(
             lambda a, b: allreduce(batch_stats(a, b), axis_name),

@@ -279,7 +279,7 @@ def align_streamed(source_a: Any, source_b: Any, tokens: Any, *, layers: Sequenc
         s = stats.init(d)
         rows = chunk_rows * ha.shape[1]
         for sl in _chunks(len(xa), rows):
-            s = stats.update(s, jnp.asarray(xa[sl]), jnp.asarray(xb[sl]))
+            s = stats.update_inplace(s, jnp.asarray(xa[sl]), jnp.asarray(xb[sl]))
         per_layer[i] = s
         if progress is not None:
             progress(i, n)
@@ -305,7 +305,7 @@ def _match_streams(sa: dict, sb: dict, layers: Sequence[int], rows: int, method:
     for i in layers:
         st = stats.init(sa[i].shape[-1])
         for sl in _chunks(len(sa[i]), rows):
-            st = stats.update(st, jnp.asarray(sa[i][sl]), jnp.asarray(sb[i][sl]))
+            st = stats.update_inplace(st, jnp.asarray(sa[i][sl]), jnp.asarray(sb[i][sl]))
         parts.append(st)
     return match_stats(_stack_stats(parts), method, layer_labels=list(layers), warn=False, **kwargs)
 

@@ -6,6 +6,7 @@ from hypothesis import given, strategies as st
 
 import jax
 from gaugejax import stats
+from gaugejax.errors import GaugeJaxError, StatsError
 
 
 def _ref_corr(x, y):
@@ -99,10 +100,12 @@ def test_layers_equal_separate_accumulators():
 
 
 def test_shape_errors():
-    with pytest.raises(ValueError):
+    """Bad shapes are StatsError: a GaugeJaxError (the CLI's one line) and a ValueError."""
+    with pytest.raises(StatsError, match="same layers and tokens"):
         stats.batch_stats(np.zeros((4, 3)), np.zeros((5, 3)))
-    with pytest.raises(ValueError):
+    with pytest.raises(StatsError, match=r"\(n, d\)"):
         stats.batch_stats(np.zeros((4,)), np.zeros((4,)))
+    assert issubclass(StatsError, GaugeJaxError) and issubclass(StatsError, ValueError)
 
 
 def test_sharded_update_on_local_mesh_equals_update():
@@ -134,7 +137,7 @@ def test_numpy_gemm_path_equals_jax_path(shape):
         stats.set_gemm_backend(backend)
         try:
             assert stats.gemm_backend() == backend
-            s = stats.init(d, n_layers=lead)
+            s = stats.init(d, n_layers=lead, backend=backend)
             for a, b in zip(np.split(x, [20, 50], axis=-2), np.split(y, [20, 50], axis=-2)):
                 s = stats.update(s, a, b)
             out[backend] = s
@@ -147,7 +150,7 @@ def test_numpy_gemm_path_equals_jax_path(shape):
 
 def test_gemm_backend_choice():
     assert stats.gemm_backend() == ("numpy" if jax.default_backend() == "cpu" else "jax")
-    with pytest.raises(ValueError, match="unknown GEMM backend"):
+    with pytest.raises(StatsError, match="unknown GEMM backend"):
         stats.set_gemm_backend("blas")
     # under jit the inputs are tracers: the JAX path is taken (and works)
     f = jax.jit(lambda x, y: stats.update(stats.init(3), x, y).cxy)

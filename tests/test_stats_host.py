@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 import jax
 import jax.numpy as jnp
 from gaugejax import hostblas, hoststats, stats
+from gaugejax.errors import StatsError
 
 
 def _ref(x, y):
@@ -38,10 +39,10 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(hoststats, "_MIN_ROWS", 4)
 
 
-def _stream(x, y, cuts, n_layers=None):
+def _stream(x, y, cuts, n_layers=None, inplace=False):
     s = stats.init(x.shape[-1], y.shape[-1], n_layers=n_layers)
     for a, b in zip(np.split(x, cuts, axis=-2), np.split(y, cuts, axis=-2)):
-        s = stats.update(s, a, b)
+        s = (stats.update_inplace if inplace else stats.update)(s, a, b)
     return s
 
 
@@ -56,10 +57,10 @@ def test_default_backend_is_the_host_engine():
 @settings(max_examples=25)
 @given(n=st.integers(1, 200), dx=st.integers(1, 9), dy=st.integers(1, 9), layers=st.sampled_from([None, 1, 3]),
        cuts=st.lists(st.integers(1, 199), max_size=3, unique=True), workers=st.integers(1, 4),
-       seed=st.integers(0, 2**31 - 1))
-def test_equals_float64_reference(n, dx, dy, layers, cuts, workers, seed):
+       inplace=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_equals_float64_reference(n, dx, dy, layers, cuts, workers, inplace, seed):
     """Every field within float32 rounding of the float64 two-pass values, for any batch split,
-    layer axis and worker count. Tolerance: sums of ≤ 200 float32 terms of size O(1-10) agree to
+    layer axis and worker count, pure or in-place updates. Tolerance: sums of ≤ 200 float32 terms of size O(1-10) agree to
     a few 1e-6 relative; 1e-5 relative plus 1e-4 absolute (co-moment entries that cancel to ~0)."""
     rng = np.random.default_rng(seed)
     lead = () if layers is None else (layers,)
@@ -67,7 +68,7 @@ def test_equals_float64_reference(n, dx, dy, layers, cuts, workers, seed):
     y = (rng.normal(size=lead + (n, dy)) + x[..., :1] - 2.0).astype(np.float32)
     hoststats.set_workers(workers)
     try:
-        s = _stream(x, y, sorted(c for c in cuts if c < n), n_layers=layers)
+        s = _stream(x, y, sorted(c for c in cuts if c < n), n_layers=layers, inplace=inplace)
     finally:
         hoststats.set_workers(None)
     assert int(s.count) == n
@@ -188,17 +189,26 @@ def test_host_and_jax_states_merge():
     np.testing.assert_allclose(np.asarray(stats.finalize(host_then_jax).corr), want, atol=2e-6)
 
 
-def test_jax_state_is_copied_and_host_state_updated_in_place():
+def test_update_never_writes_its_input_and_update_inplace_does():
+    """``update`` leaves the input state's arrays bitwise unchanged (JAX or host state, non-empty
+    or empty batch); ``update_inplace`` accumulates into a host state's own co-moment, and a JAX
+    state (not writeable) is read, never written."""
     rng = np.random.default_rng(8)
     x = rng.normal(size=(64, 4)).astype(np.float32)
     s0 = stats.batch_stats(jnp.asarray(x), jnp.asarray(x))
     before = np.array(s0.cxy)
-    s1 = stats.update(s0, x, x)
+    s1 = stats.update_inplace(s0, x, x)
     np.testing.assert_array_equal(np.asarray(s0.cxy), before)  # the JAX buffer is never written
-    s2 = stats.update(s1, x, x)
-    assert s2.cxy is s1.cxy and int(s2.count) == 192
-    with pytest.raises(ValueError, match="co-moment has shape"):
-        stats.update(s2, x[:, :3], x)
+    kept = [np.array(f) for f in s1]
+    for batch in (x, x[:0]):
+        s2 = stats.update(s1, batch, batch)
+        assert not any(np.shares_memory(a, b) for a, b in zip(s1, s2) if isinstance(b, np.ndarray))
+        for f, k in zip(s1, kept):
+            np.testing.assert_array_equal(f, k)
+    s3 = stats.update_inplace(s1, x, x)
+    assert s3.cxy is s1.cxy and int(s3.count) == 192
+    with pytest.raises(StatsError, match="co-moment has shape"):
+        stats.update(s3, x[:, :3], x)
 
 
 def test_worker_counts_agree(small_chunks):
