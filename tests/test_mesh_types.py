@@ -136,8 +136,9 @@ SCRIPT = textwrap.dedent("""
             "shard_rows": refusal(lambda: sharding.shard_rows(t, mesh)),
             "make_mesh": refusal(lambda: sharding.make_mesh(mesh)),
         }
-    res["bad-stats-axis"] = {"make_sharded_update": refusal(lambda: stats.make_sharded_update(MESHES["data-only"](), "rows")),
-                             "shard_tokens": refusal(lambda: stats.shard_tokens(xs, MESHES["data-only"](), "rows"))}
+    data_mesh = MESHES["data-only"]()
+    res["bad-stats-axis"] = {"make_sharded_update": refusal(lambda: stats.make_sharded_update(data_mesh, "rows")),
+                             "shard_tokens": refusal(lambda: stats.shard_tokens(xs, data_mesh, "rows"))}
 
     from gaugejax.cli import main
     cli = {}
@@ -147,7 +148,8 @@ SCRIPT = textwrap.dedent("""
             code = main(["align", root + "/a", root + "/b", "-o", f"{root}/{name}.npz", "--seq-len", "64",
                          "--min-tokens", "512", "--max-tokens", "512", *extra])
         cli[name] = {"code": code, "out": out.getvalue()[-2000:]}
-    cli["same_gauge"] = bool(gj.SignedPermutation.load(f"{root}/plain.npz") == gj.SignedPermutation.load(f"{root}/mesh.npz"))
+    plain, meshed = (gj.SignedPermutation.load(f"{root}/{name}.npz") for name in ("plain", "mesh"))
+    cli["same_gauge"] = bool(plain == meshed)
     res["cli"] = cli
     print(json.dumps(res))
 """)
