@@ -48,8 +48,8 @@ import numpy as np
 from gaugejax import hostblas
 from gaugejax.errors import StatsError
 
-__all__ = ["accumulate", "aligned", "pilot_shift", "workers", "set_workers", "CHUNK_ROWS", "PILOT_ROWS", "GEMM_BACKENDS",
-           "gemm_backend", "set_gemm_backend", "on_host"]
+__all__ = ["accumulate", "aligned", "pilot_shift", "workers", "set_workers", "CHUNK_ROWS", "PILOT_ROWS",
+           "GEMM_BACKENDS", "gemm_backend", "set_gemm_backend", "on_host"]
 
 GEMM_BACKENDS = ("auto", "numpy", "jax")
 _gemm_choice = os.environ.get("GAUGEJAX_GEMM", "auto")

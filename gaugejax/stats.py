@@ -3,8 +3,7 @@
 The matcher needs ``C[i, j] = corr(X[:, i], Y[:, j])`` over many tokens. It is accumulated here as
 merge-able partial sums (count, means, centered second moments, centered cross-moment), optax
 style: pure functions ``init`` / ``update`` / ``merge`` / ``finalize`` over a :class:`CorrStats`
-``NamedTuple``. ``update`` never writes into its input, so every state stays valid (branch, resume
-or compare them freely); :func:`update_inplace` is the variant for a loop that owns its state.
+``NamedTuple`` (every state stays valid; :func:`update_inplace` is for a loop that owns its state).
 
 Numerics: every batch is centered on its own mean and batches are combined with Chan et al.'s
 parallel formula, so the float32 sums never subtract two large nearly equal numbers (the textbook
@@ -15,13 +14,12 @@ Several layers at once: with a leading layer axis, ``X: (L, n, d)`` gives a ``(L
 cross-moment; one residual gauge is shared by all layers, so the matcher can sum the evidence.
 
 GEMM backend: on a CPU host :func:`update` runs in numpy (:mod:`gaugejax.hoststats`): each batch is
-shifted by a pilot estimate of its mean in cache-sized chunks, the GEMM accumulates in place through
-numpy's OpenBLAS on one worker thread per core, and a rank-two correction makes the moments exactly
-centered, so an update costs about one plain ``Xᵀ Y`` (measured in ``benchmarks/bench_stats.py``;
-the pure update writes a fresh co-moment and adds the old one in its last pass: one more read).
-On accelerators, under ``jit`` and for sharded inputs it stays in JAX. Both give the same statistics
-and share :func:`merge`; a host update returns a state of numpy arrays, which merges with JAX states
-as any other. :func:`set_gemm_backend` or ``GAUGEJAX_GEMM=jax|numpy|auto`` pins the backend.
+shifted by a pilot estimate of its mean in cache-sized chunks, the GEMMs accumulate into a fresh
+co-moment through numpy's OpenBLAS on one worker thread per core, and a last pass adds the old
+co-moment and a rank-two correction that makes the moments exactly centered, so an update costs
+about one plain ``Xᵀ Y`` (``benchmarks/bench_stats.py``). On accelerators, under ``jit`` and for
+sharded inputs it stays in JAX; both give the same statistics, and host states (numpy arrays) merge
+with JAX states. :func:`set_gemm_backend` or ``GAUGEJAX_GEMM=jax|numpy|auto`` pins the backend.
 
 Data parallel: :func:`make_sharded_update` shards the token axis over a device mesh (one or many
 processes, ``jax.distributed``); each device computes its shard's centered moments and they are
@@ -110,9 +108,8 @@ class Correlation(NamedTuple):
 def init(d_x: int, d_y: int | None = None, *, n_layers: int | None = None, backend: str = "auto") -> CorrStats:
     """Empty statistics.
 
-    Both kinds of arrays work with every function here (``jit`` takes numpy arrays as inputs); the
-    choice only saves work: numpy zeros cost nothing until a host update, JAX zeros live on the
-    default device already.
+    Either kind of array works with every function here (``jit`` takes numpy inputs); the choice
+    saves work: numpy zeros cost nothing on the host, JAX zeros live on the default device.
 
     Args:
       d_x: width of X.
@@ -201,24 +198,18 @@ def host_batch_stats(x: Any, y: Any) -> CorrStats:
       >>> float(host_batch_stats(x, x).cxy[0, 0])
       45.0
     """
-    x = np.asarray(x)
-    y = np.asarray(y)
+    x, y = np.asarray(x), np.asarray(y)
     _check(x, y)
     return CorrStats(*hoststats.accumulate(None, x, y))
 
 
-def _merge_batch(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
-    return merge(state, batch_stats(x, y))
-
-
-_update_jax = jax.jit(_merge_batch)
-_update_jax_donated = jax.jit(_merge_batch, donate_argnums=0)
+_update_jax = jax.jit(lambda state, x, y: merge(state, batch_stats(x, y)))
+_update_jax_donated = jax.jit(_update_jax.__wrapped__, donate_argnums=0)  # update_inplace: reuses the state's buffers
 
 
 def _update(state: CorrStats, x: Any, y: Any, inplace: bool) -> CorrStats:
     if gemm_backend() == "numpy" and hoststats.on_host(x) and hoststats.on_host(y):
-        x = np.asarray(x)
-        y = np.asarray(y)
+        x, y = np.asarray(x), np.asarray(y)
         _check(x, y)
         return CorrStats(*hoststats.accumulate(state, x, y, inplace=inplace))
     if inplace and all(isinstance(f, jax.Array) for f in state):
@@ -229,10 +220,9 @@ def _update(state: CorrStats, x: Any, y: Any, inplace: bool) -> CorrStats:
 def update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
     """Adds a batch: ``merge(state, batch_stats(x, y))``, a pure function (``state`` stays valid).
 
-    Host-resident inputs on a CPU backend are accumulated with numpy and the host BLAS
-    (:func:`gemm_backend`, :mod:`gaugejax.hoststats`) into a fresh state of numpy arrays. Otherwise
-    the whole update is one jitted JAX call. A loop that owns its state and never looks back at old
-    ones can use :func:`update_inplace` instead.
+    Host-resident inputs on a CPU backend are accumulated by :mod:`gaugejax.hoststats` (see
+    :func:`gemm_backend`) into a fresh state of numpy arrays; otherwise it is one jitted JAX call. A
+    loop that owns its state and never looks back at old ones can use :func:`update_inplace`.
 
     Args:
       state: statistics so far (read, never written).
@@ -250,18 +240,17 @@ def update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
 
 
 def update_inplace(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
-    """:func:`update` that consumes ``state``: the host engine accumulates into its co-moment when
-    that is a writeable float32 numpy array, the JAX path donates its buffers.
+    """:func:`update` that consumes ``state``: the host engine accumulates into its co-moment (when
+    a writeable float32 numpy array), the JAX path donates its buffers.
 
     For a loop that owns its state (``s = update_inplace(s, x, y)``): it saves a read of the co-moment
     per host update and a co-moment of device memory under JAX. ``state`` (and any state sharing its
-    arrays) may be overwritten or deleted: do not use it afterwards.
+    arrays) may be overwritten or deleted.
 
     Example:
       >>> x = np.ones((4, 2), np.float32) * np.arange(4)[:, None]
       >>> s = init(2)
-      >>> for _ in range(3):
-      ...     s = update_inplace(s, x, x)
+      >>> for _ in range(3): s = update_inplace(s, x, x)
       >>> int(s.count), float(s.cxy[0, 0])
       (12, 15.0)
     """
@@ -326,7 +315,7 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
     def sharded_update(state: CorrStats, x: jax.Array, y: jax.Array) -> CorrStats:
         _check(x, y)
         if x.shape[-2] % k:
-            raise StatsError(f"{x.shape[-2]} tokens do not split evenly over {k} devices: pass a multiple of {k} tokens")
+            raise StatsError(f"{x.shape[-2]} tokens do not split evenly over {k} devices: pass a multiple of {k}")
         spec = _token_spec(x.ndim, axis_name)
         local = jax.shard_map(
             lambda a, b: allreduce(batch_stats(a, b), axis_name),
