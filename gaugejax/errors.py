@@ -55,5 +55,5 @@ class NonFiniteError(CheckpointError):
     """A model produces NaN or infinite activations (a broken checkpoint, or an overflow in its dtype)."""
 
 
-class StatsError(GaugeJaxError, ValueError):
-    """Correlation statistics got batches of the wrong shape, or a bad setting."""
+class StatsError(InputError):
+    """Correlation statistics got batches of the wrong shape, or a bad setting (an :class:`InputError`)."""
