@@ -47,8 +47,8 @@ def rewrite_hf(ckpt: HFCheckpoint, directory: str | os.PathLike,
     """Streams every tensor of ``ckpt`` through ``transform(name, array)`` into a new directory.
 
     Shard layout, dtypes, the index and all non-weight files (tokenizer, generation config) are
-    kept (:func:`copy_extra_files`); pickle weight files are not copied. Every source tensor is
-    checked finite before it is transformed. Memory: about one tensor at a time. ``directory``
+    kept (:func:`copy_extra_files`); pickle weight files are not copied. Every tensor is checked
+    finite before it is written. Memory: about one tensor at a time. ``directory``
     follows the rules of :func:`save_hf` and may not be, or contain, the source.
 
     Raises:
@@ -70,8 +70,8 @@ def rewrite_hf(ckpt: HFCheckpoint, directory: str | os.PathLike,
                 info = sf.info(name)
 
                 def produce(name=name, info=info):
-                    check_finite_tensor(sf[name], name, src)
                     out = np.asarray(transform(canonical.get(name, name), sf[name]))
+                    check_finite_tensor(out, name, src)  # the copy in memory: no second read of the file
                     if on_tensor:
                         on_tensor(name)
                     return out.astype(info.dtype, copy=False)
