@@ -111,6 +111,9 @@ def parse_structure(spec: Structure | str | Mapping[str, Any] | None) -> Structu
     if isinstance(spec, Structure):
         return spec
     if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - set(Structure.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"unknown structure fields {unknown}; use {', '.join(Structure.__dataclass_fields__)}")
         return Structure(**spec)
     parts = str(spec).split(":")
     kind = parts[0].strip().lower().replace("-", "_")

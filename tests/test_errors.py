@@ -184,6 +184,7 @@ BAD_INPUTS = {
     "simulate: unparsable strength": lambda: simulate.parse_structure("ar1:strong"),
     "simulate: strength out of range": lambda: simulate.Structure("ar1", 1.5),
     "simulate: block size 0": lambda: simulate.Structure("block", 0.3, block=0),
+    "simulate: unknown structure field": lambda: simulate.parse_structure({"kind": "ar1", "phi": 0.5}),
     "simulate: unknown method": lambda: _ceiling(d=4, n=16, rho=0.9, methods=("magic",)),
     "simulate: n too small": lambda: _ceiling(d=4, n=2, rho=0.9),
     "simulate: rho above 1": lambda: _ceiling(d=4, n=16, rho=1.5),
