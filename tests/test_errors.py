@@ -52,11 +52,6 @@ ALLOWED = {
 }
 """(path under gaugejax/, enclosing function, exception) → why it is not a GaugeJaxError."""
 
-# converted by their owners (issue 18)
-OWNED_ELSEWHERE: set[str] = set()
-"""Files other engineers are converting now; empty once they hold no builtin raises."""
-
-
 def builtin_raises(path: Path) -> list[tuple[str, str, int]]:
     """``(enclosing function, exception name, line)`` of each ``raise Builtin(...)`` / ``raise Builtin`` in a file."""
     found = []
@@ -84,8 +79,6 @@ def _offenders() -> list[str]:
     out = []
     for path in _modules():
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel in OWNED_ELSEWHERE:
-            continue
         for scope, name, line in builtin_raises(path):
             if (rel, scope, name) in ALLOWED or (scope.rsplit(".", 1)[-1], name) in PROTOCOL:
                 continue
@@ -105,7 +98,6 @@ def test_allow_list_is_current():
     present = {(p.relative_to(PACKAGE).as_posix(), scope, name) for p in _modules() for scope, name, _ in
                builtin_raises(p)}
     assert not set(ALLOWED) - present, sorted(set(ALLOWED) - present)
-    assert all((PACKAGE / rel).is_file() for rel in OWNED_ELSEWHERE), OWNED_ELSEWHERE
 
 
 def test_the_scan_sees_what_it_must_refuse(tmp_path):
