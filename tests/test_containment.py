@@ -196,3 +196,18 @@ def test_copied_files_keep_a_narrow_mode(tmp_path, tiny_checkpoint, gauge, capsy
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out" / "tokenizer_config.json").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "sae_out" / "cfg.json").stat().st_mode) == mode
+
+
+def test_fifo_probe_text_does_not_hang_verify(tmp_path, tiny_checkpoint, gauge):
+    """``--text`` naming a FIFO, with a checkpoint that ships a tokenizer, blocked the read forever."""
+    tokenizers = pytest.importorskip("tokenizers")
+    src = _folder(tiny_checkpoint, tmp_path / "src")
+    vocab = {chr(97 + i): i for i in range(26)} | {"[UNK]": 26}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.save(str(src / "tokenizer.json"))
+    os.mkfifo(tmp_path / "probe.txt")
+    p = subprocess.run([sys.executable, "-m", "gaugejax", "verify", str(src), str(src), "--gauge", str(gauge), "--text",
+                        str(tmp_path / "probe.txt")], capture_output=True, text=True, timeout=180,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
+    assert "probe.txt is a FIFO, not a regular file" in p.stderr

@@ -102,7 +102,10 @@ def load_token_file(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_text_file(path: str | os.PathLike, flag: str = "--text") -> str:
-    """The UTF-8 text of ``path``, or a one-line error (missing, unreadable, not UTF-8)."""
+    """The UTF-8 text of ``path``, or a one-line error (missing, unreadable, not UTF-8, a FIFO or device)."""
+    from gaugejax.io.containment import regular_file
+
+    regular_file(path, f"{flag} {path}")
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -161,9 +161,13 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
     """A short content hash of a checkpoint's files (config and the first MiB of each weight file)."""
     p = Path(path)
     h = hashlib.sha256()
+    from gaugejax.io.containment import input_file
+
     files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
     for q in files:
         if q.suffix in (".json", ".safetensors", ".gguf"):
+            if p.is_dir():
+                input_file(q, p)  # no reads outside the checkpoint folder
             h.update(q.name.encode())
             h.update(str(q.stat().st_size).encode())
             with open(q, "rb") as f:
