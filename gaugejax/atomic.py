@@ -244,7 +244,8 @@ def _named_for_output(e: OSError, outputs: Sequence[Output], tmps: Sequence[Path
     if e.errno not in _NO_SPACE or isinstance(e, WriteError):
         return e
     names = {os.fspath(n) for n in (e.filename, e.filename2) if n is not None}
-    hit = [o.path for o, t in zip(outputs, tmps) if any(n == os.fspath(t) or n.startswith(f"{t}{os.sep}") for n in names)]
+    hit = [o.path for o, t in zip(outputs, tmps)
+           if any(n == os.fspath(t) or n.startswith(f"{t}{os.sep}") for n in names)]
     where = " and ".join(str(p) for p in hit or [o.path for o in outputs])
     err = WriteError(f"no space left writing {where} ({e.strerror or e}); free space on that disk or choose another "
                      "output path; nothing was written")

@@ -45,7 +45,8 @@ def deep(tmp_path_factory):
 
 
 def _start_apply(deep: Path, out: Path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "gaugejax", "apply", str(deep / "ckpt"), "--gauge", str(deep / "g.npz"), "-o", str(out)]
+    argv = [sys.executable, "-m", "gaugejax", "apply", str(deep / "ckpt"), "--gauge", str(deep / "g.npz"),
+            "-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
@@ -78,7 +79,6 @@ def _freeze_mid_write(runs: list[tuple[subprocess.Popen, Path]], timeout: float 
     return [frozen[i] for i in range(len(runs))]
 
 
-@pytest.mark.slow
 def test_sigterm_and_sighup_roll_back_like_ctrl_c(deep, tmp_path):
     sigs = (signal.SIGTERM, signal.SIGHUP)
     outs = [tmp_path / sig.name / "out" for sig in sigs]
@@ -95,7 +95,6 @@ def test_sigterm_and_sighup_roll_back_like_ctrl_c(deep, tmp_path):
         assert not out.parent.exists()  # no output, no temporary folder, and the parent made for it removed
 
 
-@pytest.mark.slow
 def test_sigkill_leftovers_are_removed_by_the_next_write(deep, tmp_path):
     out = tmp_path / "out"
     proc = _start_apply(deep, out)

@@ -135,7 +135,8 @@ def copy_input_file(src: str | os.PathLike, dst: str | os.PathLike, folder: str 
     with os.fdopen(fd, "rb") as fin:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise UnsafeInputError(f"{src} changed into a special file while being read; replace it with the file itself")
+            raise UnsafeInputError(f"{src} changed into a special file while being read; replace it with the file "
+                                   "itself")
         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode) & 0o666)  # the umask narrows it
         with os.fdopen(out, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
