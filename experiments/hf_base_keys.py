@@ -21,6 +21,9 @@ about 15 minutes: 40 wheels of ~10 MB, each deleted once its two files are extra
 
     python -m experiments.hf_base_keys --cache /tmp/hf_config_sources --out gaugejax/models/hf_base_keys.py
 
+(For the committed data the cache held 5.25.0's two files copied from the installed transformers
+5.25.0, the same PyPI release; every other release was downloaded.)
+
 Example:
   >>> sorted(base_attributes("class PretrainedConfig:\\n    def __init__(self, **kwargs):\\n"
   ...                        "        self.x = kwargs.pop('y', 1)\\n"))

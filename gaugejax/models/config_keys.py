@@ -68,6 +68,8 @@ def inert_by_rule(key: str, value: Any) -> bool:
     / ``return_dict`` (outputs only), ``chunk_size_feed_forward`` (BERT's feed-forward run on chunks
     of positions: the same numbers), ``use_cache``, ``num_labels`` / ``problem_type`` (classification
     heads only) and ``_attn_implementation`` (the attention kernel), none of which changes the logits.
+    The one private key a supported forward reads, OPT's ``_remove_final_layer_norm``, is fixed by
+    its family: :meth:`Keys.check` consults a family's computed, inert and fixed keys before this rule.
 
     Example:
       >>> [inert_by_rule(k, v) for k, v in [("unk_token_id", 0), ("_model_name_or_path", "x"),
