@@ -136,16 +136,6 @@ def task_arithmetic(base: Model, models: Sequence[Model], lambdas: float | Seque
     return _combine(base, list(zip(lam, moved)), base_weight=1.0 - sum(lam))
 
 
-def _refuse_nonfinite(model: Model, message: str) -> None:
-    """Raises :class:`~gaugejax.errors.NonFiniteError` with ``message`` naming the first stored
-    tensor of ``model`` that holds a NaN or ±Inf (``message.format(tensor name)``)."""
-    from gaugejax.verify import nonfinite_weight
-
-    name = nonfinite_weight(model)
-    if name is not None:
-        raise NonFiniteError(message.format(name))
-
-
 def _dtype(model: Model) -> str:
     return str(jax.tree.leaves(model.params)[0].dtype)
 
@@ -228,6 +218,7 @@ def merge_checkpoints(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
         is written.
     """
     from gaugejax.io import load_model, save_model
+    from gaugejax.verify import check_finite_weights, nonfinite_weight
 
     paths = [Path(p) for p in checkpoints]
     n_other = len(paths) - 1
@@ -243,13 +234,14 @@ def merge_checkpoints(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     gauges = [g if g is None or isinstance(g, SignedPermutation) else SignedPermutation.load(g) for g in gauges]
     models = [load_model(p) for p in paths]  # shapes checked against the config's parameter table
     for p, m in zip(paths, models):
-        _refuse_nonfinite(m, f"{p}: tensor {{}} holds NaN or infinite values; gaugejax does not merge broken "
-                          "weights: repair or re-download the checkpoint")
+        check_finite_weights(m, p)
     if mode == "task_arithmetic":
         merged = task_arithmetic(models[0], models[1:], weights, gauges, group=grp)
     else:
         merged = merge(models[0], models[1], gauges[0], alpha=weights[0], group=grp)
-    _refuse_nonfinite(merged, f"the merge overflows {{}} in its dtype ({_dtype(merged)}); use smaller lambdas")
+    overflow = nonfinite_weight(merged)
+    if overflow is not None:
+        raise NonFiniteError(f"the merge overflows {overflow} in its dtype ({_dtype(merged)}); use smaller lambdas")
     save_model(merged, out, overwrite=overwrite)
     return MergeReport(Path(out), mode, weights, grp)
 

@@ -36,7 +36,7 @@ from gaugejax.gauge import SignedPermutation
 from gaugejax.group import Group
 
 __all__ = ["VerifyResult", "verify", "output_deviation", "first_nonfinite", "check_finite", "check_finite_tensor",
-           "nonfinite_weight", "as_token_rows", "DEFAULT_TOL"]
+           "check_finite_weights", "nonfinite_weight", "as_token_rows", "DEFAULT_TOL"]
 
 DEFAULT_TOL = 1e-4
 """Relative tolerance of :func:`verify`: float32 forward passes (the reference implementations
@@ -112,8 +112,25 @@ def check_finite_tensor(array: Any, name: str, where: Any, *, block: int = 1 << 
         return
     for start in range(0, flat.size, block):
         if not np.isfinite(flat[start:start + block]).all():
-            raise NonFiniteError(f"{where}: tensor {name} holds NaN or infinite values; gaugejax does not write "
-                                 "broken weights: repair or re-download the checkpoint")
+            raise NonFiniteError(_broken_weights(where, name))
+
+
+def _broken_weights(where: Any, name: str) -> str:
+    return (f"{where}: tensor {name} holds NaN or infinite values; gaugejax does not write broken weights: repair or "
+            "re-download the checkpoint")
+
+
+def check_finite_weights(model: Any, where: Any) -> None:
+    """Raises :class:`~gaugejax.errors.NonFiniteError` naming the first stored tensor of ``model``
+    (loaded from ``where``) that holds a NaN or ±Inf (:func:`nonfinite_weight`).
+
+    Example:
+      >>> import gaugejax as gj
+      >>> check_finite_weights(gj.random_model("gpt2", seed=0), "model.gguf")
+    """
+    name = nonfinite_weight(model)
+    if name is not None:
+        raise NonFiniteError(_broken_weights(where, name))
 
 
 def nonfinite_weight(model: Any) -> str | None:

@@ -690,3 +690,20 @@ def test_only_out_of_memory_runtime_errors_become_one_line():
         jnp.zeros((10**7, 10**7)).block_until_ready()  # 400 TB: refused by every backend
     assert _out_of_memory(e.value)
     assert not _out_of_memory(RuntimeError("dictionary changed size during iteration"))
+
+
+def test_apply_of_a_gguf_with_nan_weights_is_refused(tmp_path, capsys):
+    """A GGUF source is loaded whole, then checked: the NaN tensor is named and nothing is written."""
+    pytest.importorskip("gguf")
+    from test_gguf import _tiny, write_llama_gguf
+
+    m = _tiny(n_layers=2)
+    up = m.params["layers"]["up"]
+    bad = gj.Model(m.config, {**m.params, "layers": {**m.params["layers"], "up": up.at[1, 3, 5].set(np.nan)}})
+    src = write_llama_gguf(tmp_path / "m.gguf", bad)
+    before = tree(tmp_path)
+    code, _, err = run_cli(["apply", str(src), "--random-gauge", "1", "-o", str(tmp_path / "new")], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {src}: tensor model.layers.1.mlp.up_proj.weight holds NaN or infinite values; gaugejax does not "
+        "write broken weights: repair or re-download the checkpoint"]
+    assert tree(tmp_path) == before

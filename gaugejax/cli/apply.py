@@ -49,7 +49,10 @@ def run(args) -> int:
                                 output(out, directory=True)], inputs=[src, args.gauge])
     is_gguf = src.suffix == ".gguf"
     if is_gguf:
+        from gaugejax.verify import check_finite_weights
+
         model = load_model(src)
+        check_finite_weights(model, src)  # a Hugging Face source is checked tensor by tensor as it streams
         config = model.config
     else:
         if not src.is_dir():
