@@ -141,6 +141,8 @@ def write_owner(folder: Path) -> None:
 
 def _gone(pid: int, started: int) -> bool:
     """True when process ``pid`` that started at ``started`` no longer runs (on this host)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows: never assume gone
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
