@@ -49,10 +49,16 @@ KEYS = Keys(
               "original_max_position_embeddings", "rms_norm_eps", "tie_word_embeddings", "rope_parameters",
               "rope_scaling", "rope_theta", "partial_rotary_factor", "sliding_window"},
     inert={"resid_pdrop", "embd_pdrop"},
+    fixed={"attention_bias": (False,), "mlp_bias": (False,), "lm_head_bias": (False,), "full_attn_mod": (1,),
+           "interpolate_factor": (1,)},
 )
 """The ``config.json`` keys computed or inert (everything else is refused).
 
-``original_max_position_embeddings`` only matters to ``longrope``."""
+``original_max_position_embeddings`` only matters to ``longrope``. The fixed keys come from the
+Hub's remote-code Phi-3 / Phi-4-mini files (Phi-3.5-mini, Phi-4-mini-instruct publish them);
+transformers' ``models/phi3`` never reads them (its projections and head are ``bias=False``, every
+layer attends fully, no interpolation), so only the values it computes are accepted: no biases,
+``full_attn_mod=1`` (full attention every layer), ``interpolate_factor=1``."""
 
 
 def _longrope(cfg: dict, rope: dict, rotary_dim: int, max_positions: int) -> dict:
