@@ -122,6 +122,7 @@ def align_activations(
         if resume.finished:
             batches = ()
     saved = n
+    owned = False  # the state is this loop's own: not the caller's resume state, not given to checkpoint()
     for x, y in batches:
         x = np.asarray(x) if not hasattr(x, "shape") else x
         y = np.asarray(y) if not hasattr(y, "shape") else y
@@ -131,7 +132,7 @@ def align_activations(
             state = stats.init(x.shape[-1], n_layers=None if x.ndim == 2 else x.shape[0])
         for what, h in zip(names, (x, y)):
             check_finite(h[None] if h.ndim == 2 else h, labels=layers, what=what)
-        state = stats.update(state, x, y)
+        state, owned = (stats.update_inplace if owned else stats.update)(state, x, y), True
         n += int(x.shape[-2])
         done = max_tokens is not None and n >= max_tokens
         if n >= next_check or done:
@@ -143,7 +144,7 @@ def align_activations(
             progress(min(n, total) if total else n, total)
         if checkpoint is not None and not done and n - saved >= checkpoint_tokens:
             checkpoint(RunState(state, n, next_check, False))
-            saved = n
+            saved, owned = n, False
         if done:
             break
     if state is None:

@@ -135,3 +135,27 @@ def test_bad_input_raises_gaugejax_errors():
         with pytest.raises(GaugeJaxError) as err:
             case()
         assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
+
+
+def test_align_activations_leaves_resume_and_checkpoint_states_intact():
+    """align_activations updates in place only a state it owns: the caller's resume state and every
+    RunState handed to checkpoint() keep their values to the last bit while the loop goes on (before
+    the fix the host engine overwrote them: a kept checkpoint ended up holding later batches)."""
+    from gaugejax.align import align_activations
+
+    rng = np.random.default_rng(2)
+    batches = [(rng.normal(size=(32, 6)).astype(np.float32), rng.normal(size=(32, 6)).astype(np.float32))
+               for _ in range(8)]  # independent streams: never certified, every batch is consumed
+    kept = []
+    snapshot = lambda rs: [np.array(f) for f in rs.stats]  # noqa: E731
+    run = dict(min_tokens=10**6, max_tokens=None, warn=False, checkpoint_tokens=64)
+    align_activations(batches[:4], checkpoint=lambda rs: kept.append((rs, snapshot(rs))), **run)
+    resume = kept[-1][0]  # finished=True: take the state but continue it from the 5th batch
+    resume = resume._replace(finished=False)
+    align_activations(batches[4:], resume=resume, checkpoint=lambda rs: kept.append((rs, snapshot(rs))), **run)
+    assert len(kept) >= 4
+    for rs, before in kept:
+        for f, b in zip(rs.stats, before):
+            np.testing.assert_array_equal(np.asarray(f), b)
+    xs, ys = zip(*batches)
+    _assert_state(kept[-1][0].stats, list(xs), list(ys))
