@@ -297,8 +297,8 @@ def make_sharded_update(mesh: Mesh, axis_name: str | None = None):
       axis_name: the mesh axis the tokens are split over (default: the mesh's first axis).
 
     Returns:
-      ``update(state, x, y) -> state``, jitted; the token count of every call must be divisible by
-      the number of devices on that axis.
+      ``update(state, x, y) -> state``, jitted, consuming ``state`` as :func:`update_inplace` does
+      (its buffers are donated); the token count of every call must be divisible by the devices.
 
     Example:
       >>> mesh = jax.make_mesh((jax.device_count(),), ("data",))
