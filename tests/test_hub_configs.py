@@ -31,7 +31,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import gaugejax as gj  # noqa: E402
-from gaugejax.models import MODEL_TYPES, runner  # noqa: E402
+from gaugejax.models import MODEL_TYPES, config_from_hf, runner  # noqa: E402
 from helpers_hf import randomize_norms, rel_err  # noqa: E402
 
 RTOL = 1e-4
@@ -163,3 +163,19 @@ def test_published_config_loads_with_parity_or_expected_refusal(tmp_path, name):
     assert rel_err(main, ref_main) < RTOL, f"wrong logits: {rel_err(main, ref_main):.2e}"
     for i, h in enumerate(ref_hidden):
         assert rel_err(hidden[i], h) < RTOL, f"hidden state {i} wrong: {rel_err(hidden[i], h):.2e}"
+
+
+@pytest.mark.parametrize("name,key,value", [
+    ("HuggingFaceTB__SmolLM2-135M-Instruct.json", "rope_interleaved", True),
+    ("Qwen__Qwen2.5-7B.json", "use_mrope", True),
+    ("microsoft__Phi-4-mini-instruct.json", "attention_bias", True),
+    ("microsoft__Phi-4-mini-instruct.json", "mlp_bias", True),
+    ("microsoft__Phi-4-mini-instruct.json", "lm_head_bias", True),
+    ("microsoft__Phi-4-mini-instruct.json", "full_attn_mod", 4),
+    ("microsoft__Phi-4-mini-instruct.json", "interpolate_factor", 2),
+])
+def test_remote_code_key_refused_at_a_value_transformers_does_not_compute(name, key, value):
+    """Keys accepted above only at the value transformers computes stay refused at any other."""
+    cfg = {**json.loads((CONFIG_DIR / name).read_text()), key: value}
+    with pytest.raises(gj.CheckpointError, match=key):
+        config_from_hf(cfg)
