@@ -43,7 +43,7 @@ FILES = sorted(p.name for p in CONFIG_DIR.glob("*.json"))
 EXPECTED_REFUSALS: dict[str, tuple[str, str]] = {}
 """file name → (text the refusal names, why the published value changes the forward pass)."""
 
-NOT_FOUND = {"falcon", "gptj", "granite", "opt", "smollm3"}
+NOT_FOUND = {"falcon", "granite", "opt", "smollm3"}
 """Supported model types with no published ``config.json`` found verbatim (SOURCES.md says which
 copies were searched and why they were not used); their keys are covered by the family tests only."""
 
@@ -54,10 +54,12 @@ _LAYERS = ("num_hidden_layers", "n_layer")
 _HEADS = ("num_attention_heads", "n_head")
 
 
-def _keeps_rope_lists(cfg: dict) -> bool:
-    """Longrope's factor lists have one entry per rotated frequency: the head size must stay."""
+def _keeps_head_width(cfg: dict) -> bool:
+    """Whether the head must keep its published width: longrope's factor lists have one entry per
+    rotated frequency, and GPT-J's ``rotary_dim`` counts rotated channels of the head (kept as
+    published, so the head keeps the published rotated fraction)."""
     rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
-    return isinstance(rope, dict) and "long_factor" in rope
+    return (isinstance(rope, dict) and "long_factor" in rope) or cfg.get("rotary_dim") is not None
 
 
 def _head_dim(cfg: dict) -> int:
@@ -70,14 +72,14 @@ def shrink(cfg: dict) -> dict:
     """The published config with only its size fields made tiny (every other key and value kept).
 
     Heads become 4 (key/value heads 4, 2 or 1 as the published ratio is MHA, GQA or MQA), the head
-    16 wide (its published width where longrope lists fix it), 2 layers, vocab 96 (or just past the
+    16 wide (its published width where longrope lists or GPT-J's ``rotary_dim`` fix it), 2 layers, vocab 96 (or just past the
     published ``pad_token_id``, which indexes the embedding), experts ``top-k + 2``.
     """
     out = dict(cfg)
     heads_key = next(k for k in _HEADS if k in cfg)
     heads, kv = cfg[heads_key], cfg.get("num_key_value_heads") or cfg[heads_key]
-    head_dim = _head_dim(cfg) if _keeps_rope_lists(cfg) else 16
-    new_heads = 2 if _keeps_rope_lists(cfg) else 4
+    head_dim = _head_dim(cfg) if _keeps_head_width(cfg) else 16
+    new_heads = 2 if _keeps_head_width(cfg) else 4
     new_kv = new_heads if kv == heads else (1 if kv == 1 else new_heads // 2)
     out[heads_key] = new_heads
     if "num_key_value_heads" in cfg:

@@ -38,13 +38,16 @@ KEYS = Keys(
     computed={"vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "rotary_dim", "n_inner",
               "activation_function", "layer_norm_epsilon", "tie_word_embeddings"},
     inert={"resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_type", "summary_use_proj", "summary_activation",
-           "summary_proj_to_labels", "summary_first_dropout", "n_ctx"},
+           "summary_proj_to_labels", "summary_first_dropout", "n_ctx", "scale_attn_weights"},
     fixed={"rotary": (True,), "scale_attn": (True,)},
 )
 """The ``config.json`` keys computed, inert or fixed (everything else is refused).
 
 ``summary_*`` configure sequence-classification heads only; ``n_ctx`` is an unused alias of the
-context length in old files; ``rotary`` and ``scale_attn`` are always on in transformers."""
+context length in old files; ``rotary`` and ``scale_attn`` are always on in transformers.
+``scale_attn_weights`` (in EleutherAI/gpt-j-6b's published file, a GPT-2 leftover) is never read by
+transformers' ``models/gptj`` (neither its config class nor ``modeling_gptj.py``, which always scales
+scores by ``1/sqrt(head_dim)``), so it is inert at any value."""
 
 
 def config_from_hf(cfg: dict) -> GPTJConfig:
