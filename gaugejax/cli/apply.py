@@ -1,8 +1,9 @@
 """``gaugejax apply SRC --gauge G -o OUT``: move a checkpoint into a new chart.
 
 Rewrite a Hugging Face checkpoint in the chart of GAUGE (rules: docs/conventions.md §3), streaming
-tensor by tensor; the output loads in transformers and computes the same function. Atomic: nothing
-is written on failure.
+tensor by tensor; the output loads in transformers and computes the same function. A .gguf source
+is dequantized tensor by tensor into a float32 Hugging Face directory with its tokenizer
+(tokenizer.json, tokenizer_config.json). Atomic: nothing is written on failure.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ def run(args) -> int:
     from gaugejax.atomic import atomic_paths
     from gaugejax.cli.common import check_outputs, console, is_gauge_file, output, progress
     from gaugejax.gauge import SignedPermutation
-    from gaugejax.io import HFCheckpoint, apply_gauge_to_checkpoint, load_model, save_model
-    from gaugejax.models import apply_gauge
+    from gaugejax.io import HFCheckpoint, apply_gauge_to_checkpoint, load_model
 
     src = Path(args.src)
     out = Path(args.output)
@@ -48,12 +48,13 @@ def run(args) -> int:
     outs = check_outputs(args, [output(args.save_gauge, recognise=is_gauge_file) if args.save_gauge else None,
                                 output(out, directory=True)], inputs=[src, args.gauge])
     is_gguf = src.suffix == ".gguf"
-    if is_gguf:
-        from gaugejax.verify import check_finite_weights
+    if is_gguf:  # header, config and tokenizer checked before any weight is read; weights streamed below
+        from gaugejax.io.containment import regular_file
+        from gaugejax.io.gguf import open_gguf
 
-        model = load_model(src)
-        check_finite_weights(model, src)  # a Hugging Face source is checked tensor by tensor as it streams
-        config = model.config
+        regular_file(src)  # a FIFO would block the reader
+        gguf_file = open_gguf(src)
+        config = gguf_file.config
     else:
         if not src.is_dir():
             load_model(src)  # raises the reason: missing, pickle, unknown format
@@ -64,14 +65,37 @@ def run(args) -> int:
         from gaugejax.group import Group
 
         gauge = Group.of(config).random(args.random_gauge, config.d_model)
+    if is_gguf:
+        from gaugejax.models import check_gauge_for
+
+        check_gauge_for(config, gauge)
+        tokenizer_files = _gguf_tokenizer_files(src)
     with atomic_paths(outs, inputs=[src, args.gauge]) as tmps:
         if args.save_gauge:
             gauge.save(tmps[0], source=str(src))
         if is_gguf:
-            save_model(apply_gauge(model, gauge), tmps[-1])
+            from gaugejax.io.gguf_apply import apply_gauge_to_gguf
+
+            with progress("applying gauge", len(gguf_file.names)) as advance:
+                apply_gauge_to_gguf(gguf_file, tmps[-1], gauge, tokenizer_files=tokenizer_files,
+                                    on_tensor=lambda _: advance())
         else:
             n = sum(len(sf.keys()) for sf in HFCheckpoint(src).shard_files)
             with progress("applying gauge", n) as advance:
                 apply_gauge_to_checkpoint(src, tmps[-1], gauge, on_tensor=lambda _: advance())
     console().print(f"wrote {out} (gauge d={gauge.d}, {int((gauge.signs < 0).sum())} negative signs)")
     return 0
+
+
+def _gguf_tokenizer_files(src: Path) -> dict[str, str]:
+    """The GGUF's tokenizer files for the output; a tokenizer that cannot be built is a warning
+    (the weights are still written, without tokenizer files)."""
+    from gaugejax.cli.common import console
+    from gaugejax.errors import CheckpointError
+    from gaugejax.io.gguf import gguf_tokenizer_files
+
+    try:
+        return gguf_tokenizer_files(src)
+    except CheckpointError as e:
+        console(stderr=True).print(f"warning: writing no tokenizer files: {e}", markup=False, highlight=False)
+        return {}

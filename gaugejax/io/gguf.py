@@ -1,19 +1,24 @@
 """GGUF files (llama.cpp): read a model (llama, qwen2, qwen3, gemma 1-3, phi3), its tokenizer and a summary.
 
-The ``gguf`` package (``pip install gguf``) parses the file; quantized tensors are dequantized to
-float32 with ``gguf.quants.dequantize`` (vectorized per tensor), so every tool sees the same float
-weights llama.cpp and ``transformers`` compute with.
+The bounded parser :mod:`gaugejax.io.gguf_parse` reads the header; quantized tensors are
+dequantized to float32 by ``gguf``'s own block formulas (:mod:`gaugejax.io.gguf_dequant`), so
+every tool sees the same float weights llama.cpp and ``transformers`` compute with.
 
-Two layout facts matter:
+Layout facts a reader must undo:
 
-* GGUF lists dimensions innermost first (``ne = [in, out]``); the reader's arrays are already in
-  numpy order, i.e. ``(out, in)``, the PyTorch ``nn.Linear`` layout.
+* GGUF lists dimensions innermost first (``ne = [in, out]``); the arrays here are in numpy order,
+  i.e. ``(out, in)``, the PyTorch ``nn.Linear`` layout.
 * llama.cpp's converter permutes the rows of ``attn_q`` and ``attn_k`` of the ``llama``
   architecture from the Hugging Face "rotate half" RoPE layout to its interleaved one, and stores
   Gemma's norm gains as ``w + 1``; :mod:`gaugejax.io.gguf_arch` undoes both, exactly as
   ``transformers``' GGUF loader does.
 * Tensor names come from the family's parameter table when it declares them, else from
   ``gguf``'s own ``TensorNameMap`` (the map llama.cpp's converter and transformers use).
+
+:func:`open_gguf` checks a file and its metadata without reading tensor data;
+:func:`load_gguf` builds the model from it and :func:`gaugejax.io.gguf_apply.apply_gauge_to_gguf`
+streams it, tensor by tensor, into a gauged Hugging Face directory. The tokenizer is built from the
+``tokenizer.*`` metadata by :mod:`gaugejax.io.tokenizer`.
 
 Example:
   >>> from gaugejax.io.gguf import load_gguf, gguf_tokenizer
@@ -25,18 +30,21 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from gaugejax.errors import CheckpointError
-from gaugejax.io.gguf_arch import ARCHITECTURES, hf_config, reverse_permute
+from gaugejax.io.gguf_arch import ARCHITECTURES, Arch, hf_config, reverse_permute
+from gaugejax.io.gguf_dequant import dequantize_array
 from gaugejax.io.gguf_parse import GGUFHeader, TensorEntry, read_header
-from gaugejax.models.base import Model
+from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.table import HFTensor
 
-__all__ = ["load_gguf", "gguf_tokenizer", "gguf_metadata", "reverse_permute", "SUPPORTED_ARCHITECTURES"]
+__all__ = ["load_gguf", "open_gguf", "GGUFModelFile", "gguf_tokenizer", "gguf_detokenizer", "gguf_tokenizer_files",
+           "gguf_metadata", "reverse_permute", "SUPPORTED_ARCHITECTURES"]
 
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
@@ -64,10 +72,79 @@ def _plain(value: Any) -> Any:
 
 
 def tokenizer_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``tokenizer.*`` metadata of a GGUF file as plain Python values (the vocabulary arrays
-    cost a small multiple of the bytes they take in the file; nothing else is decoded)."""
+    """The ``tokenizer.*`` metadata of a GGUF file as plain Python values, plus ``general.architecture``
+    (the vocabulary arrays cost a small multiple of the bytes they take in the file; nothing else is decoded)."""
     header = _header(path)
-    return {k: _plain(header.value(k)) for k in header.fields if k.startswith("tokenizer.")}
+    keys = [k for k in header.fields if k.startswith("tokenizer.") or k == "general.architecture"]
+    return {k: _plain(header.value(k)) for k in keys}
+
+
+@dataclass(frozen=True)
+class GGUFModelFile:
+    """A GGUF model file whose header, metadata and tensor shapes are checked; no tensor data read yet.
+
+    Attributes:
+      path: the file.
+      header: its parsed header (:class:`~gaugejax.io.gguf_parse.GGUFHeader`).
+      arch: how llama.cpp wrote its architecture (:class:`~gaugejax.io.gguf_arch.Arch`).
+      config: the model config its metadata describes.
+      names: Hugging Face tensor name → GGUF tensor name, for every tensor of the model.
+    """
+
+    path: Path
+    header: GGUFHeader
+    arch: Arch
+    config: ModelConfig
+    names: dict[str, str]
+
+    def tensor(self, t: HFTensor) -> np.ndarray:
+        """Tensor ``t`` dequantized into a new float32 array, in the Hugging Face layout
+        (Q/K rows un-permuted, Gemma norms un-shifted)."""
+        name = self.names[t.name]
+        entry = self.header.tensors[name]
+        qtype = _gguf().GGMLQuantizationType(entry.type)
+        try:
+            w = dequantize_array(self.header.tensor_data(name), qtype, entry.shape)
+        except CheckpointError as e:
+            raise CheckpointError(f"{self.path}: tensor {name!r}: {e}") from None
+        if self.arch.permute_qk and name.endswith("attn_q.weight"):
+            return reverse_permute(w, self.config.n_heads)
+        if self.arch.permute_qk and name.endswith("attn_k.weight"):
+            return reverse_permute(w, self.config.n_kv_heads)
+        if self.arch.norm_shift and name.endswith("norm.weight"):
+            w -= np.float32(self.arch.norm_shift)
+        return w
+
+
+def open_gguf(path: str | os.PathLike) -> GGUFModelFile:
+    """Opens a GGUF model file: header, config and tensor names and shapes checked, no tensor data read.
+
+    Raises:
+      CheckpointError: ``gguf`` missing, not a GGUF file, another architecture (the message lists
+        the supported ones), unknown metadata, missing or unexpected tensors, shapes that disagree
+        with the metadata.
+    """
+    p = Path(path)
+    header = _header(p)
+    # decoded when read; the vocabulary arrays are large and not needed here
+    meta = header.values(k for k in header.fields if not k.startswith("tokenizer.ggml.") or k.endswith("_id"))
+    tensors = header.tensors
+    arch, cfg = hf_config(meta, {k: t.dims for k, t in tensors.items()}, p)
+    from gaugejax.models import config_from_hf
+
+    config = config_from_hf(cfg)
+    names = _tensor_names(config, meta["general.architecture"], p)
+    wanted = set(names.values())
+    missing = sorted(wanted - set(tensors))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{p}: missing tensors {', '.join(missing[:3])}{more}")
+    extra = sorted(set(tensors) - wanted)
+    if extra:
+        raise CheckpointError(f"{p}: unexpected tensors {', '.join(extra[:3])} "
+                              "(an architecture variant gaugejax does not support?)")
+    _check_shapes(config, names, tensors, p)
+    return GGUFModelFile(p, header, arch, config, names)
 
 
 def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
@@ -85,54 +162,12 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
       the same logits.
 
     Raises:
-      CheckpointError: ``gguf`` missing, not a GGUF file, another architecture (the message lists
-        the supported ones), unknown metadata, missing or unexpected tensors, shapes that disagree
-        with the metadata.
+      CheckpointError: as :func:`open_gguf`, or a tensor ``gguf`` cannot dequantize.
     """
-    p = Path(path)
-    header = _header(p)
-    gguf = _gguf()
-    # decoded when read; the vocabulary arrays are large and not needed here
-    meta = header.values(k for k in header.fields if not k.startswith("tokenizer.ggml.") or k.endswith("_id"))
-    tensors = header.tensors
-    arch, cfg = hf_config(meta, {k: t.dims for k, t in tensors.items()}, p)
+    src = open_gguf(path)
     from gaugejax.io.hf import params_from_tensors
-    from gaugejax.models import config_from_hf
 
-    config = config_from_hf(cfg)
-    names = _tensor_names(config, meta["general.architecture"], p)
-    wanted = set(names.values())
-    missing = sorted(wanted - set(tensors))
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise CheckpointError(f"{p}: missing tensors {', '.join(missing[:3])}{more}")
-    extra = sorted(set(tensors) - wanted)
-    if extra:
-        raise CheckpointError(f"{p}: unexpected tensors {', '.join(extra[:3])} "
-                              "(an architecture variant gaugejax does not support?)")
-    _check_shapes(config, names, tensors, p)
-
-    def get(t: HFTensor) -> np.ndarray:
-        name = names[t.name]
-        shape = tensors[name].shape  # numpy order: (out, in)
-        try:
-            qtype = gguf.GGMLQuantizationType(tensors[name].type)
-            w = np.asarray(gguf.quants.dequantize(header.tensor_data(name), qtype), dtype=np.float32)
-        except (NotImplementedError, ValueError) as e:
-            raise CheckpointError(f"{p}: tensor {name!r}: {str(e).splitlines()[0]}") from None
-        if w.size != int(np.prod(shape)):
-            raise CheckpointError(f"{p}: tensor {name!r} holds {w.size} values, its shape says {shape}")
-        w = w.reshape(shape)
-        if arch.permute_qk and name.endswith("attn_q.weight"):
-            w = reverse_permute(w, config.n_heads)
-        elif arch.permute_qk and name.endswith("attn_k.weight"):
-            w = reverse_permute(w, config.n_kv_heads)
-        elif arch.norm_shift and name.endswith("norm.weight"):
-            w = w - np.float32(arch.norm_shift)
-        return w
-
-    params = params_from_tensors(config, get, np.float32 if dtype is None else dtype)
-    return Model(config, params)
+    return Model(src.config, params_from_tensors(src.config, src.tensor, np.float32 if dtype is None else dtype))
 
 
 def _check_shapes(config, names: dict[str, str], tensors: dict[str, TensorEntry], path: Path) -> None:
@@ -203,103 +238,41 @@ def gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------- tokenizer
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte → printable character table (the byte-level BPE alphabet)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-# Pre-tokenizer splits for the ``tokenizer.ggml.pre`` names whose merges were learned on them (as
-# transformers' GGUF tokenizer builder has them); any other name gets GPT-2's own split.
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_SPLITS = {
-    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "smaug-bpe", "dbrx"), _LLAMA3_SPLIT),
-    **dict.fromkeys(("qwen2", "deepseek-r1-qwen"), _QWEN2_SPLIT),
-}
-_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
-
-
-def _build_tokenizer(meta: dict[str, Any], path: Path):
+def _built(path: Path, build: Callable[[], Any]) -> Any:
+    """``build()``, its one-line errors prefixed with ``path``; the ``tokenizers`` library's plain
+    ``Exception`` (a vocabulary it cannot build) becomes one too."""
     try:
-        from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    except ImportError:
-        raise CheckpointError("building a GGUF tokenizer needs the `tokenizers` package: pip install tokenizers") \
-            from None
-    if "tokenizer.huggingface.json" in meta:
-        return Tokenizer.from_str(meta["tokenizer.huggingface.json"])
-    kind = meta.get("tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise CheckpointError(f"{path}: tokenizer model {kind!r} is not supported (supported: gpt2 byte-level BPE)")
-    tokens: list[str] = meta["tokenizer.ggml.tokens"]
-    merges: list[str] = meta.get("tokenizer.ggml.merges") or []
-    types: list[int] = meta.get("tokenizer.ggml.token_type") or []
-    spelling = _bytes_to_unicode()
-    alphabet = set(spelling.values())
-    vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))): i
-             for i, t in enumerate(tokens)}
-    bad = next((m for m in merges if not isinstance(m, str) or " " not in m), None)
-    if bad is not None:
-        raise CheckpointError(f"{path}: tokenizer.ggml.merges holds {str(bad)[:40]!r}, not two tokens separated by a "
-                              "space; the file is damaged: re-convert it, or pass --tokens")
-    bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], dropout=None, unk_token=None,
-                     continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
-    tok = Tokenizer(bpe)
-    split = _SPLITS.get(meta.get("tokenizer.ggml.pre"))
-    if split is None:
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    else:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    control = [AddedToken(t, normalized=False, special=True)
-               for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]
-    if control:
-        tok.add_special_tokens(control)
-    user = [AddedToken(t, normalized=False, special=False)
-            for t, ty in zip(tokens, types) if ty == _USER_DEFINED and t in vocab]
-    if user:
-        tok.add_tokens(user)
-    single, special = "$A:0", []
-    for flag, key, where in (("add_bos_token", "bos_token_id", "before"), ("add_eos_token", "eos_token_id", "after")):
-        tid = meta.get(f"tokenizer.ggml.{key}")
-        if meta.get(f"tokenizer.ggml.{flag}") and tid is not None:
-            if not 0 <= int(tid) < len(tokens):
-                raise CheckpointError(f"{path}: tokenizer.ggml.{key}={tid} lies outside the {len(tokens)}-token "
-                                      "vocabulary; the file is damaged: re-convert it, or pass --tokens")
-            t = tokens[int(tid)]
-            single = f"{t}:0 {single}" if where == "before" else f"{single} {t}:0"
-            special.append((t, int(tid)))
-    if special:
-        tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=special)
-    return tok
+        return build()
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except Exception as e:
+        if type(e) is not Exception:  # a bug, not the library's refusal
+            raise
+        raise CheckpointError(f"{path}: its tokenizer metadata does not build a tokenizer "
+                              f"({(str(e).splitlines() or [''])[0][:80]}); the file is damaged: re-convert it, "
+                              "or pass --tokens") from None
 
 
 def _file_tokenizer(path: str | os.PathLike):
     """The ``tokenizers.Tokenizer`` built from the ``tokenizer.*`` metadata of a GGUF file."""
+    from gaugejax.io.tokenizer import gguf_tokenizer as build
+
     p = Path(path)
-    return _build_tokenizer(tokenizer_metadata(p), p)
+    meta = tokenizer_metadata(p)
+    return _built(p, lambda: build(meta, str(meta.get("general.architecture"))))
 
 
 def gguf_tokenizer(path: str | os.PathLike) -> Callable[[str], np.ndarray]:
     """A ``text -> int32 token ids`` function built from the vocabulary in a GGUF file.
 
-    Byte-level BPE (``tokenizer.ggml.model == "gpt2"``: GPT-2, Llama 3, Qwen2, SmolLM) from
-    ``tokenizer.ggml.tokens`` and ``tokenizer.ggml.merges``; control tokens are special, BOS/EOS
-    are added when ``tokenizer.ggml.add_bos_token`` / ``add_eos_token`` say so. Built with the
-    ``tokenizers`` package alone; it matches ``transformers``' GGUF tokenizer.
+    Every tokenizer model of :data:`gaugejax.io.tokenizer.TOKENIZER_MODELS` (byte-level BPE
+    ``gpt2``: GPT-2, Llama 3, Qwen2, SmolLM; SentencePiece ``llama``: Llama 2, Mistral, Gemma,
+    Phi-3), built with the ``tokenizers`` package alone by :mod:`gaugejax.io.tokenizer`; it gives
+    the ids ``transformers``' GGUF tokenizer gives.
 
     Raises:
-      CheckpointError: ``gguf`` or ``tokenizers`` missing, or a tokenizer model other than ``gpt2``.
+      CheckpointError: ``gguf`` or ``tokenizers`` missing, an unsupported tokenizer model, or
+        damaged tokenizer metadata (one line naming the file).
     """
     tok = _file_tokenizer(path)
     return lambda text: np.asarray(tok.encode(text).ids, np.int32)
@@ -314,7 +287,27 @@ def gguf_detokenizer(path: str | os.PathLike) -> Callable[[Any], str]:
       'Hello'
 
     Raises:
-      CheckpointError: ``gguf`` or ``tokenizers`` missing, or a tokenizer model other than ``gpt2``.
+      CheckpointError: as :func:`gguf_tokenizer`.
     """
     tok = _file_tokenizer(path)
     return lambda ids: tok.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=False)
+
+
+def gguf_tokenizer_files(path: str | os.PathLike) -> dict[str, str]:
+    """``tokenizer.json`` and ``tokenizer_config.json`` texts for a Hugging Face directory written
+    from a GGUF file (:func:`gaugejax.io.tokenizer.tokenizer_files`: special tokens, BOS/EOS, chat
+    template); ``transformers.AutoTokenizer`` on that directory gives the GGUF tokenizer's ids.
+
+    Returns:
+      name → text; empty when the file carries no tokenizer (no ``tokenizer.ggml.model``).
+
+    Raises:
+      CheckpointError: as :func:`gguf_tokenizer`.
+    """
+    from gaugejax.io.tokenizer import tokenizer_files
+
+    p = Path(path)
+    meta = tokenizer_metadata(p)
+    if "tokenizer.ggml.model" not in meta and "tokenizer.huggingface.json" not in meta:
+        return {}
+    return _built(p, lambda: tokenizer_files(meta, str(meta.get("general.architecture"))))

@@ -352,17 +352,24 @@ def save_hf(model: Model, directory: str | os.PathLike, *, dtype=None, max_shard
       overwrite: may replace a previous gaugejax output (never anything else).
     """
     _check_shapes(model.config, model.params)  # refuse before writing anything
-    cfg = family_module(model.config).config_to_hf(model.config)
     leaves = [x for x in _leaves(model.params)]
     store = np.dtype(dtype) if dtype is not None else np.dtype(leaves[0].dtype)
-    cfg["torch_dtype"] = {np.dtype("float32"): "float32", np.dtype("float16"): "float16",
-                          np.dtype("float64"): "float64"}.get(store, "bfloat16")
     with atomic_path(directory, directory=True, overwrite=overwrite, inputs=list((extra_files or {}).values())) as tmp:
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        _write_shards(tmp, list(_param_tensors(model, dtype)), max_shard_bytes, {"format": "pt"})
+        write_weights(tmp, model.config, list(_param_tensors(model, dtype)), store, max_shard_bytes)
         for name, src in (extra_files or {}).items():
             copy_input_file(src, tmp / name, None)
     return Path(directory)
+
+
+def write_weights(folder: Path, config: ModelConfig, items: list, store: np.dtype,
+                  max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+    """Writes ``config.json`` and the weights ``items`` (``(TensorInfo, produce)`` pairs, each
+    produced when written) into ``folder``, sharded past ``max_shard_bytes`` as :func:`save_hf` does."""
+    cfg = family_module(config).config_to_hf(config)
+    cfg["torch_dtype"] = {np.dtype("float32"): "float32", np.dtype("float16"): "float16",
+                          np.dtype("float64"): "float64"}.get(store, "bfloat16")
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    _write_shards(folder, items, max_shard_bytes, {"format": "pt"})
 
 
 def _leaves(params):
