@@ -127,6 +127,31 @@ def test_rope_from_hf_names_rope_scaling_where_the_value_came_from():
     assert "'rope_parameters.factor'='x'" in msg
 
 
+
+_NEOX = dict(model_type="gpt_neox", vocab_size=32, hidden_size=16, intermediate_size=8, num_hidden_layers=1,
+             num_attention_heads=2)
+_COHERE = dict(LLAMA, model_type="cohere")
+_MIXTRAL = dict(LLAMA, model_type="mixtral", num_local_experts=4, num_experts_per_tok=2)
+_QWEN3 = dict(LLAMA, model_type="qwen3", head_dim=8)
+_HALF = {"rope_type": "default", "partial_rotary_factor": 0.5}
+
+
+@pytest.mark.parametrize("family,cfg,rope_scaling", [
+    ("llama", LLAMA, {"rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5}),
+    ("neox", _NEOX, {"rope_type": "dynamic", "factor": 2.0}),
+    ("cohere", _COHERE, _HALF),
+    ("moe", _MIXTRAL, _HALF),
+    ("dense", _QWEN3, _HALF),
+])
+def test_family_rope_refusal_names_rope_scaling_when_the_value_came_from_there(family, cfg, rope_scaling):
+    """A file holding both keys: transformers reads ``rope_scaling`` (it replaces ``rope_parameters``),
+    so a family's own RoPE refusal names ``rope_scaling`` and its value, not the ignored
+    ``rope_parameters``."""
+    ignored = {"rope_type": "default", "rope_theta": 10000.0}
+    msg = _refusal({**cfg, "rope_scaling": rope_scaling, "rope_parameters": ignored})
+    assert f"'rope_scaling'={json.dumps(rope_scaling)[:37]}" in msg, msg
+    assert "rope_parameters" not in msg, msg
+
 # ------------------------------------------------------------------------ the real user report
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
 from gaugejax.models.base import ModelConfig
 from gaugejax.models import table as T
-from gaugejax.models.config_keys import Keys, get_bool, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import Keys, get_bool, get_float, get_int, refuse, rope_from_hf, rope_source
 from gaugejax.models.lnshared import embed  # noqa: F401  (this family's forward piece)
 from gaugejax.models.table import GAIN, NONE, Param
 
@@ -70,7 +70,7 @@ def config_from_hf(cfg: dict) -> CohereConfig:
     fields = S.decoder_fields(cfg, nh, activation="silu", tie=True, max_positions=8192)
     theta, _, partial = rope_from_hf(cfg, kinds=("default",))
     if partial != 1.0:
-        refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for Cohere")
+        refuse(cfg, rope_source(cfg), "partial_rotary_factor != 1 is not computed for Cohere")
     return CohereConfig(
         **S.hf_sizes(cfg, d, nh),
         **fields,

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 from gaugejax.errors import CheckpointError
 from gaugejax.models import layers as L
 from gaugejax.models.base import ModelConfig
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import (Keys, get_bool, get_choice, get_float, get_int, refuse, rope_from_hf,
+                                         rope_source)
 from gaugejax.models import table as T
 from gaugejax.models.table import GAIN, NONE, READ, Param
 
@@ -175,7 +176,7 @@ def rope(cfg: dict, default_theta: float = 10000.0) -> tuple[float, str | None]:
         cfg = {**cfg, "rope_theta": default_theta}
     theta, scaling, partial = rope_from_hf(cfg)
     if partial != 1.0:
-        refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for this model type")
+        refuse(cfg, rope_source(cfg), "partial_rotary_factor != 1 is not computed for this model type")
     return theta, None if scaling is None else json.dumps(scaling, sort_keys=True)
 
 

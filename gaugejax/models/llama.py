@@ -16,7 +16,8 @@ from gaugejax.errors import CheckpointError
 from gaugejax.models import dense as D
 from gaugejax.models import layers as L
 from gaugejax.models import table as T
-from gaugejax.models.config_keys import ROPE_KEYS, Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import (ROPE_KEYS, Keys, get_bool, get_choice, get_int, refuse, rope_from_hf,
+                                         rope_source)
 from gaugejax.models.table import GAIN, READ, Param
 
 
@@ -94,15 +95,15 @@ def _rope(cfg: dict, head_dim: int) -> tuple[float, dict | None]:
     theta, rope, partial = rope_from_hf(cfg, partial_key="partial_rotary_factor", kinds=tuple(ROPE_KEYS))
     kind = "default" if rope is None else rope["rope_type"]
     if kind != "default" and int(head_dim * partial) != head_dim:
-        refuse(cfg, "rope_parameters", f"partial_rotary_factor={partial} with {kind} RoPE rotates "
+        refuse(cfg, rope_source(cfg), f"partial_rotary_factor={partial} with {kind} RoPE rotates "
                                        f"{int(head_dim * partial)} of {head_dim} head dims, which transformers' Llama "
                                        "cannot run; use 1.0")
     if kind == "dynamic" and head_dim <= 2:
-        refuse(cfg, "rope_parameters", f"dynamic RoPE needs a head size > 2, got {head_dim}")
+        refuse(cfg, rope_source(cfg), f"dynamic RoPE needs a head size > 2, got {head_dim}")
     if kind == "longrope":
         for key in ("short_factor", "long_factor"):
             if len(rope[key]) != head_dim // 2:
-                refuse(cfg, "rope_parameters", f"longrope {key} has {len(rope[key])} entries; a {head_dim}-wide "
+                refuse(cfg, rope_source(cfg), f"longrope {key} has {len(rope[key])} entries; a {head_dim}-wide "
                                                f"head needs {head_dim // 2}")
     return theta, rope
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from gaugejax.models import dense as D
 from gaugejax.models import layers as L
 from gaugejax.models import table as T
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf, rope_source
 from gaugejax.models.table import GAIN, NONE, READ, WRITE, Param
 
 
@@ -95,7 +95,7 @@ def config_from_hf(cfg: dict) -> MoEConfig:
                                 "max_position_embeddings": 4096})
     theta, scaling, partial = rope_from_hf(cfg)
     if partial != 1.0:
-        refuse(cfg, "rope_parameters", "partial_rotary_factor != 1 is not computed for MoE families")
+        refuse(cfg, rope_source(cfg), "partial_rotary_factor != 1 is not computed for MoE families")
     if mt == "mixtral":
         n_experts, d_ff = get_int(cfg, "num_local_experts", 8), get_int(cfg, "intermediate_size")
         window = get_int(cfg, "sliding_window", None, none_ok=True)

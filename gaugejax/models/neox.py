@@ -15,7 +15,7 @@ import jax
 from gaugejax.models import layers as L
 from gaugejax.models import lnshared as S
 from gaugejax.models import table as T
-from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf
+from gaugejax.models.config_keys import Keys, get_bool, get_choice, get_int, refuse, rope_from_hf, rope_source
 from gaugejax.models.lnshared import embed, final_norm  # noqa: F401  (this family's forward pieces)
 from gaugejax.models.table import Param
 
@@ -67,7 +67,7 @@ def config_from_hf(cfg: dict) -> NeoXConfig:
     if rotary % 2 or not 0 < partial <= 1 or rotary < 2:
         refuse(cfg, "rotary_pct", f"rotary dimension {rotary} must be a positive even number")
     if rope is not None and rope["rope_type"] == "dynamic" and rotary <= 2:
-        refuse(cfg, "rope_parameters", f"dynamic RoPE needs a rotary dimension > 2, got {rotary}")
+        refuse(cfg, rope_source(cfg), f"dynamic RoPE needs a rotary dimension > 2, got {rotary}")
     return NeoXConfig(
         **S.hf_sizes(cfg, d, nh),
         rotary_pct=partial,
