@@ -18,6 +18,10 @@ settings.register_profile("dev", settings.get_profile(DEV_PROFILE))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 jax.config.update("jax_enable_x64", False)
+# The `gaugejax` command turns on JAX's persistent compilation cache in ~/.cache (gaugejax.cache);
+# the suite's in-process and subprocess runs keep to the uncached behaviour and write nothing
+# there (tests/test_compilation_cache.py turns it on in folders of its own).
+os.environ.setdefault("GAUGEJAX_NO_CACHE", "1")
 
 
 import pytest  # noqa: E402

@@ -4,7 +4,9 @@ Each sub-command lives in its own module of this package and exposes
 ``register(subparsers) -> argparse.ArgumentParser`` whose parser sets ``func=run`` where
 ``run(args) -> int`` is the exit code. Library errors (:class:`gaugejax.errors.GaugeJaxError`) are
 printed as one line ``error: ...`` with exit code 2; nothing is written on failure. Ctrl-C (exit
-130), SIGTERM (143) and SIGHUP (129) roll back any write under way and print one line too.
+130), SIGTERM (143) and SIGHUP (129) roll back any write under way and print one line too. JAX's
+persistent compilation cache is on (:mod:`gaugejax.cache`: ``~/.cache/gaugejax/jax``; set
+``GAUGEJAX_CACHE_DIR`` to move it, ``GAUGEJAX_NO_CACHE=1`` to turn it off).
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must lie in [0, 2**63), got {value}; pick a smaller seed",
                   file=sys.stderr)
             return 2
+    from gaugejax.cache import enable_compilation_cache
     from gaugejax.leftovers import Interrupted, signals_interrupt
+
+    enable_compilation_cache()  # a second run of a command reuses its compiled code (GAUGEJAX_NO_CACHE=1: off)
 
     try:
         with signals_interrupt():  # SIGTERM / SIGHUP roll back a write as Ctrl-C does

@@ -114,8 +114,9 @@ def _parse_layers(spec: str | None, n_layers: int):
 
 
 def run(args) -> int:
-    from gaugejax.align import align, check_pair
+    from gaugejax.align import align
     from gaugejax.cli.common import console, table, token_source
+    from gaugejax.cli.preflight import pair_configs
     from gaugejax.io import checkpoint_fingerprint, load_model
     from gaugejax.matching import AmbiguousMatchWarning
 
@@ -142,6 +143,10 @@ def run(args) -> int:
                      inputs=[args.src, args.dst, args.tokens, args.text, out])
     if args.checkpoint_tokens <= 0:
         raise GaugeJaxError("--checkpoint-tokens must be positive")
+    # every input is checked before a weight is read: configs, layers, tokenizer, token ids
+    config, _ = pair_configs(args.src, args.dst)
+    layers = _parse_layers(args.layers, config.n_layers)
+    rows, source = token_source(args, config.vocab_size, args.max_tokens + args.seq_len, [args.src, args.dst])
     mesh = None
     if getattr(args, "distributed", False):
         import jax
@@ -162,11 +167,6 @@ def run(args) -> int:
     else:
         a = load_model(args.src, mesh=mesh)
         b = load_model(args.dst, mesh=mesh)
-    check_pair(a.config, b.config)
-    if a.config.vocab_size != b.config.vocab_size:
-        raise GaugeJaxError(f"different vocabularies: {a.config.vocab_size} vs {b.config.vocab_size}")
-    layers = _parse_layers(args.layers, a.config.n_layers)
-    rows, source = token_source(args, a.config.vocab_size, args.max_tokens + args.seq_len, [args.src, args.dst])
     n_avail = rows.size
     total = min(n_avail, args.max_tokens)
 

@@ -30,21 +30,26 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from gaugejax.cli.common import console, progress, table, tokens_from_args
+    from gaugejax.cli.preflight import pair_configs
     from gaugejax.gauge import SignedPermutation
-    from gaugejax.io import load_model
     from gaugejax.errors import GaugeJaxError
+    from gaugejax.io import load_model
+    from gaugejax.models import check_gauge_for
     from gaugejax.verify import verify
 
     if not args.tol >= 0 or args.tol == float("inf"):
         raise GaugeJaxError(f"--tol must be a finite non-negative number, got {args.tol}")
     gauge = SignedPermutation.load(args.gauge)
+    # every input is checked before a weight is read: configs, gauge width and group, tokenizer, token ids
+    config, _ = pair_configs(args.src, args.dst)
+    check_gauge_for(config, gauge)
+    tokens = tokens_from_args(args, config.vocab_size, args.src)
     if args.stream:
         from gaugejax.streaming import block_source
 
         a, b = block_source(args.src), block_source(args.dst)
     else:
         a, b = load_model(args.src), load_model(args.dst)
-    tokens = tokens_from_args(args, a.config.vocab_size, args.src)
     with progress("verifying", tokens.shape[0]) as advance:
         seen = [0]
 
