@@ -46,8 +46,9 @@ def rel_err(a, b) -> float:
 
 
 def write_llama_gguf(path: Path, model: gj.Model, *, qtype=None, arch: str = "llama", rope_scaling=None,
-                     drop=(), extra=None) -> Path:
-    """Writes ``model`` as llama.cpp would: GGUF names, Q/K rows permuted, matrices in ``qtype``."""
+                     drop=(), extra=None, metadata=None) -> Path:
+    """Writes ``model`` as llama.cpp would: GGUF names, Q/K rows permuted, matrices in ``qtype``;
+    ``metadata(writer)`` adds more keys (a tokenizer) when given."""
     c = model.config
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny test model")
@@ -64,6 +65,8 @@ def write_llama_gguf(path: Path, model: gj.Model, *, qtype=None, arch: str = "ll
     if rope_scaling:
         w.add_string(gguf.Keys.Rope.SCALING_TYPE.format(arch=arch), rope_scaling[0])
         w.add_rope_scaling_factor(rope_scaling[1])
+    if metadata is not None:
+        metadata(w)
 
     tensors = {"token_embd.weight": model.params["embed"], "output_norm.weight": model.params["final_norm"]}
     if not c.tie_embeddings:

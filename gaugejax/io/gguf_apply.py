@@ -58,7 +58,8 @@ def gauge_in_row_blocks(w: np.ndarray, axes: Axes, gauge: SignedPermutation) -> 
 
 def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str | os.PathLike,
                         gauge: SignedPermutation, *, tokenizer_files: dict[str, str] | None = None,
-                        on_tensor: Callable[[str], None] | None = None, overwrite: bool = True) -> Path:
+                        on_tensor: Callable[[str], None] | None = None, max_shard_bytes: int | None = None,
+                        overwrite: bool = True) -> Path:
     """Writes a GGUF model in the chart of ``gauge`` as a Hugging Face directory, one tensor at a time.
 
     Args:
@@ -68,6 +69,7 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
       tokenizer_files: name → text of the tokenizer files to write beside the weights; default:
         the GGUF's own (:func:`gaugejax.io.gguf.gguf_tokenizer_files`, none when it has none).
       on_tensor: called with each tensor's name once it is moved.
+      max_shard_bytes: shard size (default that of :func:`gaugejax.io.hf.save_hf`).
       overwrite: may replace a previous gaugejax output.
 
     Memory: the largest dequantized tensor plus block-sized temporaries (and the file's pages the
@@ -80,7 +82,7 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
     """
     from gaugejax.atomic import atomic_path
     from gaugejax.io.gguf import gguf_tokenizer_files
-    from gaugejax.io.hf import hf_tensor_axes, hf_tensor_shapes, write_weights
+    from gaugejax.io.hf import DEFAULT_SHARD_BYTES, hf_tensor_axes, hf_tensor_shapes, write_weights
     from gaugejax.io.safetensors_stream import TensorInfo
     from gaugejax.models import check_gauge_for, family_module
     from gaugejax.verify import check_finite_tensor
@@ -103,7 +105,7 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
 
     items = [item(t) for t in family_module(model.config).hf_tensors(model.config)]
     with atomic_path(directory, directory=True, overwrite=overwrite, inputs=[model.path]) as tmp:
-        write_weights(tmp, model.config, items, np.dtype(np.float32))
+        write_weights(tmp, model.config, items, np.dtype(np.float32), max_shard_bytes or DEFAULT_SHARD_BYTES)
         for name, text in texts.items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(directory)
