@@ -138,8 +138,8 @@ _DEQUANTIZABLE = [t for t in Q if t.name not in ("F32", "F16", "F64", "I8", "I16
 
 
 @pytest.mark.parametrize("qtype", _DEQUANTIZABLE, ids=[t.name for t in _DEQUANTIZABLE])
-def test_chunked_threaded_dequantization_is_gguf_quants_bit_for_bit(qtype):
-    """Random blocks of every type ``gguf`` decodes, over several chunks (so the thread pool runs):
+def test_chunked_dequantization_is_gguf_quants_bit_for_bit(qtype):
+    """Random blocks of every type ``gguf`` decodes, over several chunks (the last one short):
     the same float32 values, NaN and Inf included, as ``gguf.quants.dequantize``."""
     import warnings
 

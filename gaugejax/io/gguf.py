@@ -167,7 +167,8 @@ def load_gguf(path: str | os.PathLike, dtype=None) -> Model:
     src = open_gguf(path)
     from gaugejax.io.hf import params_from_tensors
 
-    return Model(src.config, params_from_tensors(src.config, src.tensor, np.float32 if dtype is None else dtype))
+    cast = None if dtype is None or np.dtype(dtype) == np.float32 else dtype  # tensors come as new float32 arrays
+    return Model(src.config, params_from_tensors(src.config, src.tensor, cast))
 
 
 def _check_shapes(config, names: dict[str, str], tensors: dict[str, TensorEntry], path: Path) -> None:
