@@ -30,6 +30,7 @@ gguf = pytest.importorskip("gguf")
 
 import gaugejax as gj  # noqa: E402
 from gaugejax.cli import main  # noqa: E402
+from gaugejax.errors import CheckpointError  # noqa: E402
 from gaugejax.io import load_model, save_model  # noqa: E402
 from gaugejax.io.gguf_apply import apply_gauge_to_gguf  # noqa: E402
 from gaugejax.models import apply_gauge  # noqa: E402
@@ -184,6 +185,9 @@ def test_apply_warns_and_writes_weights_when_the_tokenizer_cannot_be_built(tmp_p
     assert set(_files(tmp_path / "out")) == {"config.json", "model.safetensors"}
     err = capsys.readouterr().err.strip()
     assert err.startswith("warning: writing no tokenizer files: ") and "'rwkv' is not supported" in err, err
+    with pytest.raises(CheckpointError, match="'rwkv' is not supported"):  # the library raises unless told to warn
+        apply_gauge_to_gguf(src, tmp_path / "lib", gj.SignedPermutation.random(0, 64))
+    assert not (tmp_path / "lib").exists()
 
 
 # --------------------------------------------------------------------------------------- memory

@@ -48,7 +48,7 @@ def run(args) -> int:
     outs = check_outputs(args, [output(args.save_gauge, recognise=is_gauge_file) if args.save_gauge else None,
                                 output(out, directory=True)], inputs=[src, args.gauge])
     is_gguf = src.suffix == ".gguf"
-    if is_gguf:  # header, config and tokenizer checked before any weight is read; weights streamed below
+    if is_gguf:  # header, config and tensor shapes checked before any weight is read; streamed below
         from gaugejax.io.containment import regular_file
         from gaugejax.io.gguf import open_gguf
 
@@ -69,7 +69,6 @@ def run(args) -> int:
         from gaugejax.models import check_gauge_for
 
         check_gauge_for(config, gauge)
-        tokenizer_files = _gguf_tokenizer_files(src)
     with atomic_paths(outs, inputs=[src, args.gauge]) as tmps:
         if args.save_gauge:
             gauge.save(tmps[0], source=str(src))
@@ -77,7 +76,7 @@ def run(args) -> int:
             from gaugejax.io.gguf_apply import apply_gauge_to_gguf
 
             with progress("applying gauge", len(gguf_file.names)) as advance:
-                apply_gauge_to_gguf(gguf_file, tmps[-1], gauge, tokenizer_files=tokenizer_files,
+                apply_gauge_to_gguf(gguf_file, tmps[-1], gauge, on_tokenizer_error=_warn_no_tokenizer,
                                     on_tensor=lambda _: advance())
         else:
             n = sum(len(sf.keys()) for sf in HFCheckpoint(src).shard_files)
@@ -87,15 +86,8 @@ def run(args) -> int:
     return 0
 
 
-def _gguf_tokenizer_files(src: Path) -> dict[str, str]:
-    """The GGUF's tokenizer files for the output; a tokenizer that cannot be built is a warning
-    (the weights are still written, without tokenizer files)."""
+def _warn_no_tokenizer(error: GaugeJaxError) -> None:
+    """A GGUF tokenizer that cannot be built is a warning: the weights are written without tokenizer files."""
     from gaugejax.cli.common import console
-    from gaugejax.errors import CheckpointError
-    from gaugejax.io.gguf import gguf_tokenizer_files
 
-    try:
-        return gguf_tokenizer_files(src)
-    except CheckpointError as e:
-        console(stderr=True).print(f"warning: writing no tokenizer files: {e}", markup=False, highlight=False)
-        return {}
+    console(stderr=True).print(f"warning: writing no tokenizer files: {error}", markup=False, highlight=False)

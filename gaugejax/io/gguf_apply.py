@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from gaugejax.errors import CheckpointError
 from gaugejax.gauge import SignedPermutation
 from gaugejax.io.gguf import GGUFModelFile, open_gguf
 from gaugejax.spec import Axes, apply_axes
@@ -58,6 +59,7 @@ def gauge_in_row_blocks(w: np.ndarray, axes: Axes, gauge: SignedPermutation) -> 
 
 def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str | os.PathLike,
                         gauge: SignedPermutation, *, tokenizer_files: dict[str, str] | None = None,
+                        on_tokenizer_error: Callable[[CheckpointError], None] | None = None,
                         on_tensor: Callable[[str], None] | None = None, max_shard_bytes: int | None = None,
                         overwrite: bool = True) -> Path:
     """Writes a GGUF model in the chart of ``gauge`` as a Hugging Face directory, one tensor at a time.
@@ -67,7 +69,11 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
       directory: the output (rules of :func:`gaugejax.io.hf.save_hf`; atomic).
       gauge: from the GGUF model's chart to the new one.
       tokenizer_files: name → text of the tokenizer files to write beside the weights; default:
-        the GGUF's own (:func:`gaugejax.io.gguf.gguf_tokenizer_files`, none when it has none).
+        the GGUF's own (:func:`gaugejax.io.gguf.gguf_tokenizer_files`, none when it has none),
+        built after the weights are written, so the build's memory and the largest tensor's do
+        not add up.
+      on_tokenizer_error: called with the error when the GGUF's tokenizer cannot be built (the
+        directory is then written without tokenizer files); default: raise it.
       on_tensor: called with each tensor's name once it is moved.
       max_shard_bytes: shard size (default that of :func:`gaugejax.io.hf.save_hf`).
       overwrite: may replace a previous gaugejax output.
@@ -76,7 +82,8 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
     kernel keeps mapped).
 
     Raises:
-      CheckpointError: as :func:`gaugejax.io.gguf.open_gguf`, or a damaged tokenizer.
+      CheckpointError: as :func:`gaugejax.io.gguf.open_gguf`, or a tokenizer that cannot be built
+        (without ``on_tokenizer_error``).
       GaugeError: a gauge of the wrong width, or non-global signs on a LayerNorm model.
       NonFiniteError: a tensor holds NaN or ±Inf (named; nothing is written).
     """
@@ -89,7 +96,6 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
 
     model = src if isinstance(src, GGUFModelFile) else open_gguf(src)
     check_gauge_for(model.config, gauge)
-    texts = gguf_tokenizer_files(model.path) if tokenizer_files is None else tokenizer_files
     axes, shapes = hf_tensor_axes(model.config), hf_tensor_shapes(model.config)
 
     def item(t):
@@ -106,6 +112,15 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
     items = [item(t) for t in family_module(model.config).hf_tensors(model.config)]
     with atomic_path(directory, directory=True, overwrite=overwrite, inputs=[model.path]) as tmp:
         write_weights(tmp, model.config, items, np.dtype(np.float32), max_shard_bytes or DEFAULT_SHARD_BYTES)
+        texts = tokenizer_files
+        if texts is None:
+            try:
+                texts = gguf_tokenizer_files(model.path)
+            except CheckpointError as e:
+                if on_tokenizer_error is None:
+                    raise
+                on_tokenizer_error(e)
+                texts = {}
         for name, text in texts.items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(directory)
