@@ -25,21 +25,6 @@ from gaugejax.models.base import ModelConfig
 __all__ = ["checkpoint_config", "pair_configs"]
 
 
-def _gguf_config(path: Path) -> ModelConfig:
-    """The config a GGUF file's metadata states (its header only; as :func:`gaugejax.io.gguf.load_gguf` reads it)."""
-    from gaugejax.io.containment import regular_file
-    from gaugejax.io.gguf_arch import hf_config
-    from gaugejax.io.gguf_parse import read_header
-    from gaugejax.models import config_from_hf
-
-    regular_file(path)  # a FIFO would block the reader
-    header = read_header(path)
-    # the vocabulary arrays are not decoded: the sizes come from the tensor shapes
-    meta = header.values(k for k in header.fields if not k.startswith("tokenizer.ggml.") or k.endswith("_id"))
-    _, cfg = hf_config(meta, {k: t.dims for k, t in header.tensors.items()}, path)
-    return config_from_hf(cfg)
-
-
 def checkpoint_config(path: str | os.PathLike) -> ModelConfig:
     """The :class:`ModelConfig` of a checkpoint, without reading a weight.
 
@@ -60,7 +45,11 @@ def checkpoint_config(path: str | os.PathLike) -> ModelConfig:
         ckpt.check_complete()
         return ckpt.config
     if p.suffix == ".gguf" and p.exists():
-        return _gguf_config(p)
+        from gaugejax.io.containment import regular_file
+        from gaugejax.io.gguf import open_gguf
+
+        regular_file(p)  # a FIFO would block the reader
+        return open_gguf(p).config  # header, metadata and tensor shapes; no tensor data
     from gaugejax.io import load_model
 
     load_model(p)  # every other kind is refused by the loader before it reads anything

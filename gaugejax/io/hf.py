@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from gaugejax.atomic import atomic_path
@@ -204,30 +205,45 @@ def hf_tensor_axes(config: ModelConfig, names: Any = None) -> dict[str, Axes]:
 
 
 def params_from_tensors(config: ModelConfig, get: Callable[[HFTensor], np.ndarray], dtype=None) -> dict[str, Any]:
-    """Builds the stacked params pytree from HF tensors fetched one at a time by ``get``."""
+    """Builds the stacked params pytree from HF tensors fetched one at a time by ``get``: each
+    per-layer tensor goes into its slot of a preallocated stack when read (peak: the model plus one
+    tensor). Arrays reach JAX by ``jax.device_put``: one copy, and a memory map's file pages are let
+    go once it is done (``jnp.asarray`` held two more copies of a large array for a while on CPU)."""
+    tensors = family_module(config).hf_tensors(config)
+    counts = Counter(k for t in tensors if t.layer is not None for k in ([k for k, _ in t.parts] or [t.key]))
     glob: dict[str, Any] = {}
-    per_layer: dict[str, list] = {}
-    for t in family_module(config).hf_tensors(config):
+    stacks: dict[str, np.ndarray] = {}
+    filled: Counter = Counter()
+    for t in tensors:
         arr = np.asarray(get(t))
         if t.transpose:
             arr = arr.T
         if dtype is not None:
-            arr = arr.astype(dtype)
+            arr = arr.astype(dtype, copy=False)
         for key, part in _split_fused(t, arr):
             if t.layer is None:
-                glob[key] = jnp.asarray(part)
-            else:
-                per_layer.setdefault(key, []).append(part)
-    glob["layers"] = {k: jnp.asarray(_stack_layers(v, config.n_layers)) for k, v in per_layer.items()}
+                glob[key] = jax.device_put(part)
+                continue
+            stacks[key] = _fill(stacks.get(key), counts[key], filled[key], part, t.name)
+            filled[key] += 1
+    # a stack of experts (layer by layer, expert by expert) gets an expert axis after the layer axis
+    n = config.n_layers
+    glob["layers"] = {k: jax.device_put(v if len(v) == n else v.reshape(n, -1, *v.shape[1:])) for k, v in stacks.items()}
     _check_shapes(config, glob)
     return glob
 
 
-def _stack_layers(parts: list[np.ndarray], n_layers: int) -> np.ndarray:
-    """Per-layer arrays on a leading layer axis; a stack of experts (layer by layer, expert by
-    expert) also on an expert axis."""
-    arr = np.stack(parts)
-    return arr if len(parts) == n_layers else arr.reshape(n_layers, -1, *arr.shape[1:])
+def _fill(stack: np.ndarray | None, count: int, i: int, part: np.ndarray, name: str) -> np.ndarray:
+    """``stack`` (``count`` slots, allocated at the first part) with slot ``i`` set to ``part``;
+    a part of a wider dtype widens the whole stack (as ``np.stack`` would)."""
+    if stack is None:
+        stack = np.empty((count, *part.shape), part.dtype)
+    if part.shape != stack.shape[1:]:
+        raise CheckpointError(f"tensor {name!r} has shape {part.shape}, other layers {stack.shape[1:]}")
+    if np.result_type(stack, part) != stack.dtype:
+        stack = stack.astype(np.result_type(stack, part))
+    stack[i] = part
+    return stack
 
 
 def _split_fused(t: HFTensor, arr: np.ndarray) -> list[tuple[str, np.ndarray]]:
