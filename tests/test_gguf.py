@@ -133,44 +133,6 @@ def test_quantized_gguf_dequantizes_like_gguf_quants(tmp_path):
     assert rel_err(m2.params["embed"], m.params["embed"]) < 1e-2
 
 
-_DEQUANTIZABLE = [t for t in Q if t.name not in ("F32", "F16", "F64", "I8", "I16", "I32", "I64", "Q8_1", "Q8_K")
-                  and hasattr(getattr(gguf.quants, t.name, None), "dequantize_rows")]
-
-
-@pytest.mark.parametrize("qtype", _DEQUANTIZABLE, ids=[t.name for t in _DEQUANTIZABLE])
-def test_chunked_dequantization_is_gguf_quants_bit_for_bit(qtype):
-    """Random blocks of every type ``gguf`` decodes, over several chunks (the last one short):
-    the same float32 values, NaN and Inf included, as ``gguf.quants.dequantize``."""
-    import warnings
-
-    from gaugejax.io.gguf_dequant import CHUNK_VALUES, dequantize_array
-
-    block, size = gguf.constants.GGML_QUANT_SIZES[qtype]
-    width = block * max(1, 256 // block)
-    rows = 2 * CHUNK_VALUES // width + 7  # three chunks, the last one short
-    raw = np.random.default_rng(int(qtype)).integers(0, 256, (rows, width // block * size), dtype=np.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # random scales hold NaN/Inf bit patterns
-        ours, ref = dequantize_array(raw, qtype, (rows, width)), gguf.quants.dequantize(raw, qtype)
-    assert ours.dtype == np.float32 and ours.flags.writeable
-    np.testing.assert_array_equal(ours, ref)
-
-
-def test_generate_merges_is_transformers_order():
-    """Our lexsort of the merges against transformers' own ``generate_merges`` (what its GGUF
-    tokenizer builder calls), on a vocabulary with many tied scores and splits."""
-    pytest.importorskip("transformers")
-    from transformers.tokenization_utils_base import generate_merges as reference
-
-    from gaugejax.io.tokenizer import generate_merges
-
-    rng = np.random.default_rng(0)
-    tokens = list(dict.fromkeys("".join(rng.choice(list("abcd▁"), rng.integers(1, 7))) for _ in range(3000)))
-    vocab = {t: i for i, t in enumerate(tokens)}
-    for scores in ({t: float(rng.choice([-1.0, -2.0, 0.0])) for t in tokens}, {t: -i for i, t in enumerate(tokens)}):
-        assert generate_merges(vocab, scores) == reference(vocab, scores)
-
-
 def test_dtype_argument_and_load_model_dispatch(tmp_path):
     p = write_llama_gguf(tmp_path / "t.gguf", _tiny())
     m = load_model(p, dtype=jax.numpy.bfloat16)

@@ -299,6 +299,14 @@ def gguf_tokenizer_files(path: str | os.PathLike) -> dict[str, str]:
     from a GGUF file (:func:`gaugejax.io.tokenizer.tokenizer_files`: special tokens, BOS/EOS, chat
     template); ``transformers.AutoTokenizer`` on that directory gives the GGUF tokenizer's ids.
 
+    ``gaugejax apply`` writes them beside the weights. A model loaded from a GGUF does not carry
+    them (a :class:`Model` is only its config and parameters), so write them with the directory:
+
+    Example:
+      >>> out = gj.save_model(gj.load_model("m.gguf"), "out")      # doctest: +SKIP
+      >>> for name, text in gguf_tokenizer_files("m.gguf").items():  # doctest: +SKIP
+      ...     (out / name).write_text(text, encoding="utf-8")
+
     Returns:
       name → text; empty when the file carries no tokenizer (no ``tokenizer.ggml.model``).
 

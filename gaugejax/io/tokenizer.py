@@ -98,7 +98,7 @@ def _token_id(meta: Mapping[str, Any], key: str, n: int) -> int | None:
         return None
     if isinstance(tid, bool) or not isinstance(tid, int) or not 0 <= tid < n:
         raise CheckpointError(f"GGUF tokenizer.ggml.{key}={tid!r} is not a token id of its {n}-token vocabulary; "
-                              "the file is damaged")
+                              "the file is damaged: re-convert it, or pass --tokens")
     return tid
 
 
@@ -108,7 +108,7 @@ def _merges(raw: list[str]) -> list[tuple[str, str]]:
         left, sep, right = m.partition(" ")
         if not sep or not left or not right:
             raise CheckpointError(f"GGUF tokenizer.ggml.merges holds {m[:40]!r}, not two tokens separated by a space; "
-                                  "the file is damaged")
+                                  "the file is damaged: re-convert it, or pass --tokens")
         out.append((left, right))
     return out
 
