@@ -64,7 +64,8 @@ def read_capped(path: str | os.PathLike, limit: int, fix: str = "repair or repla
     except OSError as e:
         raise CheckpointError(f"cannot read {os.fspath(path)} ({e.strerror or e})") from None
     if len(raw) > limit:
-        raise CheckpointError(f"{os.fspath(path)} holds over {limit} bytes, far more than a JSON side file needs; {fix}")
+        raise CheckpointError(f"{os.fspath(path)} holds over {limit} bytes, far more than a JSON side file needs; "
+                              f"{fix}")
     return raw
 
 

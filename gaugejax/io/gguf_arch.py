@@ -148,7 +148,8 @@ def hf_config(meta: Mapping[str, Any], tensors: Mapping[str, tuple], path: Path)
     cfg: dict[str, Any] = {
         "model_type": arch.model_type, "vocab_size": vocab, "hidden_size": d, "num_hidden_layers": n_layers,
         "intermediate_size": get.integer("feed_forward_length"), "num_attention_heads": n_heads,
-        "num_key_value_heads": get.kv_heads(n_heads), "rms_norm_eps": get.number("attention.layer_norm_rms_epsilon", 1e-5),
+        "num_key_value_heads": get.kv_heads(n_heads),
+        "rms_norm_eps": get.number("attention.layer_norm_rms_epsilon", 1e-5),
         "max_position_embeddings": get.integer("context_length", 2048), "rope_theta": get.number("rope.freq_base", 1e4),
         "tie_word_embeddings": "output.weight" not in tensors, arch.activation[0]: arch.activation[1],
     }

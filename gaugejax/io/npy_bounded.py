@@ -55,7 +55,7 @@ def _header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         else:
             raise _Refused(f".npy format version {version[0]}.{version[1]} (supported: 1.0, 2.0)")
-    except (ValueError, EOFError, TypeError, SyntaxError, OverflowError) as e:
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError...
         raise _Refused(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     if dtype.hasobject:
         raise _Refused("it holds Python objects, which need pickle (refused: loading pickles can run code)")
