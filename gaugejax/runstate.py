@@ -99,15 +99,18 @@ def load_state(path: str | os.PathLike, key: str) -> RunState | None:
     path = Path(path)
     if not path.exists():
         return None
+    from gaugejax.io.npy_bounded import read_npz
+
+    names = ["format", "key", "n_tokens", "next_check", "finished", *(f"stats_{k}" for k in stats.CorrStats._fields)]
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["format"]) != _FORMAT:
-                raise _not_a_state_file(path)
-            if str(z["key"]) != key:
-                raise GaugeJaxError(f"{path} is the state of a different run (other tokens, layers, batching or "
-                                    "models); delete it or pass another --state file")
-            fields = {k: jnp.asarray(z[f"stats_{k}"]) for k in stats.CorrStats._fields}
-            return RunState(stats.CorrStats(**fields), int(z["n_tokens"]), int(z["next_check"]), bool(z["finished"]))
+        z = read_npz(path, names, error=ValueError, label=str(path))  # no pickles; member sizes checked first
+        if str(z["format"]) != _FORMAT:
+            raise _not_a_state_file(path)
+        if str(z["key"]) != key:
+            raise GaugeJaxError(f"{path} is the state of a different run (other tokens, layers, batching or "
+                                "models); delete it or pass another --state file")
+        fields = {k: jnp.asarray(z[f"stats_{k}"]) for k in stats.CorrStats._fields}
+        return RunState(stats.CorrStats(**fields), int(z["n_tokens"]), int(z["next_check"]), bool(z["finished"]))
     except (KeyError, ValueError, OSError, EOFError):
         raise _not_a_state_file(path) from None
 

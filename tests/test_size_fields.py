@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +199,22 @@ def test_cli_info_on_the_49_byte_gguf_is_one_line_under_a_memory_cap(tmp_path):
     r = subprocess.run([sys.executable, "-c", capped, str(path)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("error: ") and "claims 1099511627776 array elements" in r.stderr
+
+
+def test_align_state_file_with_a_bomb_member_is_refused_unread(tmp_path):
+    """A ``--state`` file whose statistics member inflates to 512 MiB (from 0.5 MiB): refused from the
+    zip directory, in a child process whose peak grows by under 100 MiB (np.load inflated it all)."""
+    sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+    from mutate import mutate_npz
+
+    buf = io.BytesIO()
+    np.savez(buf, format=np.array("gaugejax-align-state-1"), key=np.array("k"))
+    (tmp_path / "s.npz").write_bytes(mutate_npz(buf.getvalue(), ("zip_bomb", "stats_count.npy", 2**29)))
+    code = ("import resource, sys; from gaugejax.runstate import load_state; "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    load_state(sys.argv[1], 'k')\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.npz")], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0].startswith("GaugeJaxError") and "not a gaugejax align state file" in out[0], out
+    assert int(out[1]) < 100 * 1024, out

@@ -137,7 +137,7 @@ def npz_members(path: str | os.PathLike, *, error: type[GaugeJaxError], label: s
 
 
 def read_npz(path: str | os.PathLike, names: Iterable[str] | None = None, *,
-             error: type[GaugeJaxError] = GaugeJaxError, label: str | None = None) -> dict[str, np.ndarray]:
+             error: type[Exception] = GaugeJaxError, label: str | None = None) -> dict[str, np.ndarray]:
     """The arrays ``names`` of an ``.npz`` archive (absent names are left out), or all of them
     (``names=None``: then a member that is not ``NAME.npy`` is refused). Each member's declared size
     is checked before it is read."""

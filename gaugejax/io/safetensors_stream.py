@@ -110,8 +110,8 @@ def _check_header(path: str, header, data_size: int) -> dict:
     for name, e in entries.items():
         if not isinstance(e, dict):
             raise CheckpointError(f"{bad}: tensor {name!r} is described by a {type(e).__name__}, not an object")
-        if e.get("dtype") not in DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {e.get('dtype')!r}")
+        if not isinstance(e.get("dtype"), str) or e["dtype"] not in DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {str(e.get('dtype'))[:40]!r}")
         shape, offsets = e.get("shape"), e.get("data_offsets")
         if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_is_count(x) for x in shape)):
             raise CheckpointError(f"{bad}: tensor {name!r} has no valid shape (a list of at most {MAX_DIMS} "

@@ -15,4 +15,8 @@ PINNED = [
     # the first CI run: numpy's .npy header parser raises tokenize.TokenError on a header cut short
     ("tokens", "tokens", [("npy_hlen", 1)]),
     ("vec_npz", "steering", [("zip_member", 0, ("npy_hlen", 1))]),
+    # the first exploring run: a safetensors dtype that is a JSON list (unhashable) raised TypeError
+    ("st_header", "info", [("json_set", 18, [])]),
+    ("vec_st", "steering", [("json_set", 3, [])]),
+    ("sae_dir", "sae", [("json_set", 1, [])]),
 ]
