@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
 from typing import IO, Iterable
 
@@ -40,6 +41,9 @@ SMALL_MEMBER = 1 << 20
 MAX_DIMS = 32
 """Arrays of more dimensions are refused (numpy's own limit is 64)."""
 _CHUNK = 1 << 22
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError,
+               RuntimeError, struct.error)
+"""What ``zipfile`` raises on a damaged archive (bad records, unknown versions, encryption...)."""
 
 
 class _Refused(Exception):
@@ -132,7 +136,7 @@ def npz_members(path: str | os.PathLike, *, error: type[GaugeJaxError], label: s
     try:
         with zipfile.ZipFile(path) as z:
             return z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except _ZIP_ERRORS as e:
         raise error(f"{label}: not a plain .npz archive ({str(e).splitlines()[0] or type(e).__name__})") from None
 
 
@@ -159,5 +163,5 @@ def read_npz(path: str | os.PathLike, names: Iterable[str] | None = None, *,
             return out
     except _Refused as e:
         raise error(f"{label} is not a plain .npz archive ({e})") from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
+    except _ZIP_ERRORS as e:
         raise error(f"{label}: not a plain .npz archive ({str(e).splitlines()[0] or type(e).__name__})") from None

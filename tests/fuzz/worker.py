@@ -50,6 +50,7 @@ def _targets():
     from gaugejax.gauge import load_gauge_metadata
     from gaugejax.info import describe
     from gaugejax.io import apply_gauge_to_checkpoint, load_tokenizer
+    from gaugejax.io.gguf import gguf_metadata
     from gaugejax.transport import transport_file
 
     gauge = gj.SignedPermutation.random(0, 16)
@@ -68,6 +69,7 @@ def _targets():
         **_selftests(),
         "info": lambda path, out: describe(path),
         "load": lambda path, out: gj.load_model(path),
+        "summary": lambda path, out: gguf_metadata(path),
         "apply": lambda path, out: apply_gauge_to_checkpoint(path, os.path.join(out, "applied"), gauge),
         "gauge": lambda path, out: (gj.SignedPermutation.load(path), load_gauge_metadata(path)),
         "tokens": lambda path, out: load_token_file(path),
