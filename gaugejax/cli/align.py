@@ -141,7 +141,7 @@ def probe_vocabulary(model, rows: np.ndarray):
     """
     import dataclasses
 
-    import jax.numpy as jnp
+    import jax
 
     from gaugejax.models.base import Model
 
@@ -150,9 +150,9 @@ def probe_vocabulary(model, rows: np.ndarray):
     if size >= model.config.vocab_size:
         return model, np.arange(model.config.vocab_size)
     kept = np.concatenate([used, np.full(size - len(used), used[-1])])
-    axes = vocabulary_axes(model.config)
-    index = jnp.asarray(kept, jnp.int32)
-    params = {k: (jnp.take(v, index, axis=axes[k]) if k in axes else v) for k, v in model.params.items()}
+    axes = vocabulary_axes(model.config)  # rows gathered on the host: no device program to compile
+    params = {k: (jax.device_put(np.take(np.asarray(v), kept, axis=axes[k])) if k in axes else v)
+              for k, v in model.params.items()}
     return Model(dataclasses.replace(model.config, vocab_size=size), params), kept
 
 
