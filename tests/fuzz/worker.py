@@ -53,7 +53,10 @@ def _targets():
     from gaugejax.io.gguf import gguf_metadata
     from gaugejax.transport import transport_file
 
-    gauge = gj.SignedPermutation.random(0, 16)
+    from gaugejax.io.gguf_apply import apply_gauge_to_gguf
+
+    gauge = gj.SignedPermutation.random(0, 16)  # the width of every seed but the GGUF model's
+    gguf_gauge = gj.SignedPermutation.random(0, 32)
 
     def transport(kind):
         def run(path, out):
@@ -71,6 +74,7 @@ def _targets():
         "load": lambda path, out: gj.load_model(path),
         "summary": lambda path, out: gguf_metadata(path),
         "apply": lambda path, out: apply_gauge_to_checkpoint(path, os.path.join(out, "applied"), gauge),
+        "apply_gguf": lambda path, out: apply_gauge_to_gguf(path, os.path.join(out, "applied"), gguf_gauge),
         "gauge": lambda path, out: (gj.SignedPermutation.load(path), load_gauge_metadata(path)),
         "tokens": lambda path, out: load_token_file(path),
         "tokenizer": tokenizer,
