@@ -103,6 +103,42 @@ def bench_pair(name: str, gguf: Path, work: Path, repeats: int) -> list[list]:
     return rows
 
 
+PHASES = {
+    "import gaugejax (jax, numpy, ...)": ("gaugejax/__init__.py", "<module>"),
+    "checks before loading (configs)": ("gaugejax/cli/preflight.py", "pair_configs"),
+    "probe tokens (tokenizer, corpus)": ("gaugejax/cli/common.py", "token_source"),
+    "loading both models": ("gaugejax/io/__init__.py", "load_model"),
+    "  of which dequantizing the GGUF": ("gaugejax/io/gguf_dequant.py", "dequantize_array"),
+    "  of which filling the layer stacks": ("gaugejax/io/hf.py", "_fill"),
+    "keeping the probe rows of the embeddings": ("gaugejax/cli/align.py", "probe_vocabulary"),
+    "aligning": ("gaugejax/align.py", "align"),
+    "  of which waiting for the forward passes": ("gaugejax/verify.py", "first_nonfinite"),
+    "  of which matching and the certificate": ("gaugejax/matching.py", "match_stats"),
+    "JAX: tracing, lowering, cache lookups": ("jax/_src/pjit.py", "_pjit_call_impl_python"),
+    "  of which compiling or loading compiled code": ("jax/_src/compiler.py", "compile_or_get_cached"),
+}
+"""Phases of a run: (file suffix, function) whose cumulative time cProfile reports."""
+
+
+def profile_rows(name: str, gguf: Path, work: Path) -> list[list]:
+    """Cumulative seconds per :data:`PHASES` entry in one more second run under cProfile (pstats
+    counts a recursive function's outermost calls only)."""
+    import pstats
+
+    out = work / f"{name}.prof"
+    env = {k: v for k, v in os.environ.items() if k not in ("GAUGEJAX_NO_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    env.update(CI="1", GAUGEJAX_CACHE_DIR=str(work / f"cache_{name}_0"))
+    command = ["align", gguf, work / f"{name}_gauged", "-o", work / f"{name}_found.npz", "--overwrite"]
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", out, "-m", "gaugejax", *command], env=env, check=True,
+                   capture_output=True)
+    stats = pstats.Stats(str(out)).stats
+    total = max(v[3] for v in stats.values())
+    rows = [[name, "whole run (under cProfile)", total]]
+    for label, (suffix, func) in PHASES.items():
+        rows.append([name, label, sum(v[3] for (f, _, fn), v in stats.items() if f.endswith(suffix) and fn == func)])
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -110,6 +146,7 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/gaugejax_bench_cold_path",
                     help="kept between runs: the gauged copies are written once")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave results/cold_path.md as it is")
+    ap.add_argument("--profile", action="store_true", help="add where a second run spends its time (cProfile)")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -118,10 +155,11 @@ def main() -> int:
 
         shutil.rmtree(old)
     sources = {"smollm2": smollm2_gguf, "gemma3": lambda: gemma3_gguf(work)}
-    rows = []
+    rows, phases = [], []
     for name in args.pairs.split(","):
         rows += bench_pair(name, sources[name](), work, args.repeats)
         print(markdown_table(COLUMNS, rows[-2:]), flush=True)
+        phases += profile_rows(name, sources[name](), work) if args.profile else []
     lines = [
         "# `gaugejax align MODEL.gguf GAUGED_DIR`: the cold path",
         "",
@@ -137,6 +175,10 @@ def main() -> int:
         "",
         markdown_table(COLUMNS, rows),
     ]
+    if phases:
+        lines += ["", f"Where a second run spends its time: one more second run under cProfile (load average "
+                  f"{os.getloadavg()[0]:.1f} after it; cProfile slows Python-heavy parts), cumulative seconds of the "
+                  "outermost call of each phase.", "", markdown_table(["pair", "phase", "s"], phases)]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
