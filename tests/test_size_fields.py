@@ -78,6 +78,15 @@ def test_gguf_two_million_empty_strings_cost_no_objects(tmp_path):
     assert int(growth_kib) < 100 * 1024, out  # the file is 16 MB; gguf's reader took 3.3 GB
 
 
+def test_gguf_architecture_array_is_refused_undecoded(tmp_path):
+    """``general.architecture`` as an array of 2M strings: refused by its type, never decoded to be named."""
+    n = 2_000_000
+    path = tmp_path / "a.gguf"
+    path.write_bytes(_gguf_bytes(_key("general.architecture") + struct.pack("<IIQ", 9, 8, n) + b"\0" * (8 * n)))
+    with pytest.raises(CheckpointError, match="general.architecture is a GGUF ARRAY, not a string"):
+        gj.load_model(path)
+
+
 def test_gguf_metadata_that_the_tensors_cannot_hold_names_the_key(tmp_path):
     from gaugejax.io.gguf_arch import hf_config
 

@@ -39,7 +39,7 @@ import numpy as np
 from gaugejax.errors import CheckpointError
 from gaugejax.io.gguf_arch import ARCHITECTURES, Arch, hf_config, reverse_permute
 from gaugejax.io.gguf_dequant import dequantize_array
-from gaugejax.io.gguf_parse import GGUFHeader, TensorEntry, read_header
+from gaugejax.io.gguf_parse import STRING, GGUFHeader, TensorEntry, read_header
 from gaugejax.models.base import Model, ModelConfig
 from gaugejax.models.table import HFTensor
 
@@ -126,6 +126,10 @@ def open_gguf(path: str | os.PathLike) -> GGUFModelFile:
     """
     p = Path(path)
     header = _header(p)
+    arch_field = header.fields.get("general.architecture")
+    if arch_field is not None and arch_field.type != STRING:  # never decode a crafted array to name it
+        raise CheckpointError(f"{p}: general.architecture is a GGUF {arch_field.type_names[0]}, not a string "
+                              "(corrupt or crafted GGUF)")
     # decoded when read; the vocabulary arrays are large and not needed here
     meta = header.values(k for k in header.fields if not k.startswith("tokenizer.ggml.") or k.endswith("_id"))
     tensors = header.tensors

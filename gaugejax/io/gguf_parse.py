@@ -46,7 +46,7 @@ import numpy as np
 
 from gaugejax.errors import CheckpointError
 
-__all__ = ["GGUFHeader", "Field", "TensorEntry", "read_header", "VALUE_TYPES", "MAX_DIMS"]
+__all__ = ["GGUFHeader", "Field", "TensorEntry", "read_header", "VALUE_TYPES", "MAX_DIMS", "STRING", "ARRAY"]
 
 STRING, ARRAY = 8, 9
 VALUE_TYPES: dict[int, tuple[str, str]] = {
