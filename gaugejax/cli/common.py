@@ -193,7 +193,7 @@ def is_gauge_file(path: str | os.PathLike) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, zipfile.BadZipFile, NotImplementedError, ValueError):  # any damaged archive: not ours
         return False
     return {"perm.npy", "signs.npy"} <= names
 
