@@ -44,10 +44,7 @@ from typing import Iterable, Iterator, Sequence
 
 from gaugejax.errors import GaugeJaxError, TransportError
 from gaugejax.leftovers import OWNER, owner_tag, remove_stale, signals_blocked, signals_interrupt, write_owner
-from gaugejax.sniff import Recogniser, looks_like
-
-MANIFEST = ".gaugejax"
-"""Name of the manifest a directory write leaves inside the directory (JSON: ``files`` written)."""
+from gaugejax.sniff import MANIFEST, Recogniser, looks_like
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _ACTIVE: set[Path] = set()

@@ -40,6 +40,8 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+from gaugejax.sniff import MANIFEST
+
 __all__ = ["Interrupted", "signals_interrupt", "signals_blocked", "OWNER", "owner_tag", "write_owner", "is_stale",
            "remove_stale"]
 
@@ -171,8 +173,6 @@ def is_stale(path: Path, target: Path) -> bool:
 
     See the module docstring for the proof required; a link is never stale.
     """
-    from gaugejax.atomic import MANIFEST
-
     m = _pattern(target).fullmatch(path.name)
     if m is None or path.is_symlink() or m.group(3) != _host_tag(_host()):
         return False

@@ -13,7 +13,10 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["Recogniser", "looks_like"]
+__all__ = ["MANIFEST", "Recogniser", "looks_like"]
+
+MANIFEST = ".gaugejax"
+"""Name of the manifest a directory write leaves inside the directory (JSON: ``files`` written)."""
 
 Recogniser = Callable[[Path], bool]
 """``path -> bool``: "this existing file is a previous output of this kind"."""

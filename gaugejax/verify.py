@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gaugejax.errors import GaugeError, NonFiniteError
+from gaugejax.io.finite import broken_weights as _broken_weights
+from gaugejax.io.finite import check_finite_tensor, is_floating as _floating
 from gaugejax.gauge import SignedPermutation
 from gaugejax.group import Group
 
@@ -87,37 +89,6 @@ def check_finite(stream: Any, *, labels: Sequence[int] | None = None, what: str 
         label = labels[i] if labels is not None else i
         raise NonFiniteError(f"{what} has NaN or infinite activations at h[{label}] (0 = embeddings, i = after "
                              "block i): a broken checkpoint or an overflow in its dtype; run `gaugejax verify` on it")
-
-
-def _floating(dtype: Any) -> bool:
-    import jax.numpy as jnp
-
-    return bool(jnp.issubdtype(dtype, jnp.floating))  # bfloat16 and the other ml_dtypes floats too
-
-
-def check_finite_tensor(array: Any, name: str, where: Any, *, block: int = 1 << 22) -> None:
-    """Raises :class:`~gaugejax.errors.NonFiniteError` naming tensor ``name`` of ``where`` when
-    ``array`` holds a NaN or ±Inf; integer tensors pass. Read in blocks of ``block`` values, so a
-    memory-mapped tensor is never held in memory whole.
-
-    Example:
-      >>> check_finite_tensor(np.ones((3, 2), np.float16), "w", "ckpt")
-      >>> check_finite_tensor(np.array([1.0, np.nan]), "model.norm.weight", "ckpt")
-      Traceback (most recent call last):
-      ...
-      gaugejax.errors.NonFiniteError: ckpt: tensor model.norm.weight holds NaN or infinite values; gaugejax does not write broken weights: repair or re-download the checkpoint
-    """
-    flat = np.asarray(array).reshape(-1)
-    if not _floating(flat.dtype):
-        return
-    for start in range(0, flat.size, block):
-        if not np.isfinite(flat[start:start + block]).all():
-            raise NonFiniteError(_broken_weights(where, name))
-
-
-def _broken_weights(where: Any, name: str) -> str:
-    return (f"{where}: tensor {name} holds NaN or infinite values; gaugejax does not write broken weights: repair or "
-            "re-download the checkpoint")
 
 
 def check_finite_weights(model: Any, where: Any) -> None:

@@ -92,7 +92,7 @@ def apply_gauge_to_gguf(src: str | os.PathLike | GGUFModelFile, directory: str |
     from gaugejax.io.hf import DEFAULT_SHARD_BYTES, hf_tensor_axes, hf_tensor_shapes, write_weights
     from gaugejax.io.safetensors_stream import TensorInfo
     from gaugejax.models import check_gauge_for, family_module
-    from gaugejax.verify import check_finite_tensor
+    from gaugejax.io.finite import check_finite_tensor
 
     model = src if isinstance(src, GGUFModelFile) else open_gguf(src)
     check_gauge_for(model.config, gauge)

@@ -55,7 +55,7 @@ def rewrite_hf(ckpt: HFCheckpoint, directory: str | os.PathLike,
       NonFiniteError: a tensor holds NaN or ±Inf (named; nothing is written).
       UnsafeInputError: a file to copy links outside the folder or is not a regular file.
     """
-    from gaugejax.verify import check_finite_tensor
+    from gaugejax.io.finite import check_finite_tensor
 
     src = ckpt.directory
     with atomic_path(directory, directory=True, overwrite=overwrite, inputs=[src]) as tmp:
